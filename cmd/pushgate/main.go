@@ -1,0 +1,39 @@
+// Command pushgate is the push-notification delivery gateway: its API
+// server, its workers, the simulators, the demo, the benchmark and the
+// signing client, as subcommands of one binary.
+//
+// main only wires: it hands the arguments, the environment and the standard
+// streams to run, and exits in one place.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode prints err as one line and maps it to the process status: 0 for
+// success, 2 for bad usage (flags, arguments, unreadable inputs), 1 for
+// anything else.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "pushgate: %v\n", err)
+	var u *usageError
+	if errors.As(err, &u) {
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,151 @@
+// Package providers delivers one message to a batch of devices of one
+// platform, through Firebase Cloud Messaging (Android) or the Apple Push
+// Notification service (iOS), and classifies every outcome.
+//
+// The queue sees only the Sender interface and the types in this file. A
+// sender never retries and never sleeps on a provider's Retry-After: it
+// reports the outcome of each device once, and the queue decides what to do
+// next. Every provider call is admitted by a Gate first, so that a
+// kill-switch can stop a batch between any two calls.
+//
+// This package owns no Redis keys.
+package providers
+
+import (
+	"context"
+	"time"
+)
+
+// Platform names a push provider. Its string form is used in the API, in
+// Redis and in metrics.
+type Platform string
+
+// The platforms pushgate delivers to.
+const (
+	FCM  Platform = "fcm"
+	APNs Platform = "apns"
+)
+
+// Valid reports whether p is a known platform.
+func (p Platform) Valid() bool { return p == FCM || p == APNs }
+
+// Priority is the delivery priority of a message.
+type Priority string
+
+// Message priorities. High wakes the device; normal may be batched by the
+// provider to save power.
+const (
+	PriorityHigh   Priority = "high"
+	PriorityNormal Priority = "normal"
+)
+
+// MaxPayload is the largest payload, in bytes, that either provider accepts.
+const MaxPayload = 4096
+
+// MaxCollapseID is the longest collapse identity, in bytes, that APNs
+// accepts in apns-collapse-id.
+const MaxCollapseID = 64
+
+// Message is what one broadcast sends to every device of a batch.
+//
+// CollapseID is the collapse identity shared by every copy of a broadcast
+// (apns-collapse-id, FCM android.notification.tag and collapse_key), so that
+// a re-send or a recall replacement takes the place of the original on the
+// phone instead of appearing next to it.
+type Message struct {
+	// BroadcastID goes into the pushgate metadata block of every push:
+	// {"pushgate":{"broadcast":"<id>"}}.
+	BroadcastID string
+	// RecallOf, when set, makes this a silent recall instruction carrying
+	// {"pushgate":{"recall":"<id>"}} instead of the broadcast block.
+	RecallOf string
+
+	Title string
+	Body  string
+	// Data is application data delivered with the notification.
+	Data map[string]string
+
+	// TTL is how long the providers keep the message for an offline device.
+	// It is sent as android.ttl and as an absolute apns-expiration.
+	TTL      time.Duration
+	Priority Priority
+
+	CollapseID string
+	// Silent sends a data-only FCM message and an APNs background push
+	// (content-available, apns-push-type: background, priority 5).
+	Silent bool
+}
+
+// Class is the kind of outcome a device had.
+type Class uint8
+
+// Outcome classes. The zero value is not a valid outcome.
+const (
+	// Sent: the provider accepted the message for the device.
+	Sent Class = iota + 1
+	// InvalidToken: the token is gone or never belonged to this app; the
+	// device must be removed from the registry.
+	InvalidToken
+	// Retryable: a transient failure; send again after Result.RetryAfter
+	// (if given) or a backoff.
+	Retryable
+	// Permanent: the provider refused the message itself (payload or
+	// configuration error); sending again would fail again.
+	Permanent
+	// Cancelled: no call was made, or its outcome is unknown, because the
+	// gate refused it or the context was cancelled.
+	Cancelled
+)
+
+// String returns the stable name of the class, used in the ledger and in
+// metrics.
+func (c Class) String() string {
+	switch c {
+	case Sent:
+		return "sent"
+	case InvalidToken:
+		return "invalid_token"
+	case Retryable:
+		return "retryable"
+	case Permanent:
+		return "permanent"
+	case Cancelled:
+		return "cancelled"
+	}
+	return "unknown"
+}
+
+// Result is the outcome of one device.
+type Result struct {
+	Class Class
+	// MessageID is the provider's id for a sent message (FCM message name,
+	// APNs apns-id).
+	MessageID string
+	// RetryAfter is the delay the provider asked for, zero when it gave none.
+	RetryAfter time.Duration
+	// Reason is the provider's error code (for example UNREGISTERED or
+	// BadDeviceToken) or a short description; empty when sent.
+	Reason string
+	// Latency is how long the provider call took; zero when no call was made.
+	Latency time.Duration
+}
+
+// Gate admits provider calls. A sender calls Enter before every call and
+// makes the call only when it returns true; it calls Leave after every
+// admitted call has returned. A kill-switch implements Gate so that once it
+// has applied a kill and waited for admitted calls to leave, no further call
+// in the killed scope can start.
+type Gate interface {
+	Enter() bool
+	Leave()
+}
+
+// Sender delivers to one platform.
+type Sender interface {
+	// Platform is the platform this sender delivers to.
+	Platform() Platform
+	// Send delivers msg to every token and returns one result per token, in
+	// the same order. It returns only when every call it started has
+	// returned. Per-device failures are results, not errors.
+	Send(ctx context.Context, gate Gate, msg *Message, tokens []string) []Result
+}
