@@ -1,0 +1,162 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/providers"
+	"pushgate/signing"
+)
+
+// Policy is the set of limits and defaults of delivery.
+type Policy struct {
+	// MaxTTL caps a broadcast's TTL.
+	MaxTTL time.Duration
+	// EnvelopeMaxAge is how old a stored envelope a worker still accepts.
+	EnvelopeMaxAge time.Duration
+	// ProviderRates limit sends per platform across every process.
+	ProviderRates map[providers.Platform]Rate
+	// DeviceLimit is how many pushes one device may get per DeviceWindow;
+	// zero disables the limit. Recalls do not count.
+	DeviceLimit  int
+	DeviceWindow time.Duration
+	// MaxAttempts is how many times a device is tried before it counts as
+	// failed.
+	MaxAttempts int
+	// RetryBase and RetryMax shape the exponential backoff of retries.
+	RetryBase, RetryMax time.Duration
+	// IdempotencyTTL is how long an idempotency key is remembered.
+	IdempotencyTTL time.Duration
+	// KillWait bounds how long a kill with wait=true waits for workers.
+	KillWait time.Duration
+}
+
+// DefaultPolicy returns the documented defaults.
+func DefaultPolicy() Policy {
+	return Policy{
+		MaxTTL:         24 * time.Hour,
+		EnvelopeMaxAge: 24 * time.Hour,
+		ProviderRates: map[providers.Platform]Rate{
+			providers.FCM:  {Count: 600000, Per: time.Minute},
+			providers.APNs: {Count: 600000, Per: time.Minute},
+		},
+		DeviceLimit:    10,
+		DeviceWindow:   time.Hour,
+		MaxAttempts:    5,
+		RetryBase:      time.Second,
+		RetryMax:       5 * time.Minute,
+		IdempotencyTTL: 24 * time.Hour,
+		KillWait:       2 * time.Second,
+	}
+}
+
+// Config is what the API service and the workers are built from.
+type Config struct {
+	Redis    redis.UniversalClient
+	Keys     Keys
+	Verifier *signing.Verifier
+	Policy   Policy
+	Logger   *slog.Logger
+	Metrics  *Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// core is what the service and the worker share.
+type core struct {
+	rdb      redis.UniversalClient
+	keys     Keys
+	policy   Policy
+	logger   *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+	store    *store
+	registry *Registry
+	kills    *Kills
+	verifier *signing.Verifier
+	enqueuer *asynq.Client
+	audit    *Audit
+}
+
+func newCore(cfg Config) (*core, error) {
+	if cfg.Redis == nil || cfg.Verifier == nil {
+		return nil, errors.New("queue: Redis and Verifier are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Keys == (Keys{}) {
+		cfg.Keys = NewKeys("")
+	}
+	p := cfg.Policy
+	if p.MaxTTL <= 0 || p.EnvelopeMaxAge <= 0 || p.MaxAttempts <= 0 || p.RetryBase <= 0 || p.RetryMax < p.RetryBase ||
+		p.IdempotencyTTL <= 0 || p.KillWait <= 0 {
+		return nil, fmt.Errorf("queue: incomplete policy %+v (start from DefaultPolicy)", p)
+	}
+	c := &core{
+		rdb:      cfg.Redis,
+		keys:     cfg.Keys,
+		policy:   p,
+		logger:   cfg.Logger,
+		metrics:  cfg.Metrics,
+		now:      cfg.Now,
+		store:    &store{rdb: cfg.Redis, keys: cfg.Keys},
+		registry: NewRegistry(cfg.Redis, cfg.Keys),
+		kills:    NewKills(cfg.Redis, cfg.Keys, cfg.Now),
+		verifier: cfg.Verifier,
+		enqueuer: asynq.NewClientFromRedisClient(cfg.Redis),
+		audit:    &Audit{rdb: cfg.Redis, keys: cfg.Keys, now: cfg.Now},
+	}
+	return c, nil
+}
+
+func (c *core) newLimiter() *limiter {
+	return &limiter{
+		rdb:          c.rdb,
+		rl:           redis_rate.NewLimiter(c.rdb),
+		keys:         c.keys,
+		provider:     c.policy.ProviderRates,
+		deviceMax:    c.policy.DeviceLimit,
+		deviceWindow: c.policy.DeviceWindow,
+		now:          c.now,
+	}
+}
+
+// enqueue adds a task, treating a task-id conflict as success: the task
+// is already there.
+func (c *core) enqueue(ctx context.Context, typ string, payload []byte, opts ...asynq.Option) error {
+	_, err := c.enqueuer.EnqueueContext(ctx, asynq.NewTask(typ, payload), opts...)
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue %s: %w", typ, err)
+	}
+	return nil
+}
+
+// securityEvent counts and logs a refused task. It never logs device
+// tokens or signatures.
+func (c *core) securityEvent(ctx context.Context, task, broadcastID string, err error) {
+	reason := "envelope"
+	if errors.Is(err, errOutsideAudience) {
+		reason = "audience"
+	}
+	if c.metrics != nil {
+		c.metrics.refused.WithLabelValues(task, reason).Inc()
+	}
+	c.rdb.HIncrBy(ctx, c.keys.SecurityEvents(), task+":"+reason, 1)
+	c.logger.Error("security: task refused", "event", "task_refused", "task", task,
+		"broadcast_id", broadcastID, "reason", reason, "err", err)
+}
+
+// errOutsideAudience marks devices of a batch that are not in the
+// broadcast's audience: a forged or altered task.
+var errOutsideAudience = errors.New("devices outside the broadcast's audience")

@@ -1,0 +1,49 @@
+// Package queue is pushgate's delivery pipeline: the broadcast store, the
+// device registry, the asynq tasks that plan and deliver broadcasts, the
+// per-device ledger, the rate limits, the kill-switch and recall.
+//
+// # Flow
+//
+// Service.Submit (called by the API) stores a broadcast's record and its
+// envelope — the signed request exactly as received — and enqueues a plan
+// task. A Worker's planner loads the envelope and verifies its signature
+// again; a task whose envelope does not verify is refused, counted and
+// logged as a security event. The planner reads the audience page by page
+// (SSCAN, never the whole set), and enqueues deliver tasks of at most
+// MaxBatch devices of one platform, saving its cursor after each page so a
+// retried plan resumes without enqueuing a batch twice.
+//
+// A deliver task takes only device addresses from its payload; what it
+// sends comes from the verified envelope (verdicts cached per envelope
+// digest), and the devices must belong to the envelope's audience. It
+// claims the devices in the ledger, checks the kill-switch in memory,
+// takes rate-limit tokens for the whole batch, sends, records every
+// outcome, prunes invalid tokens and re-enqueues only transient failures
+// (after max(Retry-After, backoff)) and rate-limited devices. No task sleeps
+// on a provider.
+//
+// # Invariants
+//
+//   - Nothing reaches a phone that a verified envelope did not say, to a
+//     device outside the audience that envelope names.
+//   - A device with a recorded outcome for a broadcast is never sent that
+//     broadcast again; a worker killed between a provider's answer and the
+//     ledger write may cause one re-send, which the collapse identity
+//     (CollapseID) makes replace the first copy on the phone.
+//   - Once every live worker has acknowledged a kill version, no provider
+//     call in a killed scope starts, and the ledger records every device
+//     the killed broadcast reached (recall relies on it).
+//   - A broadcast completes when planning is done and every planned device
+//     has a final outcome: targeted = sent + failed + invalid_token +
+//     cancelled + throttled.
+//
+// # Redis keys
+//
+// Every key is built by Keys (keys.go), under a prefix ("pg" by default):
+// broadcast records, envelopes, ledgers, plan progress and timelines under
+// the hash tag {bc:<id>}; the broadcast index; idempotency keys; signature
+// nonces; topic and device sets; rate-limit keys (redis_rate adds its
+// "rate:" prefix); the kill state under {kill}; worker heartbeats and
+// acknowledgements; the audit stream; security-event counters. asynq keeps
+// its tasks under its own "asynq:" keys.
+package queue

@@ -1,0 +1,316 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"pushgate/internal/redistest"
+	"pushgate/providers"
+	"pushgate/signing"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// go-redis keeps a connection-pool reaper per client for its life;
+		// clients are closed at cleanup, after goleak looks.
+		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
+		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/maintnotifications.(*CircuitBreakerManager).cleanupLoop"),
+	)
+}
+
+// fakeSender is a hand-written providers.Sender that records what it was
+// asked to send. script, when set, decides a device's result per attempt.
+type fakeSender struct {
+	platform providers.Platform
+	latency  time.Duration
+
+	mu     sync.Mutex
+	sends  []sendRecord
+	calls  map[string]int // token → calls made
+	script func(token string, call int) providers.Result
+}
+
+type sendRecord struct {
+	token string
+	msg   providers.Message
+	at    time.Time
+}
+
+var _ providers.Sender = (*fakeSender)(nil)
+
+func newFakeSender(p providers.Platform) *fakeSender {
+	return &fakeSender{platform: p, calls: map[string]int{}}
+}
+
+func (f *fakeSender) Platform() providers.Platform { return f.platform }
+
+func (f *fakeSender) Send(ctx context.Context, gate providers.Gate, msg *providers.Message, tokens []string) []providers.Result {
+	out := make([]providers.Result, len(tokens))
+	var wg sync.WaitGroup
+	for i, tok := range tokens {
+		if ctx.Err() != nil || !gate.Enter() {
+			out[i] = providers.Result{Class: providers.Cancelled}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer gate.Leave()
+			if f.latency > 0 {
+				select {
+				case <-time.After(f.latency):
+				case <-ctx.Done():
+					out[i] = providers.Result{Class: providers.Cancelled}
+					return
+				}
+			}
+			f.mu.Lock()
+			f.calls[tok]++
+			call := f.calls[tok]
+			res := providers.Result{Class: providers.Sent, MessageID: "m"}
+			if f.script != nil {
+				res = f.script(tok, call)
+			}
+			if res.Class == providers.Sent {
+				f.sends = append(f.sends, sendRecord{token: tok, msg: *msg, at: time.Now()})
+			}
+			f.mu.Unlock()
+			out[i] = res
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// sent returns how many times each token was sent msg content matching
+// title ("" for any).
+func (f *fakeSender) sent(title string) map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int{}
+	for _, s := range f.sends {
+		if title == "" || s.msg.Title == title {
+			out[s.token]++
+		}
+	}
+	return out
+}
+
+func (f *fakeSender) records() []sendRecord {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]sendRecord(nil), f.sends...)
+}
+
+// fixture is a Service and its keys on a private Redis database.
+type fixture struct {
+	t        *testing.T
+	rdb      *redis.Client
+	keys     Keys
+	svc      *Service
+	verifier *signing.Verifier
+	keyring  *signing.Keyring
+	sender   *signing.Signer // key "sender": broadcast, register; topics citizens, t-*
+	admin    *signing.Signer // key "admin"
+	signers  map[string]*signing.Signer
+	policy   Policy
+	fcm      *fakeSender
+	apns     *fakeSender
+}
+
+func newFixture(t *testing.T, tune func(*Policy)) *fixture {
+	t.Helper()
+	rdb := redistest.Client(t)
+	f := &fixture{t: t, rdb: rdb, keys: NewKeys("pgt"), policy: DefaultPolicy(),
+		fcm: newFakeSender(providers.FCM), apns: newFakeSender(providers.APNs)}
+	f.policy.DeviceLimit = 0
+	f.policy.RetryBase = 200 * time.Millisecond
+	if tune != nil {
+		tune(&f.policy)
+	}
+	var ring strings.Builder
+	ring.WriteString("keys:\n")
+	signers := map[string]*signing.Signer{}
+	for _, k := range []struct{ id, roles, extra string }{
+		{"sender", "[broadcast, register]", "    topics: [citizens, \"t-*\"]\n    max_audience: 100000\n"},
+		{"small", "[broadcast]", "    topics: [citizens]\n    max_audience: 5\n"},
+		{"admin", "[admin]", ""},
+	} {
+		pub, priv, err := signing.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, _ := signing.MarshalPublicKeyPEM(pub)
+		fmt.Fprintf(&ring, "  - id: %s\n    roles: %s\n%s    public_key: |\n", k.id, k.roles, k.extra)
+		for _, line := range strings.Split(strings.TrimSpace(string(pem)), "\n") {
+			fmt.Fprintf(&ring, "      %s\n", line)
+		}
+		signers[k.id] = &signing.Signer{KeyID: k.id, Key: priv}
+	}
+	kr, err := signing.ParseKeyring([]byte(ring.String()))
+	if err != nil {
+		t.Fatalf("keyring: %v\n%s", err, ring.String())
+	}
+	f.keyring = kr
+	f.sender, f.admin = signers["sender"], signers["admin"]
+	kills := NewKills(rdb, f.keys, time.Now)
+	f.verifier = signing.NewVerifier(signing.VerifierConfig{
+		Profile:     signing.DefaultProfile(),
+		Keys:        kr,
+		Revocations: kills,
+		Replay:      signing.NewRedisReplayGuard(rdb, f.keys.Nonce),
+	})
+	svc, err := NewService(f.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = svc
+	f.signers = signers
+	return f
+}
+
+func (f *fixture) config() Config {
+	return Config{Redis: f.rdb, Keys: f.keys, Verifier: f.verifier, Policy: f.policy,
+		Metrics: NewMetrics(prometheus.NewRegistry()),
+		Logger:  slog.New(slog.NewTextHandler(tlog{f.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+}
+
+// startWorker starts a worker with the fixture's fake senders and stops it
+// at cleanup.
+func (f *fixture) startWorker(id string) *Worker {
+	f.t.Helper()
+	w, err := NewWorker(WorkerConfig{
+		Config:                   f.config(),
+		Senders:                  map[providers.Platform]providers.Sender{providers.FCM: f.fcm, providers.APNs: f.apns},
+		ID:                       id,
+		Concurrency:              4,
+		TaskCheckInterval:        10 * time.Millisecond,
+		DelayedTaskCheckInterval: 100 * time.Millisecond,
+		ShutdownTimeout:          5 * time.Second,
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(w.Shutdown)
+	return w
+}
+
+// signed builds a signed request as a gateway would receive it and returns
+// it verified, with its envelope.
+func (f *fixture) signed(signer *signing.Signer, method, path string, body []byte) (*signing.Verified, *signing.Request, error) {
+	f.t.Helper()
+	r, err := http.NewRequest(method, "http://gw.test"+path, bytes.NewReader(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if len(body) > 0 {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if err := signer.Sign(r, body); err != nil {
+		f.t.Fatal(err)
+	}
+	req := signing.RequestFromHTTP(r, body)
+	v, err := f.verifier.Verify(context.Background(), req)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, v.Envelope(req), nil
+}
+
+// submit signs and submits a broadcast body with signer.
+func (f *fixture) submit(signer *signing.Signer, body string) (*Submission, error) {
+	f.t.Helper()
+	v, env, err := f.signed(signer, "POST", "/v1/broadcasts", []byte(body))
+	if err != nil {
+		f.t.Fatalf("verify: %v", err)
+	}
+	br, err := ParseBroadcastRequest([]byte(body), f.policy.MaxTTL)
+	if err != nil {
+		return nil, err
+	}
+	return f.svc.Submit(context.Background(), v, env, br)
+}
+
+func (f *fixture) mustSubmit(body string) *Status {
+	f.t.Helper()
+	s, err := f.submit(f.sender, body)
+	if err != nil {
+		f.t.Fatalf("submit: %v", err)
+	}
+	return s.Status
+}
+
+// register puts n devices per platform into topic and returns their
+// members.
+func (f *fixture) register(topic string, nFCM, nAPNs int) []Device {
+	f.t.Helper()
+	var devs []ImportDevice
+	var out []Device
+	for i := range nFCM {
+		d := Device{Platform: providers.FCM, Token: fmt.Sprintf("fcm-%s-%05d", topic, i)}
+		devs = append(devs, ImportDevice{Platform: "fcm", Token: d.Token, Topics: []string{topic}})
+		out = append(out, d)
+	}
+	for i := range nAPNs {
+		d := Device{Platform: providers.APNs, Token: fmt.Sprintf("%064x", i+1_000_000*len(topic))}
+		devs = append(devs, ImportDevice{Platform: "apns", Token: d.Token, Topics: []string{topic}})
+		out = append(out, d)
+	}
+	if err := f.svc.Registry().Import(context.Background(), devs); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+// waitState polls a broadcast until it reaches state or the deadline.
+func (f *fixture) waitState(id, state string, within time.Duration) *Status {
+	f.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := f.svc.Get(context.Background(), id)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if st.State == state {
+			return st
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("broadcast %s is %s after %s, want %s; counters %+v", id, st.State, within, state, st.Counters)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tlog writes log lines into the test's output.
+type tlog struct{ t *testing.T }
+
+func (l tlog) Write(b []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

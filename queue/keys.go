@@ -1,0 +1,124 @@
+package queue
+
+import "strconv"
+
+// Keys builds every Redis key and channel pushgate uses (asynq's own keys
+// aside, which asynq names under "asynq:"). Nothing else in the project
+// spells a key.
+//
+// Keys of one broadcast share the hash tag {bc:<id>} so that the Lua scripts
+// that touch a broadcast's record and ledger together stay on one slot of a
+// Redis Cluster.
+type Keys struct {
+	prefix string
+}
+
+// NewKeys returns a key builder whose keys all start with prefix and a
+// colon. An empty prefix means "pg".
+func NewKeys(prefix string) Keys {
+	if prefix == "" {
+		prefix = "pg"
+	}
+	return Keys{prefix: prefix}
+}
+
+func (k Keys) bc(id string) string { return k.prefix + ":{bc:" + id + "}" }
+
+// Broadcast is the hash holding a broadcast's record: state, counters,
+// sender key, audience summary, timestamps.
+func (k Keys) Broadcast(id string) string { return k.bc(id) }
+
+// Envelope holds the signed submission of a broadcast exactly as received.
+func (k Keys) Envelope(id string) string { return k.bc(id) + ":env" }
+
+// RecallEnvelope holds the signed recall request of a broadcast.
+func (k Keys) RecallEnvelope(id string) string { return k.bc(id) + ":recall-env" }
+
+// Ledger is the hash of per-device outcomes of a broadcast: field
+// "<platform>:<token>", value an outcome letter followed by the batch
+// sequence that owns the device.
+func (k Keys) Ledger(id string) string { return k.bc(id) + ":ledger" }
+
+// RecallLedger is the ledger of a broadcast's recall messages.
+func (k Keys) RecallLedger(id string) string { return k.bc(id) + ":recall-ledger" }
+
+// Plan is the hash of a broadcast's planning progress (cursor, next batch
+// sequence, devices planned), and likewise RecallPlan for its recall.
+func (k Keys) Plan(id string) string { return k.bc(id) + ":plan" }
+
+// RecallPlan is the planning progress of a broadcast's recall.
+func (k Keys) RecallPlan(id string) string { return k.bc(id) + ":recall-plan" }
+
+// Timeline is the list of a broadcast's events, oldest first.
+func (k Keys) Timeline(id string) string { return k.bc(id) + ":timeline" }
+
+// BroadcastIndex is the sorted set of broadcast ids scored by creation time
+// in milliseconds.
+func (k Keys) BroadcastIndex() string { return k.prefix + ":broadcasts" }
+
+// Idempotency maps a sender key's idempotency key to the broadcast it
+// created and the SHA-256 of the body that created it.
+func (k Keys) Idempotency(keyID, idemKey string) string {
+	return k.prefix + ":idem:" + keyID + ":" + idemKey
+}
+
+// Nonce is the replay-guard key of a signature nonce.
+func (k Keys) Nonce(keyID, nonce string) string {
+	return k.prefix + ":nonce:" + keyID + ":" + nonce
+}
+
+// Topic is the set of devices ("<platform>:<token>") subscribed to a topic.
+func (k Keys) Topic(name string) string { return k.prefix + ":topic:" + name }
+
+// AllDevices is the set of every registered device.
+func (k Keys) AllDevices() string { return k.prefix + ":devices" }
+
+// DeviceTopics is the set of topics a device is subscribed to, so that
+// removing a device can leave every topic.
+func (k Keys) DeviceTopics(device string) string { return k.prefix + ":device:" + device }
+
+// ProviderRate is the rate-limit key of a platform; redis_rate prefixes it
+// with "rate:".
+func (k Keys) ProviderRate(platform string) string { return k.prefix + ":rl:provider:" + platform }
+
+// SenderRate is the rate-limit key of a sender key; redis_rate prefixes it
+// with "rate:".
+func (k Keys) SenderRate(keyID string) string { return k.prefix + ":rl:sender:" + keyID }
+
+// DeviceRate is the hash counting pushes per device in one window of the
+// per-device limit. Both windows of a check share one hash tag.
+func (k Keys) DeviceRate(window int64) string {
+	return k.prefix + ":{rl:device}:" + strconv.FormatInt(window, 10)
+}
+
+// Kills is the hash of active kills: scope → JSON. It shares the {kill}
+// hash tag with KillVersion and Revoked, which change with it atomically.
+func (k Keys) Kills() string { return k.prefix + ":{kill}:active" }
+
+// KillVersion is the counter bumped by every change of the kill state or of
+// the revoked keys.
+func (k Keys) KillVersion() string { return k.prefix + ":{kill}:version" }
+
+// KillChannel is the pub/sub channel on which a new kill version is
+// announced.
+func (k Keys) KillChannel() string { return k.prefix + ":kill-events" }
+
+// AckChannel is the pub/sub channel on which workers announce the kill
+// version they have applied.
+func (k Keys) AckChannel() string { return k.prefix + ":kill-acks" }
+
+// Revoked is the hash of revoked sender keys: key id → JSON.
+func (k Keys) Revoked() string { return k.prefix + ":{kill}:revoked" }
+
+// Workers is the sorted set of live workers scored by their last heartbeat
+// in milliseconds.
+func (k Keys) Workers() string { return k.prefix + ":workers" }
+
+// WorkerAcks is the hash of the kill version each worker has applied.
+func (k Keys) WorkerAcks() string { return k.prefix + ":worker-acks" }
+
+// Audit is the stream of admin actions.
+func (k Keys) Audit() string { return k.prefix + ":audit" }
+
+// SecurityEvents is the counter hash of refused tasks by reason.
+func (k Keys) SecurityEvents() string { return k.prefix + ":security" }

@@ -1,0 +1,325 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Kill scopes.
+const (
+	ScopeGlobal    = "global"
+	scopeKey       = "key:"
+	scopeBroadcast = "broadcast:"
+	scopeTopic     = "topic:"
+)
+
+// KeyScope, BroadcastScope and TopicScope build kill scopes.
+func KeyScope(keyID string) string { return scopeKey + keyID }
+
+// BroadcastScope is the kill scope of one broadcast.
+func BroadcastScope(id string) string { return scopeBroadcast + id }
+
+// TopicScope is the kill scope of every broadcast to a topic.
+func TopicScope(topic string) string { return scopeTopic + topic }
+
+// ValidateScope checks a kill scope from outside: "global", "key:<id>",
+// "broadcast:<id>" or "topic:<name>".
+func ValidateScope(s string) error {
+	if s == ScopeGlobal {
+		return nil
+	}
+	kind, v, ok := strings.Cut(s, ":")
+	if ok && v != "" && len(v) <= 128 && !strings.ContainsAny(v, " \t\r\n") {
+		switch kind + ":" {
+		case scopeKey, scopeBroadcast:
+			return nil
+		case scopeTopic:
+			if ValidTopic(v) {
+				return nil
+			}
+		}
+	}
+	return newError(CodeInvalidScope, "scope must be global, key:<id>, broadcast:<id> or topic:<name>")
+}
+
+// Kill is one active kill.
+type Kill struct {
+	Scope  string    `json:"scope"`
+	Reason string    `json:"reason"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+}
+
+// Scope says what a piece of work belongs to, for matching kills.
+type Scope struct {
+	BroadcastID string
+	KeyID       string
+	Topic       string
+}
+
+// killState is an immutable snapshot of every active kill and revoked key.
+type killState struct {
+	version int64
+	kills   map[string]Kill
+	revoked map[string]bool
+}
+
+// match returns the kill scope that stops work in sc, if any.
+func (s *killState) match(sc Scope) (string, bool) {
+	if s == nil {
+		return "", false
+	}
+	if _, ok := s.kills[ScopeGlobal]; ok {
+		return ScopeGlobal, true
+	}
+	if sc.KeyID != "" {
+		ks := KeyScope(sc.KeyID)
+		if _, ok := s.kills[ks]; ok || s.revoked[sc.KeyID] {
+			return ks, true
+		}
+	}
+	if sc.BroadcastID != "" {
+		if bs := BroadcastScope(sc.BroadcastID); s.kills[bs].Scope != "" {
+			return bs, true
+		}
+	}
+	if sc.Topic != "" {
+		if ts := TopicScope(sc.Topic); s.kills[ts].Scope != "" {
+			return ts, true
+		}
+	}
+	return "", false
+}
+
+// Kills is the durable kill state in Redis: active kills, revoked keys, a
+// version bumped on every change and announced on a channel, and the
+// acknowledgements workers give for the versions they applied.
+type Kills struct {
+	rdb  redis.UniversalClient
+	keys Keys
+	now  func() time.Time
+}
+
+// NewKills returns the kill state store on rdb.
+func NewKills(rdb redis.UniversalClient, keys Keys, now func() time.Time) *Kills {
+	return &Kills{rdb: rdb, keys: keys, now: now}
+}
+
+// changeScript applies one change to the kill state, bumps the version and
+// announces it. KEYS[1] kills, KEYS[2] version, KEYS[3] revoked; ARGV[1]
+// channel, ARGV[2] "kill" or "resume", ARGV[3] scope, ARGV[4] kill JSON,
+// ARGV[5] key id to revoke ("" for none), ARGV[6] revocation JSON.
+// Returns {changed, version}.
+var changeScript = redis.NewScript(`
+local changed = 0
+if ARGV[2] == 'kill' then
+  if redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) == 1 then changed = 1 end
+  if ARGV[5] ~= '' and redis.call('HSET', KEYS[3], ARGV[5], ARGV[6]) == 1 then changed = 1 end
+else
+  changed = redis.call('HDEL', KEYS[1], ARGV[3])
+end
+local v = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], v)
+return {changed, v}
+`)
+
+func (k *Kills) change(ctx context.Context, op, scope string, kill Kill, revokeKey string) (bool, int64, error) {
+	kj, err := json.Marshal(kill)
+	if err != nil {
+		return false, 0, fmt.Errorf("encode kill: %w", err)
+	}
+	res, err := changeScript.Run(ctx, k.rdb, []string{k.keys.Kills(), k.keys.KillVersion(), k.keys.Revoked()},
+		k.keys.KillChannel(), op, scope, kj, revokeKey, kj).Int64Slice()
+	if err != nil {
+		return false, 0, fmt.Errorf("change kill state: %w", err)
+	}
+	if len(res) != 2 {
+		return false, 0, fmt.Errorf("change kill state: unexpected reply %v", res)
+	}
+	return res[0] == 1, res[1], nil
+}
+
+// Kill makes a scope's kill durable and announces it. It returns the new
+// kill version, which workers acknowledge once applied.
+func (k *Kills) Kill(ctx context.Context, scope, reason, by string) (int64, error) {
+	_, v, err := k.change(ctx, "kill", scope, Kill{Scope: scope, Reason: reason, By: by, At: k.now().UTC()}, "")
+	return v, err
+}
+
+// Resume lifts a kill. It reports whether the kill was active.
+func (k *Kills) Resume(ctx context.Context, scope string) (bool, int64, error) {
+	return k.change(ctx, "resume", scope, Kill{}, "")
+}
+
+// Revoke revokes a key and kills everything it submitted, in one change.
+func (k *Kills) Revoke(ctx context.Context, keyID, reason, by string) (int64, error) {
+	kill := Kill{Scope: KeyScope(keyID), Reason: reason, By: by, At: k.now().UTC()}
+	_, v, err := k.change(ctx, "kill", kill.Scope, kill, keyID)
+	return v, err
+}
+
+// Revoked reports whether a key is revoked. It implements
+// signing.Revocations with one Redis round trip.
+func (k *Kills) Revoked(ctx context.Context, keyID string) (bool, error) {
+	ok, err := k.rdb.HExists(ctx, k.keys.Revoked(), keyID).Result()
+	if err != nil {
+		return false, fmt.Errorf("check revocation: %w", err)
+	}
+	return ok, nil
+}
+
+// Active returns the active kills, oldest first.
+func (k *Kills) Active(ctx context.Context) ([]Kill, error) {
+	st, err := k.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Kill, 0, len(st.kills))
+	for _, kl := range st.kills {
+		out = append(out, kl)
+	}
+	slices.SortFunc(out, func(a, b Kill) int { return a.At.Compare(b.At) })
+	return out, nil
+}
+
+// IsActive reports whether a scope is killed right now.
+func (k *Kills) IsActive(ctx context.Context, scope string) (bool, error) {
+	ok, err := k.rdb.HExists(ctx, k.keys.Kills(), scope).Result()
+	if err != nil {
+		return false, fmt.Errorf("read kill state: %w", err)
+	}
+	return ok, nil
+}
+
+// version reads the current kill version.
+func (k *Kills) version(ctx context.Context) (int64, error) {
+	v, err := k.rdb.Get(ctx, k.keys.KillVersion()).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read kill version: %w", err)
+	}
+	return v, nil
+}
+
+// load reads a consistent snapshot of the kill state. Entries that do not
+// parse are kept as kills of their scope: a corrupted entry must not
+// silently lift a kill.
+func (k *Kills) load(ctx context.Context) (*killState, error) {
+	var ver *redis.StringCmd
+	var kills, revoked *redis.MapStringStringCmd
+	_, err := k.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ver = p.Get(ctx, k.keys.KillVersion())
+		kills = p.HGetAll(ctx, k.keys.Kills())
+		revoked = p.HGetAll(ctx, k.keys.Revoked())
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read kill state: %w", err)
+	}
+	st := &killState{kills: map[string]Kill{}, revoked: map[string]bool{}}
+	st.version, _ = strconv.ParseInt(ver.Val(), 10, 64)
+	for scope, raw := range kills.Val() {
+		var kl Kill
+		if json.Unmarshal([]byte(raw), &kl) != nil {
+			kl = Kill{Reason: "unreadable kill entry"}
+		}
+		kl.Scope = scope
+		st.kills[scope] = kl
+	}
+	for id := range revoked.Val() {
+		st.revoked[id] = true
+	}
+	return st, nil
+}
+
+// AckReport says which live workers acknowledged a kill version.
+type AckReport struct {
+	Version      int64         `json:"version"`
+	Acknowledged bool          `json:"acknowledged"`
+	Workers      int           `json:"workers"`
+	Missing      []string      `json:"missing,omitempty"`
+	Waited       time.Duration `json:"-"`
+}
+
+// liveWindow is how recent a heartbeat must be for a worker to count as
+// live.
+const liveWindow = 3 * time.Second
+
+// ackSubscription listens for worker acknowledgements. Open it before
+// changing the kill state so that no acknowledgement is missed.
+type ackSubscription struct {
+	ps *redis.PubSub
+}
+
+// subscribeAcks opens an acknowledgement subscription.
+func (k *Kills) subscribeAcks(ctx context.Context) (*ackSubscription, error) {
+	ps := k.rdb.Subscribe(ctx, k.keys.AckChannel())
+	if _, err := ps.Receive(ctx); err != nil {
+		ps.Close()
+		return nil, fmt.Errorf("subscribe to acknowledgements: %w", err)
+	}
+	return &ackSubscription{ps: ps}, nil
+}
+
+// waitAcks waits until every live worker has applied version, or timeout;
+// on timeout the report names the workers that did not answer.
+func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int64, timeout time.Duration) (AckReport, error) {
+	start := k.now()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(25 * time.Millisecond)
+	defer poll.Stop()
+	msgs := sub.ps.Channel(redis.WithChannelSize(256))
+	for {
+		rep, err := k.ackReport(ctx, version)
+		rep.Waited = k.now().Sub(start)
+		if err != nil || rep.Acknowledged {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-deadline.C:
+			return rep, nil
+		case <-msgs:
+		case <-poll.C:
+		}
+	}
+}
+
+// ackReport compares live workers' acknowledged versions with version.
+func (k *Kills) ackReport(ctx context.Context, version int64) (AckReport, error) {
+	rep := AckReport{Version: version}
+	since := strconv.FormatInt(k.now().Add(-liveWindow).UnixMilli(), 10)
+	var live *redis.StringSliceCmd
+	var acks *redis.MapStringStringCmd
+	_, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		live = p.ZRangeByScore(ctx, k.keys.Workers(), &redis.ZRangeBy{Min: since, Max: "+inf"})
+		acks = p.HGetAll(ctx, k.keys.WorkerAcks())
+		return nil
+	})
+	if err != nil {
+		return rep, fmt.Errorf("read acknowledgements: %w", err)
+	}
+	rep.Workers = len(live.Val())
+	for _, w := range live.Val() {
+		if v, _ := strconv.ParseInt(acks.Val()[w], 10, 64); v < version {
+			rep.Missing = append(rep.Missing, w)
+		}
+	}
+	rep.Acknowledged = len(rep.Missing) == 0
+	return rep, nil
+}
+
+// Close closes the subscription.
+func (s *ackSubscription) Close() error { return s.ps.Close() }

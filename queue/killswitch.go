@@ -1,0 +1,267 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/providers"
+)
+
+// errKilled is the cause of a flight's context when a kill stops it.
+var errKilled = errors.New("killed")
+
+// KillSwitch is a worker's in-memory view of the kill state and its guard
+// over provider calls.
+//
+// The view is refreshed by the kill channel and, in case a message was
+// missed, by polling the kill version every second. Applying a new view
+// marks every running flight in a killed scope (so no further provider call
+// of it is admitted), cancels its context, waits for it to end (its
+// admitted calls returned and its outcomes recorded), and only then
+// acknowledges the version. So once every live worker has acknowledged a
+// kill, no provider call in its scope can start, and the ledger holds every
+// device it reached.
+type KillSwitch struct {
+	kills    *Kills
+	workerID string
+	logger   *slog.Logger
+	now      func() time.Time
+
+	state atomic.Pointer[killState]
+
+	mu      sync.Mutex // guards flights
+	flights map[*flight]struct{}
+
+	applyMu sync.Mutex // serialises apply
+
+	// applied counts acknowledged versions; nil when metrics are off.
+	applied prometheus.Counter
+}
+
+// drainTimeout bounds how long applying a kill waits for killed flights to
+// end before acknowledging anyway (and logging it).
+const drainTimeout = 10 * time.Second
+
+// NewKillSwitch returns a kill switch for the worker workerID. Run must be
+// running for it to follow changes.
+func NewKillSwitch(kills *Kills, workerID string, logger *slog.Logger) *KillSwitch {
+	return &KillSwitch{
+		kills:    kills,
+		workerID: workerID,
+		logger:   logger,
+		now:      kills.now,
+		flights:  map[*flight]struct{}{},
+	}
+}
+
+// Killed reports whether work in sc is stopped, and by which scope. It
+// reads memory only.
+func (ks *KillSwitch) Killed(sc Scope) (string, bool) {
+	return ks.state.Load().match(sc)
+}
+
+// Version is the kill version this worker has applied.
+func (ks *KillSwitch) Version() int64 {
+	if st := ks.state.Load(); st != nil {
+		return st.version
+	}
+	return 0
+}
+
+// Run follows the kill state and keeps the worker's heartbeat until ctx is
+// cancelled. It loads the state before returning from its first iteration,
+// so a worker should call Sync before taking tasks.
+func (ks *KillSwitch) Run(ctx context.Context) error {
+	ps := ks.kills.rdb.Subscribe(ctx, ks.kills.keys.KillChannel())
+	defer ps.Close()
+	msgs := ps.Channel(redis.WithChannelSize(64))
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	ks.heartbeat(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			ks.leave()
+			return nil
+		case m := <-msgs:
+			v, err := strconv.ParseInt(m.Payload, 10, 64)
+			if err == nil && v <= ks.Version() {
+				continue
+			}
+			ks.refresh(ctx)
+		case <-poll.C:
+			ks.heartbeat(ctx)
+			v, err := ks.kills.version(ctx)
+			if err != nil {
+				ks.logger.Warn("kill switch: poll failed", "err", err)
+				continue
+			}
+			if v != ks.Version() {
+				ks.refresh(ctx)
+			}
+		}
+	}
+}
+
+// Sync loads and applies the current kill state once.
+func (ks *KillSwitch) Sync(ctx context.Context) error {
+	st, err := ks.kills.load(ctx)
+	if err != nil {
+		return err
+	}
+	ks.apply(ctx, st)
+	return nil
+}
+
+func (ks *KillSwitch) refresh(ctx context.Context) {
+	if err := ks.Sync(ctx); err != nil && ctx.Err() == nil {
+		ks.logger.Warn("kill switch: refresh failed", "err", err)
+	}
+}
+
+// apply installs st, stops the flights it kills, waits for them to end and
+// acknowledges st's version.
+func (ks *KillSwitch) apply(ctx context.Context, st *killState) {
+	ks.applyMu.Lock()
+	defer ks.applyMu.Unlock()
+	if cur := ks.state.Load(); cur != nil && st.version < cur.version {
+		return
+	}
+	ks.state.Store(st)
+
+	var hit []*flight
+	ks.mu.Lock()
+	for f := range ks.flights {
+		if scope, ok := st.match(f.scope); ok {
+			f.kill(scope)
+			hit = append(hit, f)
+		}
+	}
+	ks.mu.Unlock()
+
+	timeout := time.NewTimer(drainTimeout)
+	defer timeout.Stop()
+	for _, f := range hit {
+		select {
+		case <-f.ended:
+		case <-timeout.C:
+			ks.logger.Error("kill switch: killed work did not stop in time; acknowledging anyway",
+				"broadcast_id", f.scope.BroadcastID, "version", st.version)
+		case <-ctx.Done():
+			return
+		}
+	}
+	ks.ack(ctx, st.version)
+}
+
+func (ks *KillSwitch) ack(ctx context.Context, version int64) {
+	_, err := ks.kills.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, ks.kills.keys.WorkerAcks(), ks.workerID, version)
+		p.Publish(ctx, ks.kills.keys.AckChannel(), ks.workerID+" "+strconv.FormatInt(version, 10))
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		ks.logger.Warn("kill switch: acknowledge failed", "version", version, "err", err)
+		return
+	}
+	if ks.applied != nil {
+		ks.applied.Inc()
+	}
+}
+
+// heartbeat records that this worker is live, and forgets workers gone
+// for a minute.
+func (ks *KillSwitch) heartbeat(ctx context.Context) {
+	now := ks.now()
+	_, err := ks.kills.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, ks.kills.keys.Workers(), redis.Z{Score: float64(now.UnixMilli()), Member: ks.workerID})
+		p.ZRemRangeByScore(ctx, ks.kills.keys.Workers(), "-inf", strconv.FormatInt(now.Add(-time.Minute).UnixMilli(), 10))
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		ks.logger.Warn("kill switch: heartbeat failed", "err", err)
+	}
+}
+
+// leave removes this worker from the live set so kills stop waiting for it.
+func (ks *KillSwitch) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ks.kills.rdb.ZRem(ctx, ks.kills.keys.Workers(), ks.workerID)
+	ks.kills.rdb.HDel(ctx, ks.kills.keys.WorkerAcks(), ks.workerID)
+}
+
+// begin registers a flight: the provider calls of one task in scope sc.
+// The flight's context is cancelled when a kill stops it; end must be
+// called once its outcomes are recorded.
+func (ks *KillSwitch) begin(ctx context.Context, sc Scope) *flight {
+	fctx, cancel := context.WithCancelCause(ctx)
+	f := &flight{ks: ks, scope: sc, ctx: fctx, cancel: cancel, ended: make(chan struct{})}
+	ks.mu.Lock()
+	if scope, ok := ks.state.Load().match(sc); ok {
+		f.kill(scope)
+	}
+	ks.flights[f] = struct{}{}
+	ks.mu.Unlock()
+	return f
+}
+
+// flight guards the provider calls of one task. It implements
+// providers.Gate.
+type flight struct {
+	ks     *KillSwitch
+	scope  Scope
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	ended  chan struct{}
+
+	mu       sync.Mutex
+	killedBy string
+}
+
+var _ providers.Gate = (*flight)(nil)
+
+// Enter admits a provider call unless the flight was killed.
+func (f *flight) Enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.killedBy == ""
+}
+
+// Leave is called after an admitted call returns. The flight does not
+// count calls: apply waits for the whole flight to end instead, which
+// happens only after every admitted call has returned.
+func (f *flight) Leave() {}
+
+func (f *flight) kill(scope string) {
+	f.mu.Lock()
+	if f.killedBy == "" {
+		f.killedBy = scope
+	}
+	f.mu.Unlock()
+	f.cancel(errKilled)
+}
+
+// killed returns the scope that killed the flight, or "".
+func (f *flight) killed() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.killedBy
+}
+
+// end unregisters the flight and releases anyone waiting for it.
+func (f *flight) end() {
+	f.ks.mu.Lock()
+	delete(f.ks.flights, f)
+	f.ks.mu.Unlock()
+	f.cancel(nil)
+	close(f.ended)
+}

@@ -1,0 +1,81 @@
+package queue
+
+import (
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the pipeline's Prometheus metrics, registered on a registry
+// the process owns.
+type Metrics struct {
+	deliveries   *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	transitions  *prometheus.CounterVec
+	refused      *prometheus.CounterVec
+	killsApplied prometheus.Counter
+}
+
+// NewMetrics creates the pipeline metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_deliveries_total",
+			Help: "Provider outcomes per device, by platform and result (sent, invalid_token, retryable, permanent, cancelled, throttled).",
+		}, []string{"platform", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushgate_provider_latency_seconds",
+			Help:    "Duration of provider calls, by platform.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"platform"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_broadcasts_total",
+			Help: "Broadcasts that entered each state in this process.",
+		}, []string{"state"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_tasks_refused_total",
+			Help: "Tasks refused because their envelope did not verify or they named devices outside the audience: security events.",
+		}, []string{"task", "reason"}),
+		killsApplied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_kill_versions_applied_total",
+			Help: "Kill-state versions this worker applied and acknowledged.",
+		}),
+	}
+	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied)
+	return m
+}
+
+func (m *Metrics) transition(state string) {
+	if m != nil && state != "" {
+		m.transitions.WithLabelValues(state).Inc()
+	}
+}
+
+// queueDepth reports asynq queue sizes at scrape time.
+type queueDepth struct {
+	insp *asynq.Inspector
+	desc *prometheus.Desc
+}
+
+// RegisterQueueDepth registers a collector of the pipeline's queue sizes,
+// by queue and task state, read from Redis when scraped.
+func RegisterQueueDepth(reg prometheus.Registerer, insp *asynq.Inspector) {
+	reg.MustRegister(&queueDepth{insp: insp, desc: prometheus.NewDesc(
+		"pushgate_queue_tasks", "Tasks in each pipeline queue, by state.", []string{"queue", "state"}, nil)})
+}
+
+func (q *queueDepth) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
+
+func (q *queueDepth) Collect(ch chan<- prometheus.Metric) {
+	for _, name := range []string{QueueRecall, QueuePlan, QueueDeliver} {
+		info, err := q.insp.GetQueueInfo(name)
+		if err != nil {
+			continue // a queue that was never used does not exist yet
+		}
+		for state, n := range map[string]int{
+			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
+			"retry": info.Retry, "archived": info.Archived,
+		} {
+			ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(n), name, state)
+		}
+	}
+}

@@ -1,0 +1,236 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/providers"
+)
+
+// MaxTopicsPerDevice bounds the topics one device may subscribe to.
+const MaxTopicsPerDevice = 100
+
+// Registry is the device registry: every device, and the devices of each
+// topic, as Redis sets of "<platform>:<token>" members.
+type Registry struct {
+	rdb  redis.UniversalClient
+	keys Keys
+}
+
+// NewRegistry returns a registry on rdb.
+func NewRegistry(rdb redis.UniversalClient, keys Keys) *Registry {
+	return &Registry{rdb: rdb, keys: keys}
+}
+
+// DeviceRequest is the body of PUT /v1/devices/{platform}/{token}.
+type DeviceRequest struct {
+	Topics []string `json:"topics"`
+}
+
+// ImportRequest is the body of POST /v1/devices/import.
+type ImportRequest struct {
+	Devices []ImportDevice `json:"devices"`
+}
+
+// ImportDevice is one device of an import, with the topics it joins.
+type ImportDevice struct {
+	Platform string   `json:"platform"`
+	Token    string   `json:"token"`
+	Topics   []string `json:"topics"`
+}
+
+// ParseDeviceRequest decodes and validates a device registration body.
+func ParseDeviceRequest(body []byte) (*DeviceRequest, error) {
+	var r DeviceRequest
+	if err := decodeStrict(body, &r); err != nil {
+		return nil, err
+	}
+	if p := topicsProblem(r.Topics); p != "" {
+		return nil, newError(CodeInvalidTopic, "%s", p)
+	}
+	return &r, nil
+}
+
+// ParseImportRequest decodes and validates a device import body.
+func ParseImportRequest(body []byte) (*ImportRequest, error) {
+	var r ImportRequest
+	if err := decodeStrict(body, &r); err != nil {
+		return nil, err
+	}
+	if len(r.Devices) == 0 {
+		return nil, newError(CodeInvalidDevice, "devices is empty")
+	}
+	if len(r.Devices) > MaxTokens {
+		return nil, newError(CodeTooManyTokens, "%d devices; at most %d per import", len(r.Devices), MaxTokens)
+	}
+	for i, d := range r.Devices {
+		if p := (Device{Platform: providers.Platform(d.Platform), Token: d.Token}).problem(); p != "" {
+			return nil, newError(CodeInvalidDevice, "devices[%d]: %s", i, p)
+		}
+		if p := topicsProblem(d.Topics); p != "" {
+			return nil, newError(CodeInvalidTopic, "devices[%d]: %s", i, p)
+		}
+	}
+	return &r, nil
+}
+
+// topicsProblem describes what is wrong with a topic list, or returns "".
+func topicsProblem(topics []string) string {
+	if len(topics) > MaxTopicsPerDevice {
+		return fmt.Sprintf("%d topics; at most %d", len(topics), MaxTopicsPerDevice)
+	}
+	for _, t := range topics {
+		if !ValidTopic(t) {
+			return fmt.Sprintf("topic %q must be 1 to 128 of A-Z a-z 0-9 _ . ~ -", t)
+		}
+	}
+	return ""
+}
+
+// NewDevice validates a platform and token taken from a URL path.
+func NewDevice(platform, token string) (Device, error) {
+	d := Device{Platform: providers.Platform(platform), Token: token}
+	if p := d.problem(); p != "" {
+		return d, newError(CodeInvalidDevice, "%s", p)
+	}
+	return d, nil
+}
+
+// Put registers a device with exactly the given topics.
+func (r *Registry) Put(ctx context.Context, d Device, topics []string) error {
+	m := d.Member()
+	old, err := r.rdb.SMembers(ctx, r.keys.DeviceTopics(m)).Result()
+	if err != nil {
+		return fmt.Errorf("register device: %w", err)
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, t := range old {
+			if !slices.Contains(topics, t) {
+				p.SRem(ctx, r.keys.Topic(t), m)
+			}
+		}
+		p.Del(ctx, r.keys.DeviceTopics(m))
+		r.add(ctx, p, m, topics)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("register device: %w", err)
+	}
+	return nil
+}
+
+// add subscribes member m to topics (keeping its other subscriptions).
+func (r *Registry) add(ctx context.Context, p redis.Pipeliner, m string, topics []string) {
+	p.SAdd(ctx, r.keys.AllDevices(), m)
+	for _, t := range topics {
+		p.SAdd(ctx, r.keys.Topic(t), m)
+		p.SAdd(ctx, r.keys.DeviceTopics(m), t)
+	}
+}
+
+// Import registers devices, adding the topics listed for each to those it
+// already has. It writes in one pipeline per call.
+func (r *Registry) Import(ctx context.Context, devices []ImportDevice) error {
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, d := range devices {
+			r.add(ctx, p, Device{Platform: providers.Platform(d.Platform), Token: d.Token}.Member(), d.Topics)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("import devices: %w", err)
+	}
+	return nil
+}
+
+// Delete removes devices (members) from every topic and from the registry.
+// It reports how many were registered.
+func (r *Registry) Delete(ctx context.Context, members ...string) (int, error) {
+	if len(members) == 0 {
+		return 0, nil
+	}
+	topics := make([]*redis.StringSliceCmd, len(members))
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			topics[i] = p.SMembers(ctx, r.keys.DeviceTopics(m))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("remove devices: %w", err)
+	}
+	var removed *redis.IntCmd
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			for _, t := range topics[i].Val() {
+				p.SRem(ctx, r.keys.Topic(t), m)
+			}
+			p.Del(ctx, r.keys.DeviceTopics(m))
+		}
+		removed = p.SRem(ctx, r.keys.AllDevices(), toAny(members)...)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("remove devices: %w", err)
+	}
+	return int(removed.Val()), nil
+}
+
+// Count returns how many devices a topic has; the empty topic counts
+// every device.
+func (r *Registry) Count(ctx context.Context, topic string) (int64, error) {
+	n, err := r.rdb.SCard(ctx, r.setKey(topic)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count devices: %w", err)
+	}
+	return n, nil
+}
+
+// Topics returns the topics a device is subscribed to.
+func (r *Registry) Topics(ctx context.Context, d Device) ([]string, error) {
+	ts, err := r.rdb.SMembers(ctx, r.keys.DeviceTopics(d.Member())).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read device topics: %w", err)
+	}
+	slices.Sort(ts)
+	return ts, nil
+}
+
+// setKey is the set of a topic, or of every device for the empty topic.
+func (r *Registry) setKey(topic string) string {
+	if topic == "" {
+		return r.keys.AllDevices()
+	}
+	return r.keys.Topic(topic)
+}
+
+// scan reads one page of a topic's members (every device for the empty
+// topic) from cursor, with SSCAN: the set is never loaded whole.
+func (r *Registry) scan(ctx context.Context, topic string, cursor uint64, count int64) ([]string, uint64, error) {
+	ms, next, err := r.rdb.SScan(ctx, r.setKey(topic), cursor, "", count).Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("scan devices: %w", err)
+	}
+	return ms, next, nil
+}
+
+// contains reports, per member, whether it is in a topic (every device
+// for the empty topic).
+func (r *Registry) contains(ctx context.Context, topic string, members []string) ([]bool, error) {
+	in, err := r.rdb.SMIsMember(ctx, r.setKey(topic), toAny(members)...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("check audience: %w", err)
+	}
+	return in, nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}

@@ -1,0 +1,339 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"pushgate/signing"
+)
+
+// Service is what the HTTP API does: submit, read, cancel, recall and kill
+// broadcasts, manage devices, revoke keys, read the audit log. It only
+// writes records and enqueues; workers deliver.
+type Service struct {
+	*core
+}
+
+// NewService builds the API-side service.
+func NewService(cfg Config) (*Service, error) {
+	c, err := newCore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{core: c}, nil
+}
+
+// Registry returns the device registry.
+func (s *Service) Registry() *Registry { return s.registry }
+
+// Kills returns the durable kill state.
+func (s *Service) Kills() *Kills { return s.kills }
+
+// Audit returns the audit log.
+func (s *Service) Audit() *Audit { return s.audit }
+
+// Submission is the outcome of a broadcast submission.
+type Submission struct {
+	Status *Status
+	// Created is false when an earlier submission with the same
+	// idempotency key and body is returned instead.
+	Created bool
+}
+
+// Submit accepts a verified broadcast request: it checks the key's scope
+// and audience cap and the global kill, applies the idempotency key, stores
+// the record and the envelope (the signed request as received), and
+// enqueues planning. A refused submission writes nothing.
+func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *BroadcastRequest) (*Submission, error) {
+	key := v.Key
+	if err := authorize(key, &req.Audience); err != nil {
+		return nil, err
+	}
+	for _, scope := range []string{ScopeGlobal, KeyScope(key.ID)} {
+		active, err := s.kills.IsActive(ctx, scope)
+		if err != nil {
+			return nil, err
+		}
+		if active {
+			return nil, newError(CodeKillSwitchActive, "kill switch %s is active; broadcasts are refused until an admin resumes", scope)
+		}
+	}
+	if kind := req.Audience.Kind(); kind == "topic" || kind == "all" {
+		n, err := s.registry.Count(ctx, req.Audience.Topic)
+		if err != nil {
+			return nil, err
+		}
+		if n > int64(key.MaxAudience) {
+			return nil, newError(CodeAudienceOverCap, "the audience has %d devices; key %s may reach at most %d", n, key.ID, key.MaxAudience)
+		}
+	}
+	env, err := json.Marshal(envelope)
+	if err != nil {
+		return nil, fmt.Errorf("encode envelope: %w", err)
+	}
+	id := BroadcastID(key.ID, v.Nonce)
+	hash := bodyHash(envelope.Body)
+	if req.IdempotencyKey != "" {
+		got, fresh, err := s.store.claimIdempotency(ctx, key.ID, req.IdempotencyKey, idempotency{id: id, bodyHash: hash}, s.policy.IdempotencyTTL)
+		if err != nil {
+			return nil, err
+		}
+		if !fresh {
+			if got.bodyHash != hash {
+				return nil, newError(CodeIdempotencyConflict, "idempotency_key %q was used with a different body", req.IdempotencyKey)
+			}
+			st, err := s.store.get(ctx, got.id, false)
+			if err != nil {
+				return nil, err
+			}
+			// A crash after creating but before enqueuing leaves a queued
+			// broadcast with no plan task; enqueueing again heals it (the
+			// task id makes it a no-op otherwise).
+			if st.State == StateQueued {
+				if err := s.enqueuePlan(ctx, got.id); err != nil {
+					return nil, err
+				}
+			}
+			return &Submission{Status: st}, nil
+		}
+	}
+	ttl, _ := req.Message.ttl(s.policy.MaxTTL)
+	rec := newRecord{
+		id: id, keyID: key.ID, audience: req.Audience.Kind(), topic: req.Audience.Topic,
+		title: req.Message.Title, idemKey: req.IdempotencyKey, ttl: ttl, created: s.now(),
+	}
+	if err := s.store.create(ctx, rec, env); err != nil {
+		if errors.Is(err, errExists) {
+			return nil, newError(CodeIdempotencyConflict, "broadcast %s already exists", id)
+		}
+		return nil, err
+	}
+	if err := s.enqueuePlan(ctx, id); err != nil {
+		return nil, err
+	}
+	s.metrics.transition(StateQueued)
+	st, err := s.store.get(ctx, id, false)
+	if err != nil {
+		return nil, err
+	}
+	return &Submission{Status: st, Created: true}, nil
+}
+
+func (s *Service) enqueuePlan(ctx context.Context, id string) error {
+	payload, _ := json.Marshal(planPayload{Broadcast: id})
+	return s.enqueue(ctx, TypePlan, payload, asynq.Queue(QueuePlan), asynq.TaskID("plan:"+id), asynq.MaxRetry(25))
+}
+
+// Get returns a broadcast's status with its timeline.
+func (s *Service) Get(ctx context.Context, id string) (*Status, error) {
+	if !validID(id) {
+		return nil, newError(CodeNotFound, "no broadcast %q", id)
+	}
+	return s.store.get(ctx, id, true)
+}
+
+// List returns broadcasts newest first, optionally in one state, created
+// before `before` (ms since the epoch; 0 for now).
+func (s *Service) List(ctx context.Context, state string, limit int, before int64) ([]*Status, error) {
+	return s.store.list(ctx, state, limit, before)
+}
+
+// KillResult reports a kill and, when waited for, its acknowledgement.
+type KillResult struct {
+	Kill    Kill      `json:"kill"`
+	Version int64     `json:"version"`
+	Ack     AckReport `json:"ack"`
+	Waited  bool      `json:"waited"`
+}
+
+// Kill stops a scope everywhere. The kill is durable before Kill returns;
+// with wait it also waits until every live worker has acknowledged it (or
+// the policy's KillWait passes, which the result reports).
+func (s *Service) Kill(ctx context.Context, by, scope, reason string, wait bool) (*KillResult, error) {
+	if err := ValidateScope(scope); err != nil {
+		return nil, err
+	}
+	return s.kill(ctx, by, scope, reason, wait, func(ctx context.Context) (int64, error) {
+		return s.kills.Kill(ctx, scope, reason, by)
+	})
+}
+
+// kill runs change (which writes the kill) between opening an
+// acknowledgement subscription and waiting on it, marks a killed broadcast
+// as killed, and audits.
+func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool, change func(context.Context) (int64, error)) (*KillResult, error) {
+	var sub *ackSubscription
+	if wait {
+		var err error
+		if sub, err = s.kills.subscribeAcks(ctx); err != nil {
+			return nil, err
+		}
+		defer sub.Close()
+	}
+	version, err := change(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := &KillResult{Kill: Kill{Scope: scope, Reason: reason, By: by, At: s.now().UTC()}, Version: version, Waited: wait}
+	if id, ok := strings.CutPrefix(scope, scopeBroadcast); ok {
+		if _, err := s.transitionFrom(ctx, id, StateKilled, reason, "", StateQueued, StateSending); err != nil {
+			return nil, err
+		}
+	}
+	if wait {
+		res.Ack, err = s.kills.waitAcks(ctx, sub, version, s.policy.KillWait)
+		if err != nil {
+			return nil, err
+		}
+	}
+	outcome := "durable"
+	if wait {
+		outcome = fmt.Sprintf("acknowledged=%t workers=%d missing=%d", res.Ack.Acknowledged, res.Ack.Workers, len(res.Ack.Missing))
+	}
+	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "kill", Target: scope, Reason: reason, Outcome: outcome})
+	return res, nil
+}
+
+// Resume lifts a global, key or topic kill. Broadcast kills are final: a
+// killed broadcast is resubmitted, not resumed.
+func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, error) {
+	if err := ValidateScope(scope); err != nil {
+		return 0, err
+	}
+	if _, ok := strings.CutPrefix(scope, scopeBroadcast); ok {
+		return 0, newError(CodeNotResumable, "a killed broadcast is not resumed; submit it again")
+	}
+	if id, ok := strings.CutPrefix(scope, scopeKey); ok {
+		revoked, err := s.kills.Revoked(ctx, id)
+		if err != nil {
+			return 0, err
+		}
+		if revoked {
+			return 0, newError(CodeNotResumable, "key %s is revoked", id)
+		}
+	}
+	existed, version, err := s.kills.Resume(ctx, scope)
+	if err != nil {
+		return 0, err
+	}
+	if !existed {
+		return 0, newError(CodeNotFound, "no active kill for scope %s", scope)
+	}
+	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "resume", Target: scope, Reason: reason})
+	return version, nil
+}
+
+// Revoke revokes a key: its future requests fail signature checks, its
+// queued tasks are refused, and its running broadcasts are killed.
+func (s *Service) Revoke(ctx context.Context, by, keyID, reason string) (*KillResult, error) {
+	if keyID == "" || len(keyID) > 128 {
+		return nil, newError(CodeInvalidScope, "key id must be 1 to 128 characters")
+	}
+	res, err := s.kill(ctx, by, KeyScope(keyID), reason, true, func(ctx context.Context) (int64, error) {
+		return s.kills.Revoke(ctx, keyID, reason, by)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "revoke", Target: keyID, Reason: reason})
+	return res, nil
+}
+
+// Cancel stops the rest of a broadcast's fan-out. Only the key that
+// submitted it or an admin may cancel.
+func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string) (*KillResult, error) {
+	st, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st.KeyID != by.ID && !by.Has(signing.RoleAdmin) {
+		return nil, newError(CodeForbidden, "only the submitting key or an admin may cancel this broadcast")
+	}
+	if st.Terminal() {
+		return nil, newError(CodeInvalidState, "broadcast is %s", st.State)
+	}
+	if _, err := s.transitionFrom(ctx, id, StateCancelled, reason, "cancel_requested", StateQueued, StateSending); err != nil {
+		return nil, err
+	}
+	scope := BroadcastScope(id)
+	res, err := s.kill(ctx, by.ID, scope, "cancelled: "+reason, true, func(ctx context.Context) (int64, error) {
+		return s.kills.Kill(ctx, scope, "cancelled: "+reason, by.ID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.recordAudit(ctx, AuditEntry{Actor: by.ID, Action: "cancel", Target: id, Reason: reason})
+	return res, nil
+}
+
+// Recall kills a broadcast and, once every worker has acknowledged, sends
+// the verified recall request's replacement or removal to every device the
+// ledger says it reached.
+func (s *Service) Recall(ctx context.Context, by string, id string, envelope *signing.Request, req *RecallRequest) (*Status, error) {
+	st, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st.State == StateRecalling || st.State == StateRecalled {
+		return nil, newError(CodeInvalidState, "broadcast is already %s", st.State)
+	}
+	env, err := json.Marshal(envelope)
+	if err != nil {
+		return nil, fmt.Errorf("encode envelope: %w", err)
+	}
+	scope := BroadcastScope(id)
+	reason := "recall (" + req.Mode + ")"
+	if _, err := s.kill(ctx, by, scope, reason, true, func(ctx context.Context) (int64, error) {
+		return s.kills.Kill(ctx, scope, reason, by)
+	}); err != nil {
+		return nil, err
+	}
+	if err := s.rdb.Set(ctx, s.keys.RecallEnvelope(id), env, recordRetention).Err(); err != nil {
+		return nil, fmt.Errorf("store recall: %w", err)
+	}
+	s.rdb.HSet(ctx, s.keys.Broadcast(id), "recall_mode", req.Mode)
+	ok, err := s.transitionFrom(ctx, id, StateRecalling, req.Mode, "",
+		StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, newError(CodeInvalidState, "broadcast changed state during the recall; read it and try again")
+	}
+	payload, _ := json.Marshal(planPayload{Broadcast: id})
+	if err := s.enqueue(ctx, TypeRecallPlan, payload, asynq.Queue(QueueRecall), asynq.TaskID("recall:"+id), asynq.MaxRetry(25)); err != nil {
+		return nil, err
+	}
+	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "recall", Target: id, Reason: req.Mode})
+	return s.Get(ctx, id)
+}
+
+func (s *Service) transitionFrom(ctx context.Context, id, to, detail, flag string, from ...string) (bool, error) {
+	ok, _, err := s.store.transition(ctx, id, to, detail, flag, s.now(), from...)
+	if ok {
+		s.metrics.transition(to)
+	}
+	return ok, err
+}
+
+// recordAudit writes an audit entry. The action has happened by then, so a
+// failure to audit is logged loudly rather than turned into an error the
+// caller might retry.
+func (s *Service) recordAudit(ctx context.Context, e AuditEntry) {
+	if err := s.audit.Record(ctx, e); err != nil {
+		s.logger.Error("audit write failed", "action", e.Action, "target", e.Target, "err", err)
+	}
+}
+
+// Ping checks that Redis answers, for readiness.
+func (s *Service) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return s.rdb.Ping(ctx).Err()
+}

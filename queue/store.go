@@ -1,0 +1,365 @@
+package queue
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Broadcast states.
+const (
+	StateQueued     = "queued"
+	StateSending    = "sending"
+	StateCompleted  = "completed"
+	StateCancelled  = "cancelled"
+	StateKilled     = "killed"
+	StateRecalling  = "recalling"
+	StateRecalled   = "recalled"
+	stateUnknown    = ""
+	recordRetention = 7 * 24 * time.Hour
+)
+
+// BroadcastID derives a broadcast's id from the key that signed it and the
+// signature's nonce. Because a worker recomputes it from the verified
+// envelope, an envelope cannot be replayed under another broadcast's id.
+func BroadcastID(keyID, nonce string) string {
+	h := sha256.Sum256([]byte("pushgate broadcast id\x00" + keyID + "\x00" + nonce))
+	return "b" + strings.ToLower(base32.HexEncoding.WithPadding(base32.NoPadding).EncodeToString(h[:15]))
+}
+
+// CollapseID is the collapse identity every copy of a broadcast carries,
+// recall replacements included.
+func CollapseID(broadcastID string) string { return "pg-" + broadcastID }
+
+// Counters are a broadcast's delivery figures.
+type Counters struct {
+	Targeted           int64 `json:"targeted"`
+	Planned            int64 `json:"planned"`
+	Sent               int64 `json:"sent"`
+	Failed             int64 `json:"failed"`
+	InvalidToken       int64 `json:"invalid_token"`
+	SkippedDuplicate   int64 `json:"skipped_duplicate"`
+	RateLimitedRetries int64 `json:"rate_limited_retries"`
+	Retries            int64 `json:"retries"`
+	Cancelled          int64 `json:"cancelled"`
+	Throttled          int64 `json:"throttled"`
+	Recalled           int64 `json:"recalled"`
+	RecallFailed       int64 `json:"recall_failed"`
+}
+
+// Event is one entry of a broadcast's timeline.
+type Event struct {
+	At     int64  `json:"at"`
+	Event  string `json:"event"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Status is what the API reports about a broadcast. It is read from Redis
+// and describes; it never decides what reaches a phone.
+type Status struct {
+	ID         string    `json:"id"`
+	State      string    `json:"state"`
+	KeyID      string    `json:"key_id"`
+	Audience   string    `json:"audience"`
+	Topic      string    `json:"topic,omitempty"`
+	Title      string    `json:"title,omitempty"`
+	TTL        string    `json:"ttl"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	KilledBy   string    `json:"killed_by,omitempty"`
+	RecallMode string    `json:"recall_mode,omitempty"`
+	Counters   Counters  `json:"counters"`
+	Timeline   []Event   `json:"timeline,omitempty"`
+}
+
+// Terminal reports whether the broadcast will send nothing more (recall
+// aside).
+func (s *Status) Terminal() bool {
+	switch s.State {
+	case StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled:
+		return true
+	}
+	return false
+}
+
+// store reads and writes broadcast records, envelopes and timelines.
+type store struct {
+	rdb  redis.UniversalClient
+	keys Keys
+}
+
+// newRecord is what a new broadcast's record starts with.
+type newRecord struct {
+	id, keyID, audience, topic, title, idemKey string
+	ttl                                        time.Duration
+	created                                    time.Time
+}
+
+// errExists reports that a broadcast with the id already exists.
+var errExists = errors.New("broadcast exists")
+
+// create writes a new broadcast's record, envelope, first timeline event
+// and index entry. It refuses to overwrite an existing record.
+func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error {
+	now := strconv.FormatInt(r.created.UnixMilli(), 10)
+	ok, err := s.rdb.HSetNX(ctx, s.keys.Broadcast(r.id), "id", r.id).Result()
+	if err != nil {
+		return fmt.Errorf("create broadcast: %w", err)
+	}
+	if !ok {
+		return errExists
+	}
+	ev, _ := json.Marshal(Event{At: r.created.UnixMilli(), Event: StateQueued})
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		rec := s.keys.Broadcast(r.id)
+		p.HSet(ctx, rec, "key_id", r.keyID, "state", StateQueued, "audience", r.audience, "topic", r.topic,
+			"title", r.title, "idempotency_key", r.idemKey, "ttl_ms", r.ttl.Milliseconds(),
+			"created_at", now, "updated_at", now)
+		p.Set(ctx, s.keys.Envelope(r.id), envelope, 0)
+		p.RPush(ctx, s.keys.Timeline(r.id), ev)
+		for _, k := range s.broadcastKeys(r.id) {
+			p.Expire(ctx, k, recordRetention)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create broadcast: %w", err)
+	}
+	if err := s.rdb.ZAdd(ctx, s.keys.BroadcastIndex(), redis.Z{Score: float64(r.created.UnixMilli()), Member: r.id}).Err(); err != nil {
+		return fmt.Errorf("index broadcast: %w", err)
+	}
+	return nil
+}
+
+// broadcastKeys are the keys of one broadcast that expire with its record.
+func (s *store) broadcastKeys(id string) []string {
+	return []string{s.keys.Broadcast(id), s.keys.Envelope(id), s.keys.Timeline(id), s.keys.Ledger(id),
+		s.keys.Plan(id), s.keys.RecallEnvelope(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id)}
+}
+
+// touchExpiry renews the retention of keys created after the record (the
+// ledger and plan appear only when delivery starts).
+func (s *store) touchExpiry(ctx context.Context, p redis.Pipeliner, id string) {
+	for _, k := range s.broadcastKeys(id) {
+		p.Expire(ctx, k, recordRetention)
+	}
+}
+
+// envelope returns the stored signed request of a broadcast.
+func (s *store) envelope(ctx context.Context, key string) ([]byte, error) {
+	b, err := s.rdb.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, newError(CodeNotFound, "no envelope")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read envelope: %w", err)
+	}
+	return b, nil
+}
+
+// get returns a broadcast's status, with its timeline when asked.
+func (s *store) get(ctx context.Context, id string, timeline bool) (*Status, error) {
+	var rec *redis.MapStringStringCmd
+	var tl *redis.StringSliceCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		rec = p.HGetAll(ctx, s.keys.Broadcast(id))
+		if timeline {
+			tl = p.LRange(ctx, s.keys.Timeline(id), 0, 999)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read broadcast: %w", err)
+	}
+	fields := rec.Val()
+	if fields["state"] == "" {
+		return nil, newError(CodeNotFound, "no broadcast %q", id)
+	}
+	st := statusFromRecord(id, fields)
+	if timeline {
+		for _, raw := range tl.Val() {
+			var ev Event
+			if json.Unmarshal([]byte(raw), &ev) == nil {
+				st.Timeline = append(st.Timeline, ev)
+			}
+		}
+	}
+	return st, nil
+}
+
+// statusFromRecord reads a record hash. Redis contents are not trusted:
+// malformed numbers read as zero rather than failing the whole view.
+func statusFromRecord(id string, f map[string]string) *Status {
+	num := func(k string) int64 {
+		n, _ := strconv.ParseInt(f[k], 10, 64)
+		return n
+	}
+	ms := func(k string) time.Time {
+		if n := num(k); n > 0 {
+			return time.UnixMilli(n).UTC()
+		}
+		return time.Time{}
+	}
+	return &Status{
+		ID:         id,
+		State:      f["state"],
+		KeyID:      f["key_id"],
+		Audience:   f["audience"],
+		Topic:      f["topic"],
+		Title:      f["title"],
+		TTL:        (time.Duration(num("ttl_ms")) * time.Millisecond).String(),
+		CreatedAt:  ms("created_at"),
+		UpdatedAt:  ms("updated_at"),
+		FinishedAt: ms("finished_at"),
+		KilledBy:   f["killed_by"],
+		RecallMode: f["recall_mode"],
+		Counters: Counters{
+			Targeted:           num("targeted"),
+			Planned:            num("planned"),
+			Sent:               num("sent"),
+			Failed:             num("failed"),
+			InvalidToken:       num("invalid_token"),
+			SkippedDuplicate:   num("skipped_duplicate"),
+			RateLimitedRetries: num("rate_limited_retries"),
+			Retries:            num("retries"),
+			Cancelled:          num("cancelled"),
+			Throttled:          num("throttled"),
+			Recalled:           num("recalled"),
+			RecallFailed:       num("recall_failed"),
+		},
+	}
+}
+
+// list returns broadcasts newest first, optionally only those in a state,
+// starting strictly before the creation time `before` (ms; 0 = now).
+func (s *store) list(ctx context.Context, state string, limit int, before int64) ([]*Status, error) {
+	max := "+inf"
+	if before > 0 {
+		max = "(" + strconv.FormatInt(before, 10)
+	}
+	var out []*Status
+	offset := int64(0)
+	// Filtering by state happens after reading, so page through the index
+	// until enough match or it runs out.
+	for len(out) < limit {
+		ids, err := s.rdb.ZRevRangeByScore(ctx, s.keys.BroadcastIndex(), &redis.ZRangeBy{
+			Max: max, Min: "-inf", Offset: offset, Count: int64(limit) * 2,
+		}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list broadcasts: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		offset += int64(len(ids))
+		cmds := make([]*redis.MapStringStringCmd, len(ids))
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				cmds[i] = p.HGetAll(ctx, s.keys.Broadcast(id))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list broadcasts: %w", err)
+		}
+		for i, id := range ids {
+			f := cmds[i].Val()
+			if f["state"] == "" {
+				// Expired record still indexed: drop the index entry.
+				s.rdb.ZRem(ctx, s.keys.BroadcastIndex(), id)
+				continue
+			}
+			if state != "" && f["state"] != state {
+				continue
+			}
+			out = append(out, statusFromRecord(id, f))
+			if len(out) == limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// transition moves a broadcast to state `to` if it is in one of `from`,
+// noting detail in the timeline and setting flag (when not "") to 1. It
+// returns whether it moved and the state it was in.
+func (s *store) transition(ctx context.Context, id, to, detail, flag string, now time.Time, from ...string) (bool, string, error) {
+	args := []any{to, now.UnixMilli(), detail, flag}
+	for _, f := range from {
+		args = append(args, f)
+	}
+	res, err := transitionScript.Run(ctx, s.rdb, []string{s.keys.Broadcast(id), s.keys.Timeline(id)}, args...).Slice()
+	if err != nil {
+		return false, "", fmt.Errorf("change broadcast state: %w", err)
+	}
+	if len(res) != 2 {
+		return false, "", fmt.Errorf("change broadcast state: unexpected reply %v", res)
+	}
+	ok, _ := res[0].(int64)
+	prev, _ := res[1].(string)
+	return ok == 1, prev, nil
+}
+
+// idempotency is what an idempotency key remembers.
+type idempotency struct {
+	id       string
+	bodyHash string
+}
+
+func bodyHash(body []byte) string {
+	h := sha256.Sum256(body)
+	return hex.EncodeToString(h[:])
+}
+
+// claimIdempotency binds (keyID, idemKey) to a new broadcast unless it is
+// bound already, in which case it returns the existing binding. A binding
+// whose broadcast record is missing (a crash between binding and creating)
+// is taken over.
+func (s *store) claimIdempotency(ctx context.Context, keyID, idemKey string, want idempotency, ttl time.Duration) (idempotency, bool, error) {
+	key := s.keys.Idempotency(keyID, idemKey)
+	val := want.id + " " + want.bodyHash
+	for range 3 {
+		ok, err := s.rdb.SetNX(ctx, key, val, ttl).Result()
+		if err != nil {
+			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+		}
+		if ok {
+			return want, true, nil
+		}
+		cur, err := s.rdb.Get(ctx, key).Result()
+		if errors.Is(err, redis.Nil) {
+			continue // expired between the two calls
+		}
+		if err != nil {
+			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+		}
+		id, hash, _ := strings.Cut(cur, " ")
+		n, err := s.rdb.Exists(ctx, s.keys.Broadcast(id)).Result()
+		if err != nil {
+			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+		}
+		if n == 1 {
+			return idempotency{id: id, bodyHash: hash}, false, nil
+		}
+		// Orphaned binding: replace it only if nobody else did meanwhile.
+		swapped, err := swapScript.Run(ctx, s.rdb, []string{key}, cur, val, ttl.Milliseconds()).Int()
+		if err != nil {
+			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+		}
+		if swapped == 1 {
+			return want, true, nil
+		}
+	}
+	return idempotency{}, false, fmt.Errorf("idempotency key: contended")
+}

@@ -1,0 +1,228 @@
+package queue
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"pushgate/providers"
+	"pushgate/signing"
+)
+
+// errForged marks work refused because its stored envelope does not prove
+// it: the signature does not verify, the key may not do it, or the envelope
+// belongs to another broadcast. Such tasks are counted, logged as security
+// events and never retried.
+var errForged = errors.New("envelope does not verify")
+
+// broadcastPath and recallPath are the API paths whose signed requests a
+// worker accepts as envelopes.
+const broadcastPath = "/v1/broadcasts"
+
+func recallPath(id string) string { return "/v1/broadcasts/" + id + "/recall" }
+
+// verifiedBroadcast is what a worker knows about a broadcast from its
+// verified envelope and nothing else.
+type verifiedBroadcast struct {
+	id      string
+	keyID   string
+	keyRate Rate
+	// maxAudience is the signing key's cap on devices per broadcast.
+	maxAudience int
+	req         *BroadcastRequest
+	msg         providers.Message
+	// tokens holds the members of an explicit-token audience.
+	tokens map[string]struct{}
+}
+
+func (v *verifiedBroadcast) scope() Scope {
+	return Scope{BroadcastID: v.id, KeyID: v.keyID, Topic: v.req.Audience.Topic}
+}
+
+// verifiedRecall is a verified recall request.
+type verifiedRecall struct {
+	adminID string
+	req     *RecallRequest
+}
+
+// envelopeVerifier verifies stored envelopes and remembers verdicts by
+// envelope digest, so each process verifies a broadcast's signature once,
+// not once per batch. A changed envelope has another digest and is
+// verified afresh.
+type envelopeVerifier struct {
+	verifier *signing.Verifier
+	maxAge   time.Duration
+	maxTTL   time.Duration
+
+	mu    sync.Mutex
+	cache map[[32]byte]*list.Element
+	order *list.List // front: most recently used
+	size  int
+}
+
+type cacheEntry struct {
+	digest [32]byte
+	value  any
+}
+
+func newEnvelopeVerifier(v *signing.Verifier, maxAge, maxTTL time.Duration, size int) *envelopeVerifier {
+	return &envelopeVerifier{verifier: v, maxAge: maxAge, maxTTL: maxTTL,
+		cache: map[[32]byte]*list.Element{}, order: list.New(), size: size}
+}
+
+func (ev *envelopeVerifier) cached(d [32]byte) (any, bool) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if e, ok := ev.cache[d]; ok {
+		ev.order.MoveToFront(e)
+		return e.Value.(*cacheEntry).value, true
+	}
+	return nil, false
+}
+
+func (ev *envelopeVerifier) remember(d [32]byte, v any) {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	if _, ok := ev.cache[d]; ok {
+		return
+	}
+	ev.cache[d] = ev.order.PushFront(&cacheEntry{digest: d, value: v})
+	for ev.order.Len() > ev.size {
+		old := ev.order.Back()
+		ev.order.Remove(old)
+		delete(ev.cache, old.Value.(*cacheEntry).digest)
+	}
+}
+
+// reverify checks a stored envelope's signature (revocation included) and
+// that it was a request to path by a key holding role.
+func (ev *envelopeVerifier) reverify(ctx context.Context, raw []byte, path string, role signing.Role) (*signing.Verified, *signing.Request, error) {
+	var req signing.Request
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return nil, nil, fmt.Errorf("%w: envelope is not JSON", errForged)
+	}
+	v, err := ev.verifier.Reverify(ctx, &req, ev.maxAge)
+	if err != nil {
+		var se *signing.Error
+		if errors.As(err, &se) {
+			return nil, nil, fmt.Errorf("%w: %s", errForged, se.Code)
+		}
+		return nil, nil, err
+	}
+	if req.Method != "POST" || req.Path != path {
+		return nil, nil, fmt.Errorf("%w: envelope is a %s %s", errForged, req.Method, req.Path)
+	}
+	if !v.Key.Has(role) {
+		return nil, nil, fmt.Errorf("%w: key %s lacks role %s", errForged, v.Key.ID, role)
+	}
+	return v, &req, nil
+}
+
+// broadcast verifies a broadcast's envelope (or recalls the verdict) and
+// returns its content. id is the broadcast the task claims to be about.
+func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte) (*verifiedBroadcast, error) {
+	d := sha256.Sum256(raw)
+	if v, ok := ev.cached(d); ok {
+		vb := v.(*verifiedBroadcast)
+		if vb.id != id {
+			return nil, fmt.Errorf("%w: envelope belongs to broadcast %s", errForged, vb.id)
+		}
+		return vb, nil
+	}
+	v, req, err := ev.reverify(ctx, raw, broadcastPath, signing.RoleBroadcast)
+	if err != nil {
+		return nil, err
+	}
+	if got := BroadcastID(v.Key.ID, v.Nonce); got != id {
+		return nil, fmt.Errorf("%w: envelope belongs to broadcast %s", errForged, got)
+	}
+	br, err := ParseBroadcastRequest(req.Body, ev.maxTTL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: body: %v", errForged, err)
+	}
+	if err := authorize(v.Key, &br.Audience); err != nil {
+		return nil, fmt.Errorf("%w: %v", errForged, err)
+	}
+	ttl, _ := br.Message.ttl(ev.maxTTL)
+	vb := &verifiedBroadcast{
+		id:          id,
+		keyID:       v.Key.ID,
+		keyRate:     Rate{Count: v.Key.Rate.Count, Per: v.Key.Rate.Per},
+		maxAudience: v.Key.MaxAudience,
+		req:         br,
+		msg: providers.Message{
+			BroadcastID: id,
+			Title:       br.Message.Title,
+			Body:        br.Message.Body,
+			Data:        br.Message.Data,
+			TTL:         ttl,
+			Priority:    priorityOf(br.Message.Priority),
+			CollapseID:  CollapseID(id),
+		},
+	}
+	if br.Audience.Tokens != nil {
+		vb.tokens = make(map[string]struct{}, len(br.Audience.Tokens))
+		for _, d := range br.Audience.Tokens {
+			vb.tokens[d.Member()] = struct{}{}
+		}
+	}
+	ev.remember(d, vb)
+	return vb, nil
+}
+
+// recall verifies a recall envelope for broadcast id.
+func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (*verifiedRecall, error) {
+	d := sha256.Sum256(raw)
+	if v, ok := ev.cached(d); ok {
+		if vr, ok := v.(*verifiedRecall); ok {
+			return vr, nil
+		}
+		return nil, fmt.Errorf("%w: not a recall envelope", errForged)
+	}
+	v, req, err := ev.reverify(ctx, raw, recallPath(id), signing.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	rr, err := ParseRecallRequest(req.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: body: %v", errForged, err)
+	}
+	vr := &verifiedRecall{adminID: v.Key.ID, req: rr}
+	ev.remember(d, vr)
+	return vr, nil
+}
+
+// authorize checks that a key may send to an audience: the topic matches
+// one of its patterns, "all" needs the pattern "*", and an explicit list
+// fits its audience cap. The size of a topic is checked by the caller,
+// which can count it.
+func authorize(k *signing.Key, a *Audience) error {
+	switch a.Kind() {
+	case "topic":
+		if !k.AllowsTopic(a.Topic) {
+			return newError(CodeTopicNotAllowed, "key %s may not send to topic %q", k.ID, a.Topic)
+		}
+	case "all":
+		if !k.AllowsAll() {
+			return newError(CodeTopicNotAllowed, "key %s may not send to every device", k.ID)
+		}
+	case "tokens":
+		if len(a.Tokens) > k.MaxAudience {
+			return newError(CodeAudienceOverCap, "%d devices exceed key %s's max_audience of %d", len(a.Tokens), k.ID, k.MaxAudience)
+		}
+	}
+	return nil
+}
+
+func priorityOf(s string) providers.Priority {
+	if strings.EqualFold(s, string(providers.PriorityNormal)) {
+		return providers.PriorityNormal
+	}
+	return providers.PriorityHigh
+}

@@ -1,0 +1,170 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"pushgate/providers"
+)
+
+// WorkerConfig configures a worker process's pool.
+type WorkerConfig struct {
+	Config
+	// Senders deliver per platform; a platform without one is refused.
+	Senders map[providers.Platform]providers.Sender
+	// Concurrency is how many tasks run at once (each task sends its batch
+	// with the sender's own concurrency).
+	Concurrency int
+	// ID names the worker in heartbeats and kill acknowledgements; empty
+	// means host-pid.
+	ID string
+	// TaskCheckInterval is how often an idle worker looks for new tasks;
+	// it bounds the latency of a small broadcast.
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often retries and deferred batches
+	// that became due are moved to their queue.
+	DelayedTaskCheckInterval time.Duration
+	// ShutdownTimeout is how long Shutdown lets running tasks finish.
+	ShutdownTimeout time.Duration
+	// VerifyCacheSize is how many verified envelopes to remember.
+	VerifyCacheSize int
+}
+
+// Worker runs the planning, delivery and recall tasks on an asynq server,
+// with a kill switch that follows the kill state.
+type Worker struct {
+	*core
+	senders     map[providers.Platform]providers.Sender
+	ks          *KillSwitch
+	limits      *limiter
+	verify      *envelopeVerifier
+	srv         *asynq.Server
+	taskRetries int
+
+	stopKS context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewWorker builds a worker; Start runs it.
+func NewWorker(cfg WorkerConfig) (*Worker, error) {
+	c, err := newCore(cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Senders) == 0 {
+		return nil, errors.New("queue: a worker needs at least one sender")
+	}
+	if cfg.ID == "" {
+		host, _ := os.Hostname()
+		cfg.ID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
+	}
+	if cfg.TaskCheckInterval <= 0 {
+		cfg.TaskCheckInterval = 20 * time.Millisecond
+	}
+	if cfg.DelayedTaskCheckInterval <= 0 {
+		cfg.DelayedTaskCheckInterval = time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.VerifyCacheSize <= 0 {
+		cfg.VerifyCacheSize = 1024
+	}
+	w := &Worker{
+		core:        c,
+		senders:     cfg.Senders,
+		ks:          NewKillSwitch(c.kills, cfg.ID, c.logger.With("worker_id", cfg.ID)),
+		limits:      c.newLimiter(),
+		verify:      newEnvelopeVerifier(c.verifier, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize),
+		taskRetries: 25,
+	}
+	if c.metrics != nil {
+		w.ks.applied = c.metrics.killsApplied
+	}
+	w.srv = asynq.NewServerFromRedisClient(c.rdb, asynq.Config{
+		Concurrency: cfg.Concurrency,
+		// Tasks run on a context that SIGTERM does not cancel, so in-flight
+		// sends finish; Shutdown bounds how long that may take.
+		BaseContext:              context.Background,
+		Queues:                   map[string]int{QueueRecall: 6, QueuePlan: 3, QueueDeliver: 1},
+		StrictPriority:           true,
+		TaskCheckInterval:        cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval,
+		ShutdownTimeout:          cfg.ShutdownTimeout,
+		Logger:                   asynqLogger{c.logger},
+		LogLevel:                 asynq.WarnLevel,
+		// A refused (forged) task is a security event, already logged.
+		IsFailure: func(err error) bool { return !errors.Is(err, asynq.SkipRetry) },
+		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
+			if !errors.Is(err, asynq.SkipRetry) {
+				c.logger.Warn("task failed; asynq will retry it", "task", t.Type(), "err", err)
+			}
+		}),
+	})
+	return w, nil
+}
+
+// ID is the worker's id.
+func (w *Worker) ID() string { return w.ks.workerID }
+
+// Start loads the kill state, starts following it, and starts taking
+// tasks.
+func (w *Worker) Start(ctx context.Context) error {
+	if err := w.ks.Sync(ctx); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	ksCtx, cancel := context.WithCancel(context.Background())
+	w.stopKS = cancel
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.ks.Run(ksCtx)
+	}()
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(TypePlan, w.plan)
+	mux.HandleFunc(TypeDeliver, w.deliver)
+	mux.HandleFunc(TypeRecallPlan, w.recallPlan)
+	mux.HandleFunc(TypeRecallDeliver, w.recallDeliver)
+	if err := w.srv.Start(mux); err != nil {
+		cancel()
+		w.wg.Wait()
+		return fmt.Errorf("worker: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking tasks, lets running ones finish (up to the
+// shutdown timeout), then stops following the kill state. Kills keep
+// applying while tasks drain.
+func (w *Worker) Shutdown() {
+	w.srv.Shutdown()
+	if w.stopKS != nil {
+		w.stopKS()
+	}
+	w.wg.Wait()
+}
+
+// asynqLogger adapts slog to asynq's logger.
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+
+// Fatal logs; asynq calls it only for errors it cannot continue from, and
+// the process's owner decides whether to exit.
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq", "fatal", true)
+}
