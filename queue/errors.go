@@ -32,6 +32,7 @@ const (
 	CodeInvalidIdemKey  = "invalid_idempotency_key"
 	CodeInvalidScope    = "invalid_scope"
 	CodeInvalidRecall   = "invalid_recall"
+	CodeInvalidQuery    = "invalid_query"
 
 	CodeNotFound            = "not_found"
 	CodeIdempotencyConflict = "idempotency_conflict"

@@ -117,7 +117,9 @@ func NewKills(rdb redis.UniversalClient, keys Keys, now func() time.Time) *Kills
 // announces it. KEYS[1] kills, KEYS[2] version, KEYS[3] revoked; ARGV[1]
 // channel, ARGV[2] "kill" or "resume", ARGV[3] scope, ARGV[4] kill JSON,
 // ARGV[5] key id to revoke ("" for none), ARGV[6] revocation JSON.
-// Returns {changed, version}.
+// Returns {changed, version}. Only a change bumps and announces the
+// version: killing a scope twice, or resuming one that is not killed,
+// wakes no worker.
 var changeScript = redis.NewScript(`
 local changed = 0
 if ARGV[2] == 'kill' then
@@ -126,8 +128,13 @@ if ARGV[2] == 'kill' then
 else
   changed = redis.call('HDEL', KEYS[1], ARGV[3])
 end
-local v = redis.call('INCR', KEYS[2])
-redis.call('PUBLISH', ARGV[1], v)
+local v
+if changed == 1 then
+  v = redis.call('INCR', KEYS[2])
+  redis.call('PUBLISH', ARGV[1], v)
+else
+  v = tonumber(redis.call('GET', KEYS[2]) or '0')
+end
 return {changed, v}
 `)
 

@@ -245,12 +245,12 @@ func TestIdempotencyKey(t *testing.T) {
 	if _, err := f.submit(f.sender, changed); CodeOf(err) != CodeIdempotencyConflict {
 		t.Errorf("changed body: err = %v, want %s", err, CodeIdempotencyConflict)
 	}
-	list, err := f.svc.List(context.Background(), "", 10, 0)
+	list, err := f.svc.List(context.Background(), "", 10, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 {
-		t.Errorf("%d broadcasts stored, want 1", len(list))
+	if len(list.Broadcasts) != 1 {
+		t.Errorf("%d broadcasts stored, want 1", len(list.Broadcasts))
 	}
 }
 

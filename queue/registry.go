@@ -45,7 +45,7 @@ type ImportDevice struct {
 // ParseDeviceRequest decodes and validates a device registration body.
 func ParseDeviceRequest(body []byte) (*DeviceRequest, error) {
 	var r DeviceRequest
-	if err := decodeStrict(body, &r); err != nil {
+	if err := DecodeJSON(body, &r); err != nil {
 		return nil, err
 	}
 	if p := topicsProblem(r.Topics); p != "" {
@@ -57,7 +57,7 @@ func ParseDeviceRequest(body []byte) (*DeviceRequest, error) {
 // ParseImportRequest decodes and validates a device import body.
 func ParseImportRequest(body []byte) (*ImportRequest, error) {
 	var r ImportRequest
-	if err := decodeStrict(body, &r); err != nil {
+	if err := DecodeJSON(body, &r); err != nil {
 		return nil, err
 	}
 	if len(r.Devices) == 0 {

@@ -124,9 +124,10 @@ var (
 // ValidTopic reports whether name is a well-formed topic name.
 func ValidTopic(name string) bool { return topicRE.MatchString(name) }
 
-// decodeStrict decodes exactly one JSON value into v, refusing unknown
-// fields and trailing data.
-func decodeStrict(body []byte, v any) error {
+// DecodeJSON decodes exactly one JSON value into v, refusing unknown
+// fields and trailing data with an *Error (malformed_json or
+// unknown_field). Every body the API reads goes through it.
+func DecodeJSON(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -151,7 +152,7 @@ func decodeStrict(body []byte, v any) error {
 // worker, on the verified envelope.
 func ParseBroadcastRequest(body []byte, maxTTL time.Duration) (*BroadcastRequest, error) {
 	var r BroadcastRequest
-	if err := decodeStrict(body, &r); err != nil {
+	if err := DecodeJSON(body, &r); err != nil {
 		return nil, err
 	}
 	if r.IdempotencyKey != "" && !idemKeyRE.MatchString(r.IdempotencyKey) {
@@ -262,7 +263,7 @@ const (
 // ParseRecallRequest decodes and validates a recall body.
 func ParseRecallRequest(body []byte) (*RecallRequest, error) {
 	var r RecallRequest
-	if err := decodeStrict(body, &r); err != nil {
+	if err := DecodeJSON(body, &r); err != nil {
 		return nil, err
 	}
 	switch r.Mode {

@@ -103,7 +103,10 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 			return &Submission{Status: st}, nil
 		}
 	}
-	ttl, _ := req.Message.ttl(s.policy.MaxTTL)
+	ttl, err := req.Message.ttl(s.policy.MaxTTL)
+	if err != nil {
+		return nil, err
+	}
 	rec := newRecord{
 		id: id, keyID: key.ID, audience: req.Audience.Kind(), topic: req.Audience.Topic,
 		title: req.Message.Title, idemKey: req.IdempotencyKey, ttl: ttl, created: s.now(),
@@ -138,11 +141,18 @@ func (s *Service) Get(ctx context.Context, id string) (*Status, error) {
 	return s.store.get(ctx, id, true)
 }
 
-// List returns broadcasts newest first, optionally in one state, created
-// before `before` (ms since the epoch; 0 for now).
-func (s *Service) List(ctx context.Context, state string, limit int, before int64) ([]*Status, error) {
-	return s.store.list(ctx, state, limit, before)
+// List returns a page of broadcasts newest first, optionally only those in
+// state, after a cursor from a previous page ("" for the first page).
+func (s *Service) List(ctx context.Context, state string, limit int, after string) (*ListPage, error) {
+	if state != "" && !validState(state) {
+		return nil, newError(CodeInvalidQuery, "state %q is not a broadcast state", state)
+	}
+	return s.store.list(ctx, state, limit, after)
 }
+
+// MaxTTL is the longest TTL a broadcast may ask for; the API parses bodies
+// with it so that what it accepts, the workers accept too.
+func (s *Service) MaxTTL() time.Duration { return s.policy.MaxTTL }
 
 // KillResult reports a kill and, when waited for, its acknowledgement.
 type KillResult struct {
@@ -232,8 +242,8 @@ func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, 
 // Revoke revokes a key: its future requests fail signature checks, its
 // queued tasks are refused, and its running broadcasts are killed.
 func (s *Service) Revoke(ctx context.Context, by, keyID, reason string) (*KillResult, error) {
-	if keyID == "" || len(keyID) > 128 {
-		return nil, newError(CodeInvalidScope, "key id must be 1 to 128 characters")
+	if _, ok := s.verifier.Keys().Lookup(keyID); !ok {
+		return nil, newError(CodeNotFound, "no key %q in the keyring", keyID)
 	}
 	res, err := s.kill(ctx, by, KeyScope(keyID), reason, true, func(ctx context.Context) (int64, error) {
 		return s.kills.Revoke(ctx, keyID, reason, by)
@@ -258,8 +268,12 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 	if st.Terminal() {
 		return nil, newError(CodeInvalidState, "broadcast is %s", st.State)
 	}
-	if _, err := s.transitionFrom(ctx, id, StateCancelled, reason, "cancel_requested", StateQueued, StateSending); err != nil {
+	ok, err := s.transitionFrom(ctx, id, StateCancelled, reason, "cancel_requested", StateQueued, StateSending)
+	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		return nil, newError(CodeInvalidState, "broadcast finished while it was being cancelled")
 	}
 	scope := BroadcastScope(id)
 	res, err := s.kill(ctx, by.ID, scope, "cancelled: "+reason, true, func(ctx context.Context) (int64, error) {
@@ -297,7 +311,9 @@ func (s *Service) Recall(ctx context.Context, by string, id string, envelope *si
 	if err := s.rdb.Set(ctx, s.keys.RecallEnvelope(id), env, recordRetention).Err(); err != nil {
 		return nil, fmt.Errorf("store recall: %w", err)
 	}
-	s.rdb.HSet(ctx, s.keys.Broadcast(id), "recall_mode", req.Mode)
+	if err := s.rdb.HSet(ctx, s.keys.Broadcast(id), "recall_mode", req.Mode).Err(); err != nil {
+		return nil, fmt.Errorf("store recall: %w", err)
+	}
 	ok, err := s.transitionFrom(ctx, id, StateRecalling, req.Mode, "",
 		StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled)
 	if err != nil {

@@ -28,6 +28,14 @@ const (
 	recordRetention = 7 * 24 * time.Hour
 )
 
+func validState(s string) bool {
+	switch s {
+	case StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled:
+		return true
+	}
+	return false
+}
+
 // BroadcastID derives a broadcast's id from the key that signed it and the
 // signature's nonce. Because a worker recomputes it from the verified
 // envelope, an envelope cannot be replayed under another broadcast's id.
@@ -240,55 +248,77 @@ func statusFromRecord(id string, f map[string]string) *Status {
 	}
 }
 
+// ListPage is one page of broadcasts, newest first. Next, when not empty,
+// is the cursor of the following page.
+type ListPage struct {
+	Broadcasts []*Status `json:"broadcasts"`
+	Next       string    `json:"next,omitempty"`
+}
+
 // list returns broadcasts newest first, optionally only those in a state,
-// starting strictly before the creation time `before` (ms; 0 = now).
-func (s *store) list(ctx context.Context, state string, limit int, before int64) ([]*Status, error) {
-	max := "+inf"
-	if before > 0 {
-		max = "(" + strconv.FormatInt(before, 10)
+// after the cursor `after` (from a previous page's Next; "" starts at the
+// newest). A cursor is the creation time in ms and the id of the last
+// broadcast seen, so broadcasts created in the same millisecond are
+// neither skipped nor repeated.
+func (s *store) list(ctx context.Context, state string, limit int, after string) (*ListPage, error) {
+	maxScore, lastID := "+inf", ""
+	if after != "" {
+		ms, id, ok := strings.Cut(after, "-")
+		if _, err := strconv.ParseInt(ms, 10, 64); !ok || err != nil || !validID(id) {
+			return nil, newError(CodeInvalidQuery, "cursor %q is not one this API returned", after)
+		}
+		maxScore, lastID = ms, id
 	}
-	var out []*Status
+	page := &ListPage{Broadcasts: []*Status{}}
 	offset := int64(0)
-	// Filtering by state happens after reading, so page through the index
-	// until enough match or it runs out.
-	for len(out) < limit {
-		ids, err := s.rdb.ZRevRangeByScore(ctx, s.keys.BroadcastIndex(), &redis.ZRangeBy{
-			Max: max, Min: "-inf", Offset: offset, Count: int64(limit) * 2,
+	// Filtering by state happens after reading, so read the index in
+	// chunks until the page is full or the index runs out.
+	for len(page.Broadcasts) < limit {
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.keys.BroadcastIndex(), &redis.ZRangeBy{
+			Max: maxScore, Min: "-inf", Offset: offset, Count: int64(limit) * 2,
 		}).Result()
 		if err != nil {
 			return nil, fmt.Errorf("list broadcasts: %w", err)
 		}
-		if len(ids) == 0 {
-			break
+		if len(zs) == 0 {
+			return page, nil
 		}
-		offset += int64(len(ids))
-		cmds := make([]*redis.MapStringStringCmd, len(ids))
+		offset += int64(len(zs))
+		cmds := make([]*redis.MapStringStringCmd, len(zs))
 		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, id := range ids {
-				cmds[i] = p.HGetAll(ctx, s.keys.Broadcast(id))
+			for i, z := range zs {
+				cmds[i] = p.HGetAll(ctx, s.keys.Broadcast(z.Member.(string)))
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list broadcasts: %w", err)
 		}
-		for i, id := range ids {
+		for i, z := range zs {
+			id := z.Member.(string)
+			score := strconv.FormatInt(int64(z.Score), 10)
+			// Members of equal score come in descending id order; skip
+			// those at or before the cursor.
+			if lastID != "" && score == maxScore && id >= lastID {
+				continue
+			}
 			f := cmds[i].Val()
 			if f["state"] == "" {
-				// Expired record still indexed: drop the index entry.
+				// An expired record still indexed: drop the index entry.
 				s.rdb.ZRem(ctx, s.keys.BroadcastIndex(), id)
 				continue
 			}
 			if state != "" && f["state"] != state {
 				continue
 			}
-			out = append(out, statusFromRecord(id, f))
-			if len(out) == limit {
-				break
+			page.Broadcasts = append(page.Broadcasts, statusFromRecord(id, f))
+			if len(page.Broadcasts) == limit {
+				page.Next = score + "-" + id
+				return page, nil
 			}
 		}
 	}
-	return out, nil
+	return page, nil
 }
 
 // transition moves a broadcast to state `to` if it is in one of `from`,

@@ -114,6 +114,10 @@ func (v *Verified) Envelope(req *Request) *Request {
 	return out
 }
 
+// Keys returns the keys the verifier accepts, for callers that must know
+// whether a key id exists (revoking one, for example).
+func (v *Verifier) Keys() KeyLookup { return v.keys }
+
 // Verify runs every ingress check on req, in this order: signature
 // selection and parsing, covered components, parameters (alg, tag), the
 // body's digest, created within the skew, expires, the key, its

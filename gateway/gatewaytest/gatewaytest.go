@@ -1,0 +1,187 @@
+// Package gatewaytest starts a real pushgate API for tests: a private Redis
+// database (internal/redistest), a real queue.Service, a Verifier with the
+// Redis replay guard and revocations, the gateway, and an httptest server
+// on loopback, plus signers and key files for a fixed set of keys.
+//
+// No worker runs: tests observe what the API stored and enqueued, and may
+// drive a broadcast's state through the Service.
+//
+// Its Redis keys are the queue package's, under the prefix "pgt".
+package gatewaytest
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/gateway"
+	"pushgate/internal/redistest"
+	"pushgate/queue"
+	"pushgate/signing"
+)
+
+// The keys of the test keyring.
+const (
+	// Sender broadcasts to "citizens" and "district-*", at most 100 devices.
+	Sender = "sender"
+	// Small broadcasts to "citizens", at most 2 devices.
+	Small = "small"
+	// Wide broadcasts everywhere ("*", so also "all"), at most 1,000,000.
+	Wide = "wide"
+	// Registrar registers devices.
+	Registrar = "registrar"
+	// Admin holds the admin role.
+	Admin = "admin"
+	// Approver holds the approve role.
+	Approver = "approver"
+	// Doomed broadcasts to "citizens"; tests revoke it.
+	Doomed = "doomed"
+)
+
+// keySpec is one key of the test keyring.
+type keySpec struct {
+	id, roles, topics string
+	maxAudience       int
+}
+
+func keySpecs() []keySpec {
+	return []keySpec{
+		{Sender, "[broadcast]", `["citizens", "district-*"]`, 100},
+		{Small, "[broadcast]", `["citizens"]`, 2},
+		{Wide, "[broadcast]", `["*"]`, 1000000},
+		{Registrar, "[register]", "[]", 0},
+		{Admin, "[admin]", "[]", 0},
+		{Approver, "[approve]", "[]", 0},
+		{Doomed, "[broadcast]", `["citizens"]`, 100},
+	}
+}
+
+// Env is a running API and what tests need to talk to it and look behind it.
+type Env struct {
+	// URL is the API's base URL, http://127.0.0.1:port.
+	URL string
+	// Server is the httptest server; it closes at cleanup.
+	Server *httptest.Server
+	// Service is the Service behind the API.
+	Service *queue.Service
+	// Redis is the private database everything is stored in.
+	Redis *redis.Client
+	// Keys builds the Redis keys the Service uses.
+	Keys queue.Keys
+	// Signers sign as each key of the keyring, by key id.
+	Signers map[string]*signing.Signer
+	// KeyFiles are PKCS#8 PEM files of the private keys, by key id.
+	KeyFiles map[string]string
+	// Metrics is the registry the gateway registered its metrics on.
+	Metrics *prometheus.Registry
+	// Logs holds what the gateway and the Service logged.
+	Logs *Buffer
+}
+
+// Start starts an API on a fresh Redis database. Everything stops at the
+// test's cleanup.
+func Start(tb testing.TB) *Env {
+	tb.Helper()
+	rdb := redistest.Client(tb)
+	dir := tb.TempDir()
+	env := &Env{
+		Redis:    rdb,
+		Keys:     queue.NewKeys("pgt"),
+		Signers:  map[string]*signing.Signer{},
+		KeyFiles: map[string]string{},
+		Metrics:  prometheus.NewRegistry(),
+		Logs:     &Buffer{},
+	}
+
+	var ring strings.Builder
+	ring.WriteString("keys:\n")
+	for _, k := range keySpecs() {
+		pub, priv, err := signing.GenerateKey()
+		if err != nil {
+			tb.Fatalf("gatewaytest: %v", err)
+		}
+		fmt.Fprintf(&ring, "  - id: %s\n    public_key: %s\n    roles: %s\n    topics: %s\n",
+			k.id, base64.StdEncoding.EncodeToString(pub), k.roles, k.topics)
+		if k.maxAudience > 0 {
+			fmt.Fprintf(&ring, "    max_audience: %d\n", k.maxAudience)
+		}
+		env.Signers[k.id] = &signing.Signer{KeyID: k.id, Key: priv}
+		env.KeyFiles[k.id] = writeKey(tb, dir, k.id, priv)
+	}
+	keyring, err := signing.ParseKeyring([]byte(ring.String()))
+	if err != nil {
+		tb.Fatalf("gatewaytest: keyring: %v", err)
+	}
+
+	logger := slog.New(slog.NewTextHandler(env.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	verifier := signing.NewVerifier(signing.VerifierConfig{
+		Profile: signing.DefaultProfile(),
+		Keys:    keyring,
+		// The Service's Kills reads the same Redis hash; the verifier
+		// is built first because the Service needs it.
+		Revocations: queue.NewKills(rdb, env.Keys, time.Now),
+		Replay:      signing.NewRedisReplayGuard(rdb, env.Keys.Nonce),
+	})
+	svc, err := queue.NewService(queue.Config{
+		Redis: rdb, Keys: env.Keys, Verifier: verifier, Policy: queue.DefaultPolicy(), Logger: logger,
+	})
+	if err != nil {
+		tb.Fatalf("gatewaytest: service: %v", err)
+	}
+	env.Service = svc
+	gw, err := gateway.New(gateway.Config{
+		Service: svc, Verifier: verifier, Logger: logger, Metrics: env.Metrics,
+	})
+	if err != nil {
+		tb.Fatalf("gatewaytest: gateway: %v", err)
+	}
+	env.Server = httptest.NewServer(gw.Handler())
+	tb.Cleanup(env.Server.Close)
+	env.URL = env.Server.URL
+	return env
+}
+
+func writeKey(tb testing.TB, dir, id string, priv ed25519.PrivateKey) string {
+	tb.Helper()
+	pem, err := signing.MarshalPrivateKeyPEM(priv)
+	if err != nil {
+		tb.Fatalf("gatewaytest: %v", err)
+	}
+	path := filepath.Join(dir, id+".pem")
+	if err := os.WriteFile(path, pem, 0o600); err != nil {
+		tb.Fatalf("gatewaytest: %v", err)
+	}
+	return path
+}
+
+// Buffer is a bytes.Buffer safe for concurrent writers, for logs.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

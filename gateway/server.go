@@ -1,0 +1,337 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"pushgate/queue"
+	"pushgate/signing"
+)
+
+// MaxBodyBytes is the largest request body the API reads; larger bodies
+// are refused with 413 before their signature is checked.
+const MaxBodyBytes = 1 << 20
+
+// Config is what a Server is built from.
+type Config struct {
+	// Service does what the API is asked. Required.
+	Service *queue.Service
+	// Verifier checks every /v1 request's signature. Required; its
+	// replay guard and revocations should be the Redis-backed ones so that
+	// every gateway process agrees.
+	Verifier *signing.Verifier
+	// Logger receives one line per request; nil discards.
+	Logger *slog.Logger
+	// Metrics is where the gateway registers its metrics; nil means a
+	// private registry. Never the global default registry.
+	Metrics prometheus.Registerer
+	// Gatherer is what GET /metrics serves; nil means Metrics, when it is
+	// also a Gatherer (a *prometheus.Registry is).
+	Gatherer prometheus.Gatherer
+	// Now is the clock for request timings; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the HTTP API. Its Handler is safe for concurrent use.
+type Server struct {
+	svc      *queue.Service
+	verifier *signing.Verifier
+	logger   *slog.Logger
+	metrics  *metrics
+	gatherer prometheus.Gatherer
+	maxTTL   time.Duration
+	now      func() time.Time
+	mux      *http.ServeMux
+}
+
+// New builds a Server and registers its metrics.
+func New(cfg Config) (*Server, error) {
+	if cfg.Service == nil || cfg.Verifier == nil {
+		return nil, errors.New("gateway: Service and Verifier are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Metrics = reg
+		if cfg.Gatherer == nil {
+			cfg.Gatherer = reg
+		}
+	}
+	if cfg.Gatherer == nil {
+		g, ok := cfg.Metrics.(prometheus.Gatherer)
+		if !ok {
+			return nil, errors.New("gateway: Gatherer is required when Metrics is not a Gatherer")
+		}
+		cfg.Gatherer = g
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		svc:      cfg.Service,
+		verifier: cfg.Verifier,
+		logger:   cfg.Logger,
+		metrics:  m,
+		gatherer: cfg.Gatherer,
+		maxTTL:   cfg.Service.MaxTTL(),
+		now:      cfg.Now,
+		mux:      http.NewServeMux(),
+	}
+	s.routes()
+	return s, nil
+}
+
+// routes registers every route with the role it requires; "" is any valid
+// key. The Service makes its own finer checks (cancel: the submitting key
+// or an admin; broadcast: topics and audience cap).
+func (s *Server) routes() {
+	const anyKey signing.Role = ""
+	signed := func(pattern string, role signing.Role, h http.HandlerFunc) {
+		s.mux.Handle(pattern, s.signed(role, h))
+	}
+	signed("POST /v1/broadcasts", signing.RoleBroadcast, s.submitBroadcast)
+	signed("GET /v1/broadcasts", anyKey, s.listBroadcasts)
+	signed("GET /v1/broadcasts/{id}", anyKey, s.getBroadcast)
+	signed("POST /v1/broadcasts/{id}/cancel", anyKey, s.cancelBroadcast)
+	signed("POST /v1/broadcasts/{id}/recall", signing.RoleAdmin, s.recallBroadcast)
+	signed("POST /v1/broadcasts/{id}/approvals", signing.RoleApprove, s.approveBroadcast)
+
+	signed("POST /v1/kill", signing.RoleAdmin, s.kill)
+	signed("GET /v1/kill", signing.RoleAdmin, s.listKills)
+	signed("POST /v1/resume", signing.RoleAdmin, s.resume)
+	signed("POST /v1/keys/{id}/revoke", signing.RoleAdmin, s.revokeKey)
+	signed("GET /v1/audit", signing.RoleAdmin, s.listAudit)
+
+	signed("PUT /v1/devices/{platform}/{token}", signing.RoleRegister, s.putDevice)
+	signed("DELETE /v1/devices/{platform}/{token}", signing.RoleRegister, s.deleteDevice)
+	signed("POST /v1/devices/import", signing.RoleRegister, s.importDevices)
+
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+}
+
+// Handler returns the API's handler: every route, with problem documents
+// for unknown routes and methods, request metrics and request logs.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// NewHTTPServer returns an http.Server for h on addr with timeouts that
+// bound slow clients. WriteTimeout leaves room for a kill that waits for
+// every worker's acknowledgement.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// requestInfo collects what the request log reports, filled in by the
+// middleware and handlers as they learn it.
+type requestInfo struct {
+	keyID       string
+	broadcastID string
+}
+
+type infoKey struct{}
+
+// infoFrom returns the request's log fields; it is never nil inside
+// Handler.
+func infoFrom(ctx context.Context) *requestInfo {
+	if ri, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return ri
+	}
+	return &requestInfo{}
+}
+
+// unmatchedRoute labels requests no route took, to bound label values.
+const unmatchedRoute = "unmatched"
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	info := &requestInfo{}
+	r = r.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	rw := &statusWriter{ResponseWriter: w}
+
+	h, route := s.mux.Handler(r)
+	if route == "" {
+		route = unmatchedRoute
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.logger.Error("handler panicked", "route", route, "key_id", info.keyID, "panic", fmt.Sprint(v))
+			if !rw.wroteHeader {
+				writeProblem(rw, newProblem(CodeInternal, ""))
+			}
+		}
+		s.observe(r, route, rw.status(), s.now().Sub(start), info)
+	}()
+
+	if route == unmatchedRoute {
+		s.unmatched(rw, r, h)
+		return
+	}
+	s.mux.ServeHTTP(rw, r)
+}
+
+// unmatched answers a request no route takes: ServeMux's own handler
+// decides between 404 and 405 (and the Allow header), and the answer is
+// rewritten as a problem.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	probe := &probeWriter{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		if allow := probe.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		writeProblem(w, newProblem(CodeMethodNotAllowed, r.Method+" is not allowed here"))
+		return
+	}
+	writeProblem(w, newProblem(queue.CodeNotFound, "no such route"))
+}
+
+// observe records a finished request in the metrics and the log. It logs
+// the route pattern, never the path, which may hold a device token.
+func (s *Server) observe(r *http.Request, route string, status int, took time.Duration, info *requestInfo) {
+	s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	s.metrics.duration.WithLabelValues(route).Observe(took.Seconds())
+	attrs := []slog.Attr{
+		slog.String("route", route),
+		slog.Int("status", status),
+		slog.Duration("took", took),
+	}
+	if info.keyID != "" {
+		attrs = append(attrs, slog.String("key_id", info.keyID))
+	}
+	if info.broadcastID != "" {
+		attrs = append(attrs, slog.String("broadcast_id", info.broadcastID))
+	}
+	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// fail answers with the problem for err, logging errors that are not the
+// client's doing.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	p, internal := problemOf(err)
+	if internal {
+		info := infoFrom(r.Context())
+		s.logger.Error("request failed", "route", r.Pattern, "key_id", info.keyID,
+			"broadcast_id", info.broadcastID, "err", err)
+	}
+	writeProblem(w, p)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.svc.Ping(r.Context()); err != nil {
+		s.fail(w, r, fmt.Errorf("readiness: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// statusWriter remembers the status a handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if !w.wroteHeader {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// probeWriter captures ServeMux's plain-text answer to an unmatched
+// request, which is then discarded.
+type probeWriter struct {
+	header http.Header
+	status int
+}
+
+func (p *probeWriter) Header() http.Header { return p.header }
+
+func (p *probeWriter) WriteHeader(code int) {
+	if p.status == 0 {
+		p.status = code
+	}
+}
+
+func (p *probeWriter) Write(b []byte) (int, error) {
+	p.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
+
+// metrics are the gateway's Prometheus metrics.
+type metrics struct {
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	rejections *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_http_requests_total",
+			Help: "HTTP requests answered, by route pattern and status code.",
+		}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pushgate_http_request_duration_seconds",
+			Help:    "Time to answer HTTP requests, by route pattern.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_signature_rejections_total",
+			Help: "Requests refused at the signature check, by code (the signing codes, and forbidden for a key whose role does not permit the route).",
+		}, []string{"code"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.rejections} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("gateway: register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
