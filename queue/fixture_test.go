@@ -115,7 +115,7 @@ func (f *fakeSender) records() []sendRecord {
 
 // fixture is a Service and its keys on a private Redis database.
 type fixture struct {
-	t        *testing.T
+	t        testing.TB
 	rdb      *redis.Client
 	keys     Keys
 	svc      *Service
@@ -129,7 +129,7 @@ type fixture struct {
 	apns     *fakeSender
 }
 
-func newFixture(t *testing.T, tune func(*Policy)) *fixture {
+func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 	t.Helper()
 	rdb := redistest.Client(t)
 	f := &fixture{t: t, rdb: rdb, keys: NewKeys("pgt"), policy: DefaultPolicy(),
@@ -143,7 +143,7 @@ func newFixture(t *testing.T, tune func(*Policy)) *fixture {
 	ring.WriteString("keys:\n")
 	signers := map[string]*signing.Signer{}
 	for _, k := range []struct{ id, roles, extra string }{
-		{"sender", "[broadcast, register]", "    topics: [citizens, \"t-*\"]\n    max_audience: 100000\n"},
+		{"sender", "[broadcast, register]", "    topics: [citizens, \"t-*\"]\n    max_audience: 2000000\n"},
 		{"small", "[broadcast]", "    topics: [citizens]\n    max_audience: 5\n"},
 		{"admin", "[admin]", ""},
 	} {
@@ -296,7 +296,7 @@ func (f *fixture) waitState(id, state string, within time.Duration) *Status {
 }
 
 // tlog writes log lines into the test's output.
-type tlog struct{ t *testing.T }
+type tlog struct{ t testing.TB }
 
 func (l tlog) Write(b []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(b)))
