@@ -29,8 +29,23 @@ type command struct {
 // commands lists every subcommand; help prints them in this order.
 func commands() []command {
 	return []command{
+		{"serve", "run the HTTP API and a worker pool in one process", runServe},
+		{"api", "run the HTTP API only", runAPI},
+		{"worker", "run a worker pool only", runWorker},
 		{"version", "print the version and exit", runVersion},
-		{"help", "list the subcommands, or show one's flags: pushgate help CMD", nil},
+		{"keygen", "generate an Ed25519 key pair and its keyring entry", runKeygen},
+		{"sign", "print the signature headers for a request, for curl -H", runSign},
+		{"send", "sign and submit a broadcast; --wait follows it with a progress bar", runSend},
+		{"status", "show a broadcast's state and counters", runStatus},
+		{"cancel", "stop the rest of a broadcast's fan-out", runCancel},
+		{"recall", "kill a broadcast, then replace or remove it on the phones it reached", runRecall},
+		{"kill", "stop a scope (global, key:ID, broadcast:ID, topic:NAME) on every worker", runKill},
+		{"resume", "lift a global, key or topic kill", runResume},
+		{"keys", "manage sender keys: keys revoke ID", runKeys},
+		{"devices", "manage the device registry: devices import FILE --topic T", runDevices},
+		{"audit", "show the audit log of admin actions", runAudit},
+		{"sim", "run local FCM and APNs simulators with virtual phones", runSim},
+		{"help", "list the subcommands, show one's flags (pushgate help CMD), or the settings (pushgate help config)", nil},
 	}
 }
 
@@ -57,6 +72,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	if name == "help" || name == "-h" || name == "--help" || name == "-help" {
 		if len(rest) == 0 {
 			printHelp(e.stdout)
+			return nil
+		}
+		if rest[0] == "config" {
+			printConfigHelp(e.stdout)
 			return nil
 		}
 		name, rest = rest[0], []string{"-h"}

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"pushgate/signing"
+)
+
+// keyringEntry is one key of a keyring file, as keygen writes it.
+type keyringEntry struct {
+	ID          string   `yaml:"id"`
+	PublicKey   string   `yaml:"public_key"`
+	Roles       []string `yaml:"roles,flow"`
+	Topics      []string `yaml:"topics,flow,omitempty"`
+	MaxAudience int      `yaml:"max_audience,omitempty"`
+	Rate        string   `yaml:"rate,omitempty"`
+}
+
+func runKeygen(ctx context.Context, e *env, args []string) error {
+	flags := newFlagSet(e, "keygen", "--id ID --roles ROLE,... --dir DIR [--keyring FILE] [--topics T,...] [--max-audience N] [--rate N/UNIT]")
+	id := flags.String("id", "", "key id: letters, digits, '.', '_' and '-' (required)")
+	roles := flags.String("roles", "", "comma-separated roles: broadcast, register, approve, admin (required)")
+	dir := flags.String("dir", "", "directory for ID.key (PKCS#8 PEM, mode 0600) and ID.pub (SPKI PEM) (required)")
+	keyring := flags.String("keyring", "", "keyring file to append the entry to, created when missing")
+	topics := flags.String("topics", "", "comma-separated topic patterns the key may broadcast to (\"*\" also allows audience all)")
+	maxAudience := flags.Int("max-audience", 0, "most devices one broadcast may target (required with the broadcast role)")
+	rate := flags.String("rate", "", "delivery rate for the key's broadcasts, such as 6000/min (default unlimited)")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	if flags.NArg() > 0 {
+		return usagef("keygen: unexpected argument %q", flags.Arg(0))
+	}
+	for _, f := range []struct{ name, value string }{{"id", *id}, {"roles", *roles}, {"dir", *dir}} {
+		if f.value == "" {
+			return usagef("keygen: --%s is required", f.name)
+		}
+	}
+
+	pub, priv, err := signing.GenerateKey()
+	if err != nil {
+		return err
+	}
+	pubPEM, err := signing.MarshalPublicKeyPEM(pub)
+	if err != nil {
+		return err
+	}
+	privPEM, err := signing.MarshalPrivateKeyPEM(priv)
+	if err != nil {
+		return err
+	}
+	entry, err := marshalEntry(keyringEntry{
+		ID:          *id,
+		PublicKey:   pemBody(pubPEM),
+		Roles:       splitList(*roles),
+		Topics:      splitList(*topics),
+		MaxAudience: *maxAudience,
+		Rate:        *rate,
+	})
+	if err != nil {
+		return err
+	}
+	// The keyring parser is the one judge of a valid entry.
+	if _, err := signing.ParseKeyring(append([]byte("keys:\n"), entry...)); err != nil {
+		return usagef("keygen: %s", strings.TrimPrefix(err.Error(), "keyring: "))
+	}
+
+	// Everything that can be checked is checked before the first write.
+	var newKeyring []byte
+	if *keyring != "" {
+		if newKeyring, err = appendEntry(*keyring, *id, entry); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return usagef("keygen: %v", err)
+	}
+	keyFile := filepath.Join(*dir, *id+".key")
+	pubFile := filepath.Join(*dir, *id+".pub")
+	if err := createFile(keyFile, privPEM, 0o600); err != nil {
+		return err
+	}
+	if err := createFile(pubFile, pubPEM, 0o644); err != nil {
+		os.Remove(keyFile)
+		return err
+	}
+	if newKeyring != nil {
+		if err := replaceFile(*keyring, newKeyring); err != nil {
+			os.Remove(keyFile)
+			os.Remove(pubFile)
+			return err
+		}
+	}
+
+	fmt.Fprintf(e.stderr, "wrote %s and %s\n", keyFile, pubFile)
+	if *keyring != "" {
+		fmt.Fprintf(e.stderr, "added key %q to %s\n", *id, *keyring)
+	}
+	_, err = e.stdout.Write(entry)
+	return err
+}
+
+// marshalEntry renders e as a list item indented to sit under "keys:".
+func marshalEntry(e keyringEntry) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode([]keyringEntry{e}); err != nil {
+		return nil, fmt.Errorf("encode keyring entry: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode keyring entry: %w", err)
+	}
+	var out []byte
+	for line := range strings.Lines(buf.String()) {
+		out = append(out, "  "...)
+		out = append(out, line...)
+	}
+	return out, nil
+}
+
+// appendEntry returns the keyring file's content with entry appended, or
+// a new keyring when the file does not exist or is empty. It refuses an id
+// already present and any result that does not parse, such as a file whose
+// keys list is not the last thing in it.
+func appendEntry(file, id string, entry []byte) ([]byte, error) {
+	old, err := os.ReadFile(file)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, usagef("keygen: %v", err)
+	}
+	if len(bytes.TrimSpace(old)) == 0 {
+		return append([]byte("keys:\n"), entry...), nil
+	}
+	kr, err := signing.ParseKeyring(old)
+	if err != nil {
+		return nil, usagef("keygen: %s: %v", file, err)
+	}
+	if _, dup := kr.Lookup(id); dup {
+		return nil, usagef("keygen: %s already has a key %q", file, id)
+	}
+	next := bytes.Clone(old)
+	if !bytes.HasSuffix(next, []byte("\n")) {
+		next = append(next, '\n')
+	}
+	next = append(next, entry...)
+	nkr, err := signing.ParseKeyring(next)
+	if err != nil || len(nkr.Keys()) != len(kr.Keys())+1 {
+		return nil, usagef("keygen: %s: cannot append to it; its keys list must be a block list at the end of the file", file)
+	}
+	if _, ok := nkr.Lookup(id); !ok {
+		return nil, usagef("keygen: %s: cannot append to it; its keys list must be a block list at the end of the file", file)
+	}
+	return next, nil
+}
+
+// createFile writes a new file and never replaces one; on failure it
+// leaves nothing behind.
+func createFile(name string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if errors.Is(err, fs.ErrExist) {
+		return usagef("keygen: %s already exists; not overwriting it", name)
+	}
+	if err != nil {
+		return usagef("keygen: %v", err)
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return fmt.Errorf("keygen: write %s: %w", name, err)
+	}
+	return nil
+}
+
+// replaceFile writes data to name through a temporary file and a rename,
+// so that readers (a gateway reloading on SIGHUP) never see half a file.
+func replaceFile(name string, data []byte) error {
+	perm := os.FileMode(0o644)
+	if fi, err := os.Stat(name); err == nil {
+		perm = fi.Mode().Perm()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename this finds nothing
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), name)
+	}
+	if err != nil {
+		return fmt.Errorf("keygen: write %s: %w", name, err)
+	}
+	return nil
+}
+
+// pemBody returns the base64 body of a one-block PEM file on one line, the
+// compact public_key form the keyring accepts.
+func pemBody(p []byte) string {
+	var b strings.Builder
+	for line := range strings.Lines(string(p)) {
+		if line = strings.TrimSpace(line); !strings.HasPrefix(line, "-----") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func runSign(ctx context.Context, e *env, args []string) error {
+	flags := newFlagSet(e, "sign", "--key FILE --key-id ID --url URL [--method POST] [--body FILE|-] [--content-type TYPE]")
+	keyFile := flags.String("key", "", "PKCS#8 PEM private key file (default $PUSHGATE_KEY, a file name or the PEM itself)")
+	keyID := flags.String("key-id", "", "key id in the gateway's keyring (default $PUSHGATE_KEY_ID)")
+	method := flags.String("method", "POST", "HTTP method")
+	rawURL := flags.String("url", "", "full request URL, such as http://127.0.0.1:8080/v1/broadcasts (required)")
+	bodyFile := flags.String("body", "", "file with the exact body to send, - for standard input (default no body)")
+	contentType := flags.String("content-type", "application/json", "Content-Type the request will be sent with (signed)")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	if flags.NArg() > 0 {
+		return usagef("sign: unexpected argument %q", flags.Arg(0))
+	}
+	if *keyFile == "" {
+		*keyFile = e.getenv("PUSHGATE_KEY")
+	}
+	if *keyID == "" {
+		*keyID = e.getenv("PUSHGATE_KEY_ID")
+	}
+	switch {
+	case *keyFile == "":
+		return usagef("sign: --key (or PUSHGATE_KEY) is required")
+	case *keyID == "":
+		return usagef("sign: --key-id (or PUSHGATE_KEY_ID) is required")
+	case *rawURL == "":
+		return usagef("sign: --url is required")
+	}
+	if u, err := url.Parse(*rawURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return usagef("sign: --url %q: want an absolute http or https URL", *rawURL)
+	}
+
+	priv, err := readPrivateKey(*keyFile)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	switch *bodyFile {
+	case "":
+	case "-":
+		if body, err = io.ReadAll(e.stdin); err != nil {
+			return usagef("sign: read body from standard input: %v", err)
+		}
+	default:
+		if body, err = os.ReadFile(*bodyFile); err != nil {
+			return usagef("sign: read body: %v", err)
+		}
+	}
+
+	s := &signing.Signer{KeyID: *keyID, Key: priv}
+	h, err := s.Headers(*method, *rawURL, *contentType, body)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	for _, name := range []string{"Content-Digest", "Signature-Input", "Signature"} {
+		if v := h.Get(name); v != "" {
+			fmt.Fprintf(e.stdout, "%s: %s\n", name, v)
+		}
+	}
+	return nil
+}
+
+// readPrivateKey loads the signing key from a file, or from the PEM text
+// itself, which is how a secret usually arrives in PUSHGATE_KEY.
+func readPrivateKey(src string) (ed25519.PrivateKey, error) {
+	data := []byte(src)
+	name := "PUSHGATE_KEY"
+	if !strings.HasPrefix(strings.TrimSpace(src), "-----BEGIN") {
+		var err error
+		if data, err = os.ReadFile(src); err != nil {
+			return nil, usagef("sign: read key: %v", err)
+		}
+		name = src
+	}
+	priv, err := signing.ParsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, usagef("sign: %s: %v", name, err)
+	}
+	return priv, nil
+}

@@ -1,0 +1,105 @@
+package providers
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// maxFCMTTL is the longest android.ttl FCM accepts (4 weeks); FCM answers
+// INVALID_ARGUMENT above it.
+const maxFCMTTL = 28 * 24 * time.Hour
+
+// metaKey is the key of the pushgate metadata block: a top-level key of the
+// APNs payload and an FCM data key. Applications read it to tell pushgate's
+// pushes apart and to act on recalls, so message data may not use it.
+const metaKey = "pushgate"
+
+// silent reports whether msg is delivered without a visible notification.
+// A recall instruction is always silent: the app acts on it, the user does
+// not see it.
+func (msg *Message) silent() bool { return msg.Silent || msg.RecallOf != "" }
+
+// highPriority reports whether msg should reach the device at once. An
+// empty priority means high: pushgate's broadcasts are alerts, and a recall
+// must reach the phone quickly.
+func (msg *Message) highPriority() bool { return msg.Priority != PriorityNormal }
+
+// apnsPriority is the apns-priority of msg: 10 only for a high-priority
+// visible notification, because APNs refuses priority 10 for a background
+// push (content-available only).
+func (msg *Message) apnsPriority() int {
+	if msg.highPriority() && !msg.silent() {
+		return 10
+	}
+	return 5
+}
+
+// meta returns the pushgate metadata block of msg.
+func (msg *Message) meta() metaBlock {
+	if msg.RecallOf != "" {
+		return metaBlock{Recall: msg.RecallOf}
+	}
+	return metaBlock{Broadcast: msg.BroadcastID}
+}
+
+// metaBlock is {"broadcast":"<id>"} or {"recall":"<id>"}.
+type metaBlock struct {
+	Broadcast string `json:"broadcast,omitempty"`
+	Recall    string `json:"recall,omitempty"`
+}
+
+// metaJSON is the metadata block as a JSON string, the form FCM data values
+// need.
+func (msg *Message) metaJSON() string {
+	b, err := json.Marshal(msg.meta())
+	if err != nil {
+		// A struct of two strings always marshals.
+		panic(fmt.Sprintf("providers: marshal metadata: %v", err))
+	}
+	return string(b)
+}
+
+// checkCommon returns why msg cannot be sent to any provider, or "" when it
+// can. Each check mirrors a refusal of the providers, so that a message they
+// would refuse is reported once per batch instead of being sent once per
+// device and refused every time.
+func checkCommon(msg *Message) string {
+	switch {
+	case msg.BroadcastID == "" && msg.RecallOf == "":
+		return "message has neither a broadcast id nor a recalled broadcast id"
+	case len(msg.CollapseID) > MaxCollapseID:
+		return fmt.Sprintf("collapse id is %d bytes, over the limit of %d", len(msg.CollapseID), MaxCollapseID)
+	case msg.TTL < 0:
+		return "ttl is negative"
+	case msg.Priority != "" && msg.Priority != PriorityHigh && msg.Priority != PriorityNormal:
+		return fmt.Sprintf("unknown priority %q", msg.Priority)
+	}
+	if _, ok := msg.Data[metaKey]; ok {
+		return fmt.Sprintf("data key %q is reserved for pushgate metadata", metaKey)
+	}
+	return ""
+}
+
+// fcmReservedKey reports whether FCM refuses k as a data key. FCM's
+// INVALID_ARGUMENT causes name "from", "gcm" and "any value prefixed by
+// google"; "notification", "message_type" and the "gcm." namespace are
+// used by FCM's own messages.
+func fcmReservedKey(k string) bool {
+	switch k {
+	case "from", "notification", "message_type", "gcm":
+		return true
+	}
+	return strings.HasPrefix(k, "google") || strings.HasPrefix(k, "gcm.")
+}
+
+// tokenProblem returns why a device token can never be delivered to, or ""
+// when it may be tried. Only the empty token is caught here: any other
+// shape is the provider's to judge.
+func tokenProblem(token string) string {
+	if token == "" {
+		return "empty device token"
+	}
+	return ""
+}

@@ -1,0 +1,203 @@
+package providers_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"pushgate/providers"
+	"pushgate/providers/sim"
+)
+
+// TestRefusedBeforeSending checks that a message a provider would refuse
+// is refused for the whole batch without a single request.
+func TestRefusedBeforeSending(t *testing.T) {
+	tests := []struct {
+		name string
+		give func(*providers.Message)
+		want string // in the reason
+	}{
+		{"payload over 4096 bytes", func(m *providers.Message) { m.Body = strings.Repeat("x", providers.MaxPayload) }, "over the limit of 4096"},
+		{"collapse id over 64 bytes", func(m *providers.Message) { m.CollapseID = strings.Repeat("c", providers.MaxCollapseID+1) }, "collapse id is 65 bytes"},
+	}
+	s := newSim(t, sim.Config{})
+	for _, sender := range senders(t, s) {
+		for _, tt := range tests {
+			t.Run(string(sender.Platform())+"/"+tt.name, func(t *testing.T) {
+				msg := testMessage()
+				tt.give(msg)
+				gate := &openGate{}
+				got := sender.Send(context.Background(), gate, msg, deviceTokens(sender.Platform(), "auto-", 20))
+				for i, r := range got {
+					if r.Class != providers.Permanent || !strings.Contains(r.Reason, tt.want) {
+						t.Errorf("device %d: %v, want permanent %q", i, r, tt.want)
+					}
+				}
+				if n := gate.entered.Load(); n != 0 {
+					t.Errorf("gate entered %d times, want 0", n)
+				}
+			})
+		}
+	}
+	st := s.Stats()
+	if n := requests(s, providers.FCM) + requests(s, providers.APNs) + st.OAuthTokens; n != 0 {
+		t.Errorf("simulator saw %d requests, want 0", n)
+	}
+}
+
+// TestGateAndContext checks that a closed gate and a done context stop
+// calls: the devices are Cancelled and the simulator sees nothing.
+func TestGateAndContext(t *testing.T) {
+	s := newSim(t, sim.Config{})
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		gate *openGate
+	}{
+		{"closed gate", context.Background(), closedGate()},
+		{"context done", cancelled, &openGate{}},
+	}
+	for _, sender := range senders(t, s) {
+		for _, tt := range tests {
+			t.Run(string(sender.Platform())+"/"+tt.name, func(t *testing.T) {
+				got := sender.Send(tt.ctx, tt.gate, testMessage(), deviceTokens(sender.Platform(), "auto-", 30))
+				for i, r := range got {
+					if r.Class != providers.Cancelled || r.Latency != 0 {
+						t.Errorf("device %d: %v, want cancelled without a call", i, r)
+					}
+				}
+				if n := tt.gate.entered.Load(); n != 0 {
+					t.Errorf("gate admitted %d calls, want 0", n)
+				}
+			})
+		}
+	}
+	if n := requests(s, providers.FCM) + requests(s, providers.APNs); n != 0 {
+		t.Errorf("simulator saw %d requests, want 0", n)
+	}
+}
+
+func closedGate() *openGate {
+	g := &openGate{}
+	g.closed.Store(true)
+	return g
+}
+
+// TestGateClosesMidBatch closes the gate after the third call: the first
+// three devices are sent, the rest are Cancelled and never reach the
+// simulator.
+func TestGateClosesMidBatch(t *testing.T) {
+	s := newSim(t, sim.Config{})
+	for _, sender := range senders(t, s) {
+		t.Run(string(sender.Platform()), func(t *testing.T) {
+			before := requests(s, sender.Platform())
+			gate := &openGate{}
+			gate.onEnter = func() {
+				if gate.entered.Load() == 3 {
+					gate.closed.Store(true)
+				}
+			}
+			got := sender.Send(context.Background(), gate, testMessage(), deviceTokens(sender.Platform(), "auto-", 50))
+			counts := map[providers.Class]int{}
+			for _, r := range got {
+				counts[r.Class]++
+			}
+			if counts[providers.Sent] != 3 || counts[providers.Cancelled] != 47 {
+				t.Errorf("results %v, want 3 sent and 47 cancelled", counts)
+			}
+			if n := requests(s, sender.Platform()) - before; n != 3 {
+				t.Errorf("simulator saw %d requests, want 3", n)
+			}
+			if gate.left.Load() != 3 {
+				t.Errorf("gate left %d times, want 3", gate.left.Load())
+			}
+		})
+	}
+}
+
+// TestCancelDuringCall cancels the context while calls wait on a slow
+// provider: their outcome is unknown, so they are Cancelled, and Send
+// returns without waiting for the provider.
+func TestCancelDuringCall(t *testing.T) {
+	s := newSim(t, sim.Config{Faults: sim.Faults{Latency: time.Minute}})
+	for _, sender := range senders(t, s) {
+		t.Run(string(sender.Platform()), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			gate := &openGate{}
+			// Cancel once the last call is admitted: the calls are then in
+			// flight or about to be, and none can finish for a minute.
+			gate.onEnter = func() {
+				if gate.entered.Load() == 4 {
+					cancel()
+				}
+			}
+			start := time.Now()
+			got := sender.Send(ctx, gate, testMessage(), deviceTokens(sender.Platform(), "auto-", 4))
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("Send took %v after the cancellation", d)
+			}
+			for i, r := range got {
+				if r.Class != providers.Cancelled {
+					t.Errorf("device %d: %v, want cancelled", i, r)
+				}
+			}
+			if gate.left.Load() != 4 {
+				t.Errorf("gate left %d times, want 4", gate.left.Load())
+			}
+		})
+	}
+}
+
+// TestConnectionFaults drops connections and sends GOAWAY while batches
+// are in flight: every device ends Sent or Retryable, nothing hangs,
+// connections are replaced, and once the faults stop everything is sent.
+func TestConnectionFaults(t *testing.T) {
+	tests := []struct {
+		name string
+		give sim.Faults
+	}{
+		{"goaway", sim.Faults{GoAwayEvery: 7}},
+		{"drop", sim.Faults{DropEvery: 11}},
+		{"goaway and drop", sim.Faults{GoAwayEvery: 5, DropEvery: 13}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSim(t, sim.Config{Faults: tt.give})
+			for _, sender := range senders(t, s) {
+				p := sender.Platform()
+				tokens := deviceTokens(p, "auto-", 200)
+				var retry []string
+				for i, r := range sender.Send(context.Background(), &openGate{}, testMessage(), tokens) {
+					switch r.Class {
+					case providers.Sent:
+					case providers.Retryable:
+						retry = append(retry, tokens[i])
+					default:
+						t.Errorf("%s device %d: %v, want sent or retryable", p, i, r)
+					}
+				}
+				st := s.Stats()
+				if st.Connections[p] < 2 {
+					t.Errorf("%s: %d connections; the faults should have forced new ones", p, st.Connections[p])
+				}
+				t.Logf("%s: %d retryable of %d, %d connections, %d drops, %d goaways",
+					p, len(retry), len(tokens), st.Connections[p], st.DroppedConnections, st.GoAways)
+				if err := s.SetFaults(sim.Faults{}); err != nil {
+					t.Fatal(err)
+				}
+				for i, r := range sender.Send(context.Background(), &openGate{}, testMessage(), retry) {
+					if r.Class != providers.Sent {
+						t.Errorf("%s retry of device %d: %v, want sent", p, i, r)
+					}
+				}
+				if err := s.SetFaults(tt.give); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
