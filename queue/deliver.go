@@ -20,6 +20,9 @@ const (
 	outFailed    = "f"
 	outInvalid   = "i"
 	outCancelled = "x"
+	// outUnknown is a call cancelled while in flight: the provider may have
+	// accepted it, so it counts as cancelled but recalls include it.
+	outUnknown = "u"
 	outThrottled = "t"
 )
 
@@ -178,7 +181,11 @@ func (w *Worker) classify(p *batchPayload, members []string, results []providers
 			out.after = max(out.after, r.RetryAfter)
 		case providers.Cancelled:
 			if killed {
-				out.add(m, outCancelled)
+				if r.Latency > 0 {
+					out.add(m, outUnknown)
+				} else {
+					out.add(m, outCancelled)
+				}
 			} else {
 				// Shutdown or timeout, not a kill: the outcome is unknown,
 				// so try again; the collapse identity hides a re-send.

@@ -42,6 +42,12 @@ func recallMessage(vb *verifiedBroadcast, vr *verifiedRecall) providers.Message 
 	return m
 }
 
+// mayHaveReached reports whether a ledger value says the device may show
+// the broadcast: sent, or cancelled while the call was in flight.
+func mayHaveReached(ledgerValue string) bool {
+	return strings.HasPrefix(ledgerValue, outSent) || strings.HasPrefix(ledgerValue, outUnknown)
+}
+
 // loadRecall verifies a broadcast's envelope and its recall envelope.
 func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast, *verifiedRecall, error) {
 	vb, err := w.loadBroadcast(ctx, id)
@@ -85,7 +91,7 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		}
 		var reached []string
 		for i := 0; i+1 < len(fields); i += 2 {
-			if strings.HasPrefix(fields[i+1], outSent) {
+			if mayHaveReached(fields[i+1]) {
 				reached = append(reached, fields[i])
 			}
 		}
@@ -145,7 +151,7 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	}
 	var reached []string
 	for i, s := range states {
-		if v, _ := s.(string); strings.HasPrefix(v, outSent) {
+		if v, _ := s.(string); mayHaveReached(v) {
 			reached = append(reached, members[i])
 		}
 	}

@@ -68,12 +68,13 @@ return out
 // KEYS[1] ledger, KEYS[2] record, KEYS[3] timeline; ARGV[1] batch
 // sequence, ARGV[2] now in ms, ARGV[3] a kill scope to remember ("" for
 // none), ARGV[4..] pairs of member and outcome letter. Letters map to
-// counters: s sent, f failed, i invalid_token, x cancelled, t throttled.
+// counters: s sent, f failed, i invalid_token, x cancelled, t throttled,
+// u cancelled in flight (maybe delivered; counted as cancelled).
 // Returns the state the broadcast entered, or "".
 var recordScript = redis.NewScript(finishLua + `
 local seq = ARGV[1]
 local claim = 'c' .. seq
-local counters = {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled'}
+local counters = {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled'}
 local n = {}
 for i = 4, #ARGV, 2 do
   local m, o = ARGV[i], ARGV[i+1]
