@@ -22,7 +22,7 @@ const (
 	outCancelled = "x"
 	// outUnknown is a call cancelled while in flight: the provider may have
 	// accepted it, so it counts as cancelled but recalls include it.
-	outUnknown = "u"
+	outUnknown   = "u"
 	outThrottled = "t"
 )
 
