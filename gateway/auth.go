@@ -33,12 +33,12 @@ func authFrom(ctx context.Context) *auth {
 }
 
 // signed wraps h with the checks every /v1 route shares: the body is read
-// within MaxBodyBytes, the signature verifies, the key holds role ("" for
+// within limit bytes, the signature verifies, the key holds role ("" for
 // any key), and a body is JSON. Only then does h run, with the verified
 // request in its context.
-func (s *Server) signed(role signing.Role, h http.HandlerFunc) http.Handler {
+func (s *Server) signed(role signing.Role, limit int64, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := readBody(w, r)
+		body, err := readBody(w, r, limit)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -70,13 +70,13 @@ func (s *Server) signed(role signing.Role, h http.HandlerFunc) http.Handler {
 	})
 }
 
-// readBody reads the whole body, refusing more than MaxBodyBytes.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	tooLarge := &Problem{Code: CodeBodyTooLarge, Detail: fmt.Sprintf("the body is over %d bytes", MaxBodyBytes)}
-	if r.ContentLength > MaxBodyBytes {
+// readBody reads the whole body, refusing more than limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	tooLarge := &Problem{Code: CodeBodyTooLarge, Detail: fmt.Sprintf("the body is over %d bytes", limit)}
+	if r.ContentLength > limit {
 		return nil, tooLarge
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

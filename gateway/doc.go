@@ -5,9 +5,10 @@
 //
 // The gateway decides who may ask for what; queue.Service does it. Every
 // /v1 route runs behind the same middleware: the body is read (at most
-// MaxBodyBytes), the RFC 9421 signature is verified (replay guard and
-// revocation included), the key's role is checked against the route, and
-// a request with a body must be JSON. Handlers then validate the whole
+// MaxBodyBytes, or MaxImportBytes for a device import), the RFC 9421
+// signature is verified (replay guard and revocation included), the key's
+// role is checked against the route, and a request with a body must be
+// JSON. Handlers then validate the whole
 // request before they call the Service.
 //
 // # Invariants
