@@ -164,17 +164,23 @@ func TestAPNsTokenSharing(t *testing.T) {
 			t.Error("a bearer token was logged")
 		}
 	})
-	t.Run("one token per sender", func(t *testing.T) {
-		s := newSim(t, sim.Config{})
-		first := newAPNsSender(t, s, newAPNsToken(t, s, nil), nil)
-		second := newAPNsSender(t, s, newAPNsToken(t, s, nil), nil)
+	t.Run("one token per process", func(t *testing.T) {
+		// Two processes (two APNsTokens on the same key) make the same
+		// token for an epoch, so APNs sees no extra update.
+		clock := newFakeClock()
+		s := newSim(t, sim.Config{Now: clock.Now})
+		tokA := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+		clock.Advance(time.Minute)
+		tokB := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+		first, second := newAPNsSender(t, s, tokA, nil), newAPNsSender(t, s, tokB, nil)
 		tokens := deviceTokens(providers.APNs, "auto-", 5)
-		if r := first.Send(context.Background(), &openGate{}, testMessage(), tokens)[0]; r.Class != providers.Sent {
-			t.Fatalf("first sender: %v", r)
+		for i, a := range []*providers.APNsSender{first, second, first} {
+			if r := a.Send(context.Background(), &openGate{}, testMessage(), tokens)[0]; r.Class != providers.Sent {
+				t.Fatalf("sender %d: %v", i, r)
+			}
 		}
-		r := second.Send(context.Background(), &openGate{}, testMessage(), tokens)[0]
-		if r.Class != providers.Retryable || r.Reason != "TooManyProviderTokenUpdates" {
-			t.Errorf("second sender with its own token: %v, want retryable TooManyProviderTokenUpdates", r)
+		if n := s.Stats().Requests[providers.APNs][429]; n != 0 {
+			t.Errorf("%d answers 429 (TooManyProviderTokenUpdates) for two processes", n)
 		}
 	})
 }
@@ -253,5 +259,29 @@ func TestNewAPNsTokenConfig(t *testing.T) {
 				t.Errorf("NewAPNsToken: %v, want ok=%v", err, tt.ok)
 			}
 		})
+	}
+}
+
+// TestAPNsTokenEpochs checks that tokens made by different processes in
+// one epoch are byte-identical, and that the next epoch brings one new
+// token, no sooner than the minimum interval.
+func TestAPNsTokenEpochs(t *testing.T) {
+	s := newSim(t, sim.Config{})
+	clock := newFakeClock()
+	epoch := providers.DefaultAPNsTokenAge // the clock starts one minute into one
+	a := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+	first := providers.ProviderBearer(a)
+	clock.Advance(30 * time.Minute)
+	b := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+	if providers.ProviderBearer(b) != first || providers.ProviderBearer(a) != first {
+		t.Fatal("two tokens made in one epoch differ")
+	}
+	clock.Advance(epoch - 30*time.Minute) // one minute into the next epoch
+	next := providers.ProviderBearer(a)
+	if next == first {
+		t.Fatal("the token was not replaced in the next epoch")
+	}
+	if providers.ProviderBearer(b) != next {
+		t.Error("the two processes' tokens differ in the next epoch")
 	}
 }

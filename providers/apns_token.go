@@ -1,13 +1,19 @@
 package providers
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"time"
 
-	"github.com/golang-jwt/jwt/v4"
 	"github.com/sideshow/apns2/token"
 )
 
@@ -30,8 +36,10 @@ type APNsTokenConfig struct {
 	// (the JWT iss).
 	KeyID  string
 	TeamID string
-	// MaxAge is how long a token is used before a new one is made, within
-	// [MinAPNsTokenAge, MaxAPNsTokenAge]; zero means DefaultAPNsTokenAge.
+	// MaxAge is the length of a token epoch, the longest a token is used,
+	// within [MinAPNsTokenAge, MaxAPNsTokenAge]; zero means
+	// DefaultAPNsTokenAge. Every process must use the same MaxAge to make
+	// the same tokens.
 	MaxAge time.Duration
 	// MinInterval is the shortest time between two tokens, also when APNs
 	// refuses the current one; zero means MinAPNsTokenAge. Only tests
@@ -42,18 +50,29 @@ type APNsTokenConfig struct {
 	Now func() time.Time
 }
 
-// APNsToken is the one APNs provider token of a process. Create one and
-// pass it to every APNsSender: Apple refuses a team whose token changes more
-// often than every 20 minutes (TooManyProviderTokenUpdates), which a token
-// per sender or per worker would soon cause.
+// APNsToken is the APNs provider token of a process. Create one and pass it
+// to every APNsSender: Apple refuses a team whose token changes more often
+// than every 20 minutes (TooManyProviderTokenUpdates), which a token per
+// sender or per worker would soon cause.
 //
-// A token is regenerated when it reaches MaxAge, or when APNs refuses it
+// Every process of a deployment makes the same token: its iat is the start
+// of the current MaxAge-long epoch of the Unix clock, and it is signed with
+// deterministic ECDSA (RFC 6979), so the same key, key id, team and epoch
+// give the same bytes everywhere. Adding worker processes therefore never
+// adds token updates, and no process has to share a credential with
+// another through Redis.
+//
+// A token is replaced when its epoch ends, or when APNs refuses it
 // (ExpiredProviderToken, InvalidProviderToken) and at least MinInterval has
-// passed since it was made; never more often.
+// passed since it was made — then with iat now, since a refused epoch token
+// means the clocks disagree; never more often.
 type APNsToken struct {
 	// tok's embedded mutex guards tok and issued.
-	tok         *token.Token
-	issued      time.Time
+	tok    *token.Token
+	issued time.Time // the token's iat
+	// made is when the token was made; the minimum interval between
+	// tokens counts from it, not from iat, which may be earlier.
+	made        time.Time
 	maxAge      time.Duration
 	minInterval time.Duration
 	log         *slog.Logger
@@ -106,19 +125,25 @@ func NewAPNsToken(cfg APNsTokenConfig) (*APNsToken, error) {
 	}
 	t.tok.Lock()
 	defer t.tok.Unlock()
-	if err := t.generateLocked("first"); err != nil {
+	if err := t.generateLocked("first", t.epochStart(t.now())); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// bearer returns the current token, first replacing it if it has reached
-// its maximum age.
+// epochStart is the start of the token epoch now falls in.
+func (t *APNsToken) epochStart(now time.Time) time.Time {
+	return time.Unix(now.Unix()-now.Unix()%int64(t.maxAge/time.Second), 0)
+}
+
+// bearer returns the current token, first replacing it if its epoch has
+// ended.
 func (t *APNsToken) bearer() string {
 	t.tok.Lock()
 	defer t.tok.Unlock()
-	if t.now().Sub(t.issued) >= t.maxAge {
-		if err := t.generateLocked("age"); err != nil {
+	now := t.now()
+	if e := t.epochStart(now); t.issued.Before(e) && now.Sub(t.made) >= t.minInterval {
+		if err := t.generateLocked("age", e); err != nil {
 			// Signing with a key that has signed before does not fail in
 			// practice. Should it, the old token stays: APNs refuses it
 			// once it is too old, and the next call tries again.
@@ -139,33 +164,62 @@ func (t *APNsToken) refused(bearer string) (fresh bool, wait time.Duration) {
 	if bearer != t.tok.Bearer {
 		return true, 0
 	}
-	if age := t.now().Sub(t.issued); age < t.minInterval {
+	if age := t.now().Sub(t.made); age < t.minInterval {
 		return false, t.minInterval - age
 	}
-	if err := t.generateLocked("refused"); err != nil {
+	if err := t.generateLocked("refused", t.now()); err != nil {
 		t.log.Error("apns provider token not regenerated", "err", err)
 		return false, t.minInterval
 	}
 	return true, 0
 }
 
-// generateLocked makes a new token. It signs the JWT itself instead of
-// calling token.Token.Generate, because Generate takes iat from the wall
-// clock: iat must come from the clock that ages the token here, so that the
-// age APNs computes from iat is the age this type acts on.
-func (t *APNsToken) generateLocked(why string) error {
-	issued := t.now()
-	jt := &jwt.Token{
-		Header: map[string]any{"alg": "ES256", "kid": t.tok.KeyID},
-		Claims: jwt.MapClaims{"iss": t.tok.TeamID, "iat": issued.Unix()},
-		Method: jwt.SigningMethodES256,
-	}
-	bearer, err := jt.SignedString(t.tok.AuthKey)
+// generateLocked makes a new token issued at issued. It signs the JWT
+// itself instead of calling token.Token.Generate, which takes iat from the
+// wall clock and signs with random ECDSA nonces: here iat comes from the
+// clock that ages the token, and signatures are deterministic so that
+// every process makes the same token for an epoch.
+func (t *APNsToken) generateLocked(why string, issued time.Time) error {
+	bearer, err := signProviderToken(t.tok.AuthKey, t.tok.KeyID, t.tok.TeamID, issued)
 	if err != nil {
-		return fmt.Errorf("apns token: sign: %w", err)
+		return err
 	}
 	t.tok.Bearer, t.tok.IssuedAt = bearer, issued.Unix()
-	t.issued = issued
-	t.log.Info("apns provider token generated", "reason", why, "key_id", t.tok.KeyID)
+	t.issued, t.made = issued, t.now()
+	t.log.Info("apns provider token generated", "reason", why, "key_id", t.tok.KeyID, "iat", issued.Unix())
 	return nil
+}
+
+// signProviderToken returns the ES256 JWT Apple expects, signed per RFC
+// 6979 so that equal inputs give equal tokens.
+func signProviderToken(key *ecdsa.PrivateKey, keyID, teamID string, issued time.Time) (string, error) {
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+	}{"ES256", keyID})
+	if err != nil {
+		return "", fmt.Errorf("apns token: %w", err)
+	}
+	claims, err := json.Marshal(struct {
+		Iss string `json:"iss"`
+		Iat int64  `json:"iat"`
+	}{teamID, issued.Unix()})
+	if err != nil {
+		return "", fmt.Errorf("apns token: %w", err)
+	}
+	b64 := base64.RawURLEncoding
+	signing := b64.EncodeToString(header) + "." + b64.EncodeToString(claims)
+	digest := sha256.Sum256([]byte(signing))
+	der, err := key.Sign(nil, digest[:], crypto.SHA256) // nil rand: RFC 6979
+	if err != nil {
+		return "", fmt.Errorf("apns token: sign: %w", err)
+	}
+	var sig struct{ R, S *big.Int }
+	if _, err := asn1.Unmarshal(der, &sig); err != nil {
+		return "", fmt.Errorf("apns token: sign: %w", err)
+	}
+	raw := make([]byte, 64) // JWS ES256 wants r and s, 32 bytes each
+	sig.R.FillBytes(raw[:32])
+	sig.S.FillBytes(raw[32:])
+	return signing + "." + b64.EncodeToString(raw), nil
 }

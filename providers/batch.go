@@ -2,6 +2,9 @@ package providers
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,11 +59,94 @@ func (b *batch) one(ctx context.Context, token string) Result {
 	if !b.gate.Enter() {
 		return Result{Class: Cancelled, Reason: "gate closed"}
 	}
+	c := &commitment{gate: b.gate}
 	start := b.now()
-	r := b.call(ctx, token)
-	b.gate.Leave()
+	r := b.call(context.WithValue(ctx, commitKey{}, c), token)
+	commits, refused := c.leave()
+	b.gate.Leave(commits)
+	if refused && commits == 0 {
+		// The gate stopped the request before its body was sent: the
+		// provider never saw it whole, whatever the SDK made of the reset.
+		return Result{Class: Cancelled, Reason: "gate closed before the request was sent"}
+	}
 	r.Latency = b.now().Sub(start)
 	return r
+}
+
+// commitKey is the context key of a call's *commitment.
+type commitKey struct{}
+
+// commitment asks the gate to commit each attempt of one call, from the
+// transport's goroutine that writes the request body. Once the call has
+// left, no further attempt may commit: an HTTP/2 transport may still be
+// writing a request whose caller gave up, and that request must not
+// complete.
+type commitment struct {
+	gate Gate
+
+	mu      sync.Mutex
+	left    bool
+	commits int
+	refused bool
+}
+
+func (c *commitment) commit() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.left || !c.gate.Commit() {
+		c.refused = true
+		return false
+	}
+	c.commits++
+	return true
+}
+
+func (c *commitment) leave() (commits int, refused bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.left = true
+	return c.commits, c.refused
+}
+
+// errNotCommitted fails a request body the gate refused to commit.
+var errNotCommitted = errors.New("request stopped by the gate before it was sent")
+
+// gateBody wraps a request body so that its first read asks the call's
+// commitment; a refusal fails the read, and the transport resets the
+// stream without completing the request.
+func gateBody(req *http.Request) {
+	c, _ := req.Context().Value(commitKey{}).(*commitment)
+	if c == nil || req.Body == nil || req.Body == http.NoBody {
+		return
+	}
+	req.Body = &gatedBody{ReadCloser: req.Body, c: c}
+	if get := req.GetBody; get != nil {
+		// A transport retrying the request asks for a new body: that
+		// attempt must commit too.
+		req.GetBody = func() (io.ReadCloser, error) {
+			rc, err := get()
+			if err != nil {
+				return nil, err
+			}
+			return &gatedBody{ReadCloser: rc, c: c}, nil
+		}
+	}
+}
+
+type gatedBody struct {
+	io.ReadCloser
+	c         *commitment
+	committed bool
+}
+
+func (b *gatedBody) Read(p []byte) (int, error) {
+	if !b.committed {
+		if !b.c.commit() {
+			return 0, errNotCommitted
+		}
+		b.committed = true
+	}
+	return b.ReadCloser.Read(p)
 }
 
 // refuseAll returns the same refusal for every token: used when the

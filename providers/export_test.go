@@ -31,3 +31,6 @@ func APNsNotification(msg *Message, now time.Time, topic, token string) *apns2.N
 	}
 	return b.notification(topic, token)
 }
+
+// ProviderBearer exposes the current bearer token for tests.
+func ProviderBearer(t *APNsToken) string { return t.bearer() }

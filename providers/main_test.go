@@ -50,7 +50,12 @@ type fakeClock struct {
 	now time.Time
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+// newFakeClock starts one minute into an APNs token epoch, so that tests
+// know when the provider token will next be replaced.
+func newFakeClock() *fakeClock {
+	epoch := int64(providers.DefaultAPNsTokenAge / time.Second)
+	return &fakeClock{now: time.Unix(time.Now().Unix()/epoch*epoch+60, 0)}
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -195,6 +200,11 @@ type openGate struct {
 	closed  atomic.Bool
 	entered atomic.Int64
 	left    atomic.Int64
+	// commits and leftCommits count commits made and reported by Leave.
+	commits, leftCommits atomic.Int64
+	// commitLimit, when positive, closes the gate once that many commits
+	// were made, as a kill arriving mid-batch would.
+	commitLimit int64
 	// onEnter, when set, runs on every admitted Enter.
 	onEnter func()
 }
@@ -210,7 +220,24 @@ func (g *openGate) Enter() bool {
 	return true
 }
 
-func (g *openGate) Leave() { g.left.Add(1) }
+func (g *openGate) Commit() bool {
+	if g.closed.Load() {
+		return false
+	}
+	if n := g.commits.Add(1); g.commitLimit > 0 && n >= g.commitLimit {
+		g.closed.Store(true)
+		if n > g.commitLimit {
+			g.commits.Add(-1)
+			return false
+		}
+	}
+	return true
+}
+
+func (g *openGate) Leave(commits int) {
+	g.left.Add(1)
+	g.leftCommits.Add(int64(commits))
+}
 
 // logRecorder is a slog handler that keeps every record's message and
 // attributes as text.

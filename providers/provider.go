@@ -92,8 +92,9 @@ const (
 	// Permanent: the provider refused the message itself (payload or
 	// configuration error); sending again would fail again.
 	Permanent
-	// Cancelled: no call was made, or its outcome is unknown, because the
-	// gate refused it or the context was cancelled.
+	// Cancelled: the gate or the context stopped the call. When Latency is
+	// zero the request certainly did not reach the provider; otherwise it
+	// was cancelled in flight and its outcome is unknown.
 	Cancelled
 )
 
@@ -131,13 +132,22 @@ type Result struct {
 }
 
 // Gate admits provider calls. A sender calls Enter before every call and
-// makes the call only when it returns true; it calls Leave after every
-// admitted call has returned. A kill-switch implements Gate so that once it
-// has applied a kill and waited for admitted calls to leave, no further call
-// in the killed scope can start.
+// makes the call only when it returns true. It calls Commit right before a
+// request's body leaves the process — the moment the provider could act on
+// the request — once per attempt, and sends the body only when Commit
+// returns true; a request whose body is refused is reset unsent. It calls
+// Leave(commits) after every admitted call has returned, with the number of
+// Commit calls that returned true for it.
+//
+// A kill-switch implements Gate: once it has closed the gate (Enter and
+// Commit refuse) and waited until every committed call has left, no request
+// in the killed scope can reach a provider whole, and every request that
+// did has been answered. In-flight calls that had not committed can then be
+// cancelled freely: they cannot have been delivered.
 type Gate interface {
 	Enter() bool
-	Leave()
+	Commit() bool
+	Leave(commits int)
 }
 
 // Sender delivers to one platform.

@@ -95,6 +95,7 @@ func (t *fcmTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	authed := *req
 	authed.Header = req.Header.Clone()
 	tok.SetAuthHeader(&authed)
+	gateBody(&authed)
 
 	resp, err := t.base.RoundTrip(&authed)
 	if call == nil {
@@ -199,6 +200,7 @@ func (t *apnsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	authed := *req
 	authed.Header = req.Header.Clone()
 	authed.Header.Set("Authorization", "bearer "+bearer)
+	gateBody(&authed)
 
 	resp, err := t.base.RoundTrip(&authed)
 	if call, _ := req.Context().Value(apnsCallKey{}).(*apnsCall); call != nil {

@@ -58,20 +58,32 @@ func (f *fakeSender) Platform() providers.Platform { return f.platform }
 func (f *fakeSender) Send(ctx context.Context, gate providers.Gate, msg *providers.Message, tokens []string) []providers.Result {
 	out := make([]providers.Result, len(tokens))
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16) // like a sender's concurrency per batch
 	for i, tok := range tokens {
+		sem <- struct{}{}
 		if ctx.Err() != nil || !gate.Enter() {
 			out[i] = providers.Result{Class: providers.Cancelled}
+			<-sem
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer gate.Leave()
+			defer func() { <-sem }()
+			// As a real sender does, commit right before the request
+			// leaves; a closed gate stops it unsent.
+			commits := 0
+			defer func() { gate.Leave(commits) }()
+			if !gate.Commit() {
+				out[i] = providers.Result{Class: providers.Cancelled}
+				return
+			}
+			commits = 1
 			if f.latency > 0 {
 				select {
 				case <-time.After(f.latency):
 				case <-ctx.Done():
-					out[i] = providers.Result{Class: providers.Cancelled}
+					out[i] = providers.Result{Class: providers.Cancelled, Latency: f.latency}
 					return
 				}
 			}

@@ -256,6 +256,8 @@ type AckReport struct {
 	Workers      int           `json:"workers"`
 	Missing      []string      `json:"missing,omitempty"`
 	Waited       time.Duration `json:"-"`
+	// WaitedMS is Waited in milliseconds, for JSON.
+	WaitedMS float64 `json:"waited_ms"`
 }
 
 // liveWindow is how recent a heartbeat must be for a worker to count as
@@ -290,6 +292,7 @@ func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int6
 	for {
 		rep, err := k.ackReport(ctx, version)
 		rep.Waited = k.now().Sub(start)
+		rep.WaitedMS = float64(rep.Waited.Microseconds()) / 1000
 		if err != nil || rep.Acknowledged {
 			return rep, err
 		}

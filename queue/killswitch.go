@@ -23,12 +23,12 @@ var errKilled = errors.New("killed")
 //
 // The view is refreshed by the kill channel and, in case a message was
 // missed, by polling the kill version every second. Applying a new view
-// marks every running flight in a killed scope (so no further provider call
-// of it is admitted), cancels its context, waits for it to end (its
-// admitted calls returned and its outcomes recorded), and only then
-// acknowledges the version. So once every live worker has acknowledged a
-// kill, no provider call in its scope can start, and the ledger holds every
-// device it reached.
+// stops every running flight in a killed scope (no further provider call
+// of it is admitted), waits for it to end (its admitted calls returned —
+// cancelled through their context if they outlast a short grace — and its
+// outcomes recorded), and only then acknowledges the version. So once
+// every live worker has acknowledged a kill, no provider call in its scope
+// can start, and the ledger holds every device it reached.
 type KillSwitch struct {
 	kills    *Kills
 	workerID string
@@ -46,8 +46,9 @@ type KillSwitch struct {
 	applied prometheus.Counter
 }
 
-// drainTimeout bounds how long applying a kill waits for killed flights to
-// end before acknowledging anyway (and logging it).
+// drainTimeout bounds each wait of applying a kill — for committed calls to
+// be answered, then for the flight to end — before acknowledging anyway
+// (and logging it): a provider that never answers must not block kills.
 const drainTimeout = 10 * time.Second
 
 // NewKillSwitch returns a kill switch for the worker workerID. Run must be
@@ -129,6 +130,13 @@ func (ks *KillSwitch) refresh(ctx context.Context) {
 
 // apply installs st, stops the flights it kills, waits for them to end and
 // acknowledges st's version.
+//
+// A stopped flight admits no new call and lets no request body leave. Its
+// committed calls — requests already sent whole — are left to finish,
+// because a request cancelled after it was written may still be delivered
+// and its outcome would be unknown. Once none is left, the calls that had
+// not committed are cancelled through the flight's context: they cannot
+// reach a provider whole any more.
 func (ks *KillSwitch) apply(ctx context.Context, st *killState) {
 	ks.applyMu.Lock()
 	defer ks.applyMu.Unlock()
@@ -141,25 +149,41 @@ func (ks *KillSwitch) apply(ctx context.Context, st *killState) {
 	ks.mu.Lock()
 	for f := range ks.flights {
 		if scope, ok := st.match(f.scope); ok {
-			f.kill(scope)
+			f.stop(scope)
 			hit = append(hit, f)
 		}
 	}
 	ks.mu.Unlock()
 
-	timeout := time.NewTimer(drainTimeout)
-	defer timeout.Stop()
+	quiet := ks.wait(ctx, hit, func(f *flight) <-chan struct{} { return f.quiet }, drainTimeout)
 	for _, f := range hit {
-		select {
-		case <-f.ended:
-		case <-timeout.C:
-			ks.logger.Error("kill switch: killed work did not stop in time; acknowledging anyway",
-				"broadcast_id", f.scope.BroadcastID, "version", st.version)
-		case <-ctx.Done():
-			return
-		}
+		f.cancel(errKilled)
+	}
+	ended := ks.wait(ctx, hit, func(f *flight) <-chan struct{} { return f.ended }, drainTimeout)
+	if ctx.Err() != nil {
+		return
+	}
+	if !quiet || !ended {
+		ks.logger.Error("kill switch: provider calls did not stop in time; acknowledging anyway", "version", st.version)
 	}
 	ks.ack(ctx, st.version)
+}
+
+// wait waits up to timeout for the channel ch picks of every flight to
+// close, and reports whether they all did.
+func (ks *KillSwitch) wait(ctx context.Context, flights []*flight, ch func(*flight) <-chan struct{}, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for _, f := range flights {
+		select {
+		case <-ch(f):
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 func (ks *KillSwitch) ack(ctx context.Context, version int64) {
@@ -200,14 +224,14 @@ func (ks *KillSwitch) leave() {
 }
 
 // begin registers a flight: the provider calls of one task in scope sc.
-// The flight's context is cancelled when a kill stops it; end must be
-// called once its outcomes are recorded.
+// Its context is cancelled once a kill has let its committed calls finish;
+// end must be called once its outcomes are recorded.
 func (ks *KillSwitch) begin(ctx context.Context, sc Scope) *flight {
 	fctx, cancel := context.WithCancelCause(ctx)
-	f := &flight{ks: ks, scope: sc, ctx: fctx, cancel: cancel, ended: make(chan struct{})}
+	f := &flight{ks: ks, scope: sc, ctx: fctx, cancel: cancel, ended: make(chan struct{}), quiet: make(chan struct{})}
 	ks.mu.Lock()
 	if scope, ok := ks.state.Load().match(sc); ok {
-		f.kill(scope)
+		f.stop(scope)
 	}
 	ks.flights[f] = struct{}{}
 	ks.mu.Unlock()
@@ -222,32 +246,61 @@ type flight struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	ended  chan struct{}
+	// quiet is closed once the flight is stopped and none of its
+	// committed calls is still waiting for its answer.
+	quiet chan struct{}
 
-	mu       sync.Mutex
-	killedBy string
+	mu        sync.Mutex
+	killedBy  string
+	committed int // committed calls that have not left
 }
 
 var _ providers.Gate = (*flight)(nil)
 
-// Enter admits a provider call unless the flight was killed.
+// Enter admits a provider call unless the flight was stopped.
 func (f *flight) Enter() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.killedBy == ""
 }
 
-// Leave is called after an admitted call returns. The flight does not
-// count calls: apply waits for the whole flight to end instead, which
-// happens only after every admitted call has returned.
-func (f *flight) Leave() {}
-
-func (f *flight) kill(scope string) {
+// Commit lets a request's body leave unless the flight was stopped.
+func (f *flight) Commit() bool {
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.killedBy != "" {
+		return false
+	}
+	f.committed++
+	return true
+}
+
+// Leave is called after an admitted call returns, with its commits.
+func (f *flight) Leave(commits int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.committed -= commits
+	f.signalQuietLocked()
+}
+
+// stop refuses every further call and request body of the flight.
+func (f *flight) stop(scope string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.killedBy == "" {
 		f.killedBy = scope
+		f.signalQuietLocked()
 	}
-	f.mu.Unlock()
-	f.cancel(errKilled)
+}
+
+func (f *flight) signalQuietLocked() {
+	if f.killedBy != "" && f.committed == 0 {
+		select {
+		case <-f.quiet:
+		default:
+			close(f.quiet)
+		}
+	}
 }
 
 // killed returns the scope that killed the flight, or "".

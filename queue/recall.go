@@ -15,8 +15,9 @@ import (
 // kill is usually what makes a recall necessary.
 type openGate struct{}
 
-func (openGate) Enter() bool { return true }
-func (openGate) Leave()      {}
+func (openGate) Enter() bool  { return true }
+func (openGate) Commit() bool { return true }
+func (openGate) Leave(int)    {}
 
 // recallMessage builds what a recall sends to every reached device: the
 // replacement under the original's collapse identity and TTL, or a silent

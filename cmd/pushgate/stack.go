@@ -29,6 +29,7 @@ import (
 // a Redis.
 type stack struct {
 	dir        string
+	redisURL   string
 	sim        *sim.Sim
 	devices    []sim.Device
 	configPath string
@@ -62,6 +63,9 @@ type stackOptions struct {
 	// "limits.device_rate": "unlimited".
 	settings map[string]string
 	logger   *slog.Logger
+	// simConfig, when set, edits the simulators' configuration before they
+	// start (the benchmark lifts their FCM quota, for one).
+	simConfig func(*sim.Config)
 }
 
 // newStack starts the simulators, creates the phones and writes the keys,
@@ -76,12 +80,16 @@ func newStack(o stackOptions) (*stack, error) {
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	s, err := sim.New(sim.Config{Listen: "127.0.0.1:0", Logger: o.logger.With("component", "sim"),
-		Faults: sim.Faults{Latency: o.latency}})
+	simCfg := sim.Config{Listen: "127.0.0.1:0", Logger: o.logger.With("component", "sim"),
+		Faults: sim.Faults{Latency: o.latency}}
+	if o.simConfig != nil {
+		o.simConfig(&simCfg)
+	}
+	s, err := sim.New(simCfg)
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
-	st := &stack{dir: o.dir, sim: s, keys: map[string]stackKey{}}
+	st := &stack{dir: o.dir, redisURL: o.redisURL, sim: s, keys: map[string]stackKey{}}
 	ok := false
 	defer func() {
 		if !ok {

@@ -1,0 +1,419 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"pushgate/providers/sim"
+	"pushgate/queue"
+)
+
+// binaryOnce builds the pushgate binary once per test run, for tests that
+// run workers as separate processes. It is built without the race
+// detector: those processes are load, and the in-process tests already run
+// the same code with -race.
+var binaryOnce struct {
+	sync.Once
+	path string
+	err  error
+	out  []byte
+}
+
+func pushgateBinary(t *testing.T) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pushgate-bin-")
+		if err != nil {
+			binaryOnce.err = err
+			return
+		}
+		binaryOnce.path = filepath.Join(dir, "pushgate")
+		cmd := exec.Command("go", "build", "-o", binaryOnce.path, ".")
+		binaryOnce.out, binaryOnce.err = cmd.CombinedOutput()
+	})
+	if binaryOnce.err != nil {
+		t.Fatalf("build pushgate: %v\n%s", binaryOnce.err, binaryOnce.out)
+	}
+	return binaryOnce.path
+}
+
+// process is a pushgate child process.
+type process struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startProcess runs `pushgate args...` and stops it (SIGTERM, then wait)
+// at cleanup, logging its output if the test failed.
+func startProcess(t *testing.T, args ...string) *process {
+	t.Helper()
+	p := &process{t: t, out: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(pushgateBinary(t), args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop(syscall.SIGTERM)
+		if t.Failed() {
+			t.Logf("output of pushgate %v:\n%s", args, p.out.String())
+		}
+	})
+	return p
+}
+
+// stop signals the process and waits for it to exit.
+func (p *process) stop(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(40 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+		p.t.Errorf("pushgate did not exit within 40s of %v", sig)
+	}
+}
+
+// startWorkers starts n worker processes on the stack's configuration and
+// waits until each has registered its heartbeat.
+func (e *e2e) startWorkers(n int) []*process {
+	e.t.Helper()
+	var ps []*process
+	for range n {
+		ps = append(ps, startProcess(e.t, "worker", "--config", e.st.configPath))
+	}
+	e.waitWorkers(n)
+	return ps
+}
+
+// waitWorkers waits until n workers have a live heartbeat, so that a kill
+// with wait=true waits for all of them.
+func (e *e2e) waitWorkers(n int) {
+	e.t.Helper()
+	opts, err := redis.ParseURL(e.st.redisURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	keys := queue.NewKeys("")
+	waitUntil(e.t, time.Minute, "workers to start", func() bool {
+		since := strconv.FormatInt(time.Now().Add(-2*time.Second).UnixMilli(), 10)
+		live, err := rdb.ZCount(context.Background(), keys.Workers(), since, "+inf").Result()
+		return err == nil && live >= int64(n)
+	})
+}
+
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRateLimitHoldsAcrossWorkerProcesses runs two worker processes under
+// one provider rate and measures the rate at the simulator.
+func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
+	const rate, devices = 300, 3000
+	e := newE2E(t, stackOptions{devices: devices, androidShare: 1, seed: 2, settings: map[string]string{
+		"limits.fcm_rate": "300/s",
+	}}, roles{api: true})
+	e.startWorkers(2)
+	ctx := context.Background()
+	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+		t.Fatal(err)
+	}
+	id := e.submit(e.owner, topicBroadcast("citizens", "paced"))
+	st := e.waitFinished(id, 2*time.Minute)
+	if st.Counters.Sent != devices {
+		t.Fatalf("sent %d, want %d", st.Counters.Sent, devices)
+	}
+	var times []time.Time
+	for _, d := range e.st.sim.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == queue.CollapseID(id) }) {
+		times = append(times, d.Time)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
+	// GCRA allows a burst of one second's worth at the start; the rate
+	// over the rest must stay within 10% of the limit.
+	span := times[len(times)-1].Sub(times[0]).Seconds()
+	measured := float64(len(times)-rate) / span
+	t.Logf("%d deliveries in %.2fs: %.0f/s after the initial burst of %d (limit %d/s)", len(times), span, measured, rate, rate)
+	if measured > rate*1.1 {
+		t.Errorf("measured %.0f deliveries/s, over the limit of %d/s by more than 10%%", measured, rate)
+	}
+	if measured < rate*0.7 {
+		t.Errorf("measured %.0f deliveries/s: the limiter throttles far below its %d/s", measured, rate)
+	}
+}
+
+// TestRetryAfterDelaysOnlyAffectedDevices makes the providers answer 429
+// and 503 with Retry-After for some devices and checks that exactly those
+// were delayed, by at least the Retry-After.
+func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
+	tests := []struct {
+		name    string
+		outcome sim.Outcome
+	}{
+		{"quota 429", sim.OutcomeQuota},
+		{"unavailable 503", sim.OutcomeUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newE2E(t, stackOptions{devices: 1000, androidShare: 0.6, seed: 3}, roles{api: true, worker: true})
+			ctx := context.Background()
+			if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.st.sim.SetFaults(sim.Faults{ErrorRate: 0.1, ErrorOutcome: tt.outcome, RetryAfter: 2, Seed: 7}); err != nil {
+				t.Fatal(err)
+			}
+			submitted := time.Now()
+			id := e.submit(e.owner, topicBroadcast("citizens", "retry-after"))
+			st := e.waitFinished(id, time.Minute)
+			if st.Counters.Sent != 1000 {
+				t.Fatalf("counters %+v, want all 1000 sent", st.Counters)
+			}
+			delayed := 0
+			for _, d := range e.st.devices {
+				v, _ := e.st.sim.Device(d.Token)
+				var at time.Time
+				for _, l := range v.Log {
+					if l.CollapseID == queue.CollapseID(id) {
+						at = l.Time
+					}
+				}
+				wait := at.Sub(submitted)
+				switch {
+				case v.Requests > 1 && wait < 2*time.Second:
+					t.Errorf("%s device refused with Retry-After: 2 was re-sent %s after submission", d.Platform, wait)
+				case v.Requests == 1 && wait >= 2*time.Second:
+					t.Errorf("%s device that never failed waited %s", d.Platform, wait)
+				}
+				if v.Requests > 1 {
+					delayed++
+				}
+			}
+			if delayed == 0 {
+				t.Fatal("no device was refused: the fault plan did not apply")
+			}
+			if st.Counters.Retries < int64(delayed) {
+				t.Errorf("retries = %d, want at least the %d delayed devices", st.Counters.Retries, delayed)
+			}
+			t.Logf("%d of 1000 devices delayed by Retry-After; %d retries", delayed, st.Counters.Retries)
+		})
+	}
+}
+
+// TestKillWithThreeWorkerProcesses kills a broadcast to 200,000 phones
+// midway and checks that no delivery of it happened after every worker
+// acknowledged the kill.
+func TestKillWithThreeWorkerProcesses(t *testing.T) {
+	const devices = 200000
+	e := newE2E(t, stackOptions{devices: devices, androidShare: 0.6, seed: 4, latency: 3 * time.Millisecond},
+		roles{api: true})
+	e.startWorkers(3)
+	ctx := context.Background()
+	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+		t.Fatal(err)
+	}
+	id := e.submit(e.owner, topicBroadcast("citizens", "bad text"))
+	collapse := queue.CollapseID(id)
+	waitUntil(t, time.Minute, "the broadcast to reach phones", func() bool {
+		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= 5000
+	})
+	var res struct {
+		Ack queue.AckReport `json:"ack"`
+	}
+	start := time.Now()
+	if _, err := e.admin.do(ctx, "POST", "/v1/kill", map[string][]string{"wait": {"true"}},
+		map[string]string{"scope": queue.BroadcastScope(id), "reason": "wrong text"}, &res); err != nil {
+		t.Fatal(err)
+	}
+	acked := time.Now()
+	if !res.Ack.Acknowledged || res.Ack.Workers != 3 {
+		t.Fatalf("ack = %+v, want acknowledged by 3 workers", res.Ack)
+	}
+	st := e.waitFinished(id, 2*time.Minute)
+	if after := e.st.sim.DeliveriesAfter(acked, collapse); after != 0 {
+		t.Errorf("%d deliveries after the kill was acknowledged", after)
+	}
+	c := st.Counters
+	if st.State != queue.StateKilled || c.Sent+c.Cancelled+c.Failed != c.Targeted || c.Sent >= devices {
+		t.Errorf("state %s, counters %+v: want killed with sent + cancelled + failed = targeted", st.State, c)
+	}
+	reached := e.st.sim.DeliveriesAfter(time.Time{}, collapse)
+	if int64(reached) > c.Sent+c.Cancelled {
+		t.Errorf("simulators saw %d deliveries, the ledger %d sent (+%d cancelled, some in flight)", reached, c.Sent, c.Cancelled)
+	}
+	t.Logf("killed after %d deliveries; acknowledged after waiting %.1fms for workers (request to answer %s)", c.Sent, res.Ack.WaitedMS, acked.Sub(start))
+}
+
+// TestWorkerKilledMidBroadcastLosesNothing kills a worker process with
+// SIGKILL in the middle of a broadcast, starts another, and checks that
+// every phone ends up showing the broadcast exactly once.
+func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
+	t.Parallel() // mostly waiting for asynq to recover the dead worker's tasks
+	const devices = 20000
+	e := newE2E(t, stackOptions{devices: devices, androidShare: 0.6, seed: 5, latency: 2 * time.Millisecond},
+		roles{api: true})
+	ps := e.startWorkers(1)
+	ctx := context.Background()
+	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+		t.Fatal(err)
+	}
+	id := e.submit(e.owner, topicBroadcast("citizens", "crash"))
+	collapse := queue.CollapseID(id)
+	waitUntil(t, time.Minute, "the broadcast to be under way", func() bool {
+		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
+	})
+	ps[0].stop(syscall.SIGKILL)
+	before := e.st.sim.DeliveriesAfter(time.Time{}, collapse)
+	e.startWorkers(1)
+	// asynq hands a dead worker's tasks out again once their lease has
+	// expired, about a minute later.
+	st := e.waitFinished(id, 4*time.Minute)
+	if st.State != queue.StateCompleted || st.Counters.Sent != devices {
+		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
+	}
+	shown := e.st.sim.Showing(collapse)
+	total := 0
+	for _, s := range shown {
+		if s.Title != "crash" {
+			t.Errorf("%d phones show %q under the broadcast's collapse id", s.Phones, s.Title)
+		}
+		total += s.Phones
+	}
+	if total != devices {
+		t.Errorf("%d phones show the broadcast, want all %d", total, devices)
+	}
+	for _, d := range e.st.devices[:2000] {
+		v, _ := e.st.sim.Device(d.Token)
+		n := 0
+		for _, s := range v.Screen {
+			if s.CollapseID == collapse {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("phone %s… shows the broadcast %d times, want once", d.Token[:12], n)
+		}
+	}
+	dups := e.st.sim.Stats().RawDuplicates
+	t.Logf("killed the worker after %d deliveries; %d raw duplicates re-sent from the crash window, none visible", before, dups)
+	// Duplicates come only from batches in flight at the crash: at most
+	// the worker's concurrent batches, 500 devices each.
+	if dups > 8*queue.MaxBatch {
+		t.Errorf("%d raw duplicates: more than the batches in flight at the crash", dups)
+	}
+}
+
+// TestRecallReplaceAndRemove recalls broadcasts that reached online and
+// offline phones.
+func TestRecallReplaceAndRemove(t *testing.T) {
+	e := newE2E(t, stackOptions{devices: 2000, androidShare: 0.6, seed: 6}, roles{api: true, worker: true})
+	ctx := context.Background()
+	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+		t.Fatal(err)
+	}
+	offline := e.st.devices[:400]
+	for _, d := range offline {
+		e.st.sim.SetOnline(d.Token, false)
+	}
+	recall := func(id string, body map[string]any) *queue.Status {
+		t.Helper()
+		if _, err := e.admin.do(ctx, "POST", "/v1/broadcasts/"+id+"/recall", nil, body, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, time.Minute, "the recall", func() bool { return e.status(id).State == queue.StateRecalled })
+		return e.status(id)
+	}
+
+	id := e.submit(e.owner, topicBroadcast("citizens", "wrong"))
+	e.waitFinished(id, time.Minute)
+	st := recall(id, map[string]any{"mode": "replace", "replacement": map[string]string{"title": "right", "body": "corrected"}})
+	if st.Counters.Recalled != 2000 {
+		t.Errorf("recalled %d, want 2000 (offline phones' held copies included)", st.Counters.Recalled)
+	}
+	for _, d := range offline {
+		e.st.sim.SetOnline(d.Token, true)
+	}
+	collapse := queue.CollapseID(id)
+	for _, s := range e.st.sim.Showing(collapse) {
+		if s.Title != "right" {
+			t.Errorf("%d phones show %q; after a replace every phone shows the correction", s.Phones, s.Title)
+		}
+	}
+	for _, d := range offline[:50] {
+		v, _ := e.st.sim.Device(d.Token)
+		for _, l := range v.Log {
+			if l.CollapseID == collapse && l.Title == "wrong" {
+				t.Fatalf("offline phone %s… received the original when it came online", d.Token[:12])
+			}
+		}
+	}
+
+	id2 := e.submit(e.owner, topicBroadcast("citizens", "remove me"))
+	e.waitFinished(id2, time.Minute)
+	st2 := recall(id2, map[string]any{"mode": "remove"})
+	if st2.Counters.Recalled != 2000 {
+		t.Errorf("remove: recalled %d, want 2000", st2.Counters.Recalled)
+	}
+	silent := map[string]bool{}
+	for _, d := range e.st.sim.Deliveries(func(d sim.Delivery) bool {
+		// FCM data-only messages carry no notification tag; both carry
+		// the recall instruction in their pushgate data.
+		return d.Silent && strings.Contains(d.Data["pushgate"], `"recall":"`+id2+`"`)
+	}) {
+		silent[d.Token] = true
+	}
+	if len(silent) != 2000 {
+		t.Errorf("%d phones got the silent recall, want 2000", len(silent))
+	}
+	if n := len(e.st.sim.Showing(queue.CollapseID(id2))); n != 0 {
+		t.Errorf("after remove, phones still show the broadcast: %+v", e.st.sim.Showing(queue.CollapseID(id2)))
+	}
+}
