@@ -268,6 +268,9 @@ func flattenYAML(data []byte, into map[string]string) error {
 	if len(root.Content) == 0 {
 		return nil
 	}
+	if root.Content[0].Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: the file must be a mapping of settings", root.Content[0].Line)
+	}
 	var walk func(prefix string, n *yaml.Node) error
 	walk = func(prefix string, n *yaml.Node) error {
 		switch n.Kind {

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"pushgate/providers"
+	"pushgate/queue"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pushgate.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "redis-url")
+	if err := os.WriteFile(secret, []byte("rediss://user:pw@redis.internal:6380/2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		yaml  string
+		env   map[string]string
+		check func(t *testing.T, c *config)
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, c *config) {
+				if c.Listen != "127.0.0.1:8080" || c.RedisURL != "redis://127.0.0.1:6379/0" || c.WorkerConcurrency != 8 ||
+					c.TaskCheck != 20*time.Millisecond || c.Policy.DeviceLimit != 10 || c.Policy.DeviceWindow != time.Hour ||
+					c.Policy.ProviderRates[providers.FCM] != (queue.Rate{Count: 600000, Per: time.Minute}) {
+					t.Errorf("defaults = %+v", c)
+				}
+			},
+		},
+		{
+			name: "file with nested sections",
+			yaml: "listen: 0.0.0.0:9000\nfcm:\n  project_id: p1\n  credentials_file: /x.json\n  concurrency: 16\nlimits:\n  device_rate: unlimited\n  fcm_rate: 100/s\n",
+			check: func(t *testing.T, c *config) {
+				if c.Listen != "0.0.0.0:9000" || c.FCM.ProjectID != "p1" || c.FCM.Concurrency != 16 || c.Policy.DeviceLimit != 0 ||
+					c.Policy.ProviderRates[providers.FCM] != (queue.Rate{Count: 100, Per: time.Second}) {
+					t.Errorf("config = %+v", c)
+				}
+			},
+		},
+		{
+			name: "environment wins over the file",
+			yaml: "listen: 127.0.0.1:1\n",
+			env:  map[string]string{"PUSHGATE_LISTEN": "127.0.0.1:2", "PUSHGATE_WORKER_CONCURRENCY": "3"},
+			check: func(t *testing.T, c *config) {
+				if c.Listen != "127.0.0.1:2" || c.WorkerConcurrency != 3 {
+					t.Errorf("listen %s, concurrency %d", c.Listen, c.WorkerConcurrency)
+				}
+			},
+		},
+		{
+			name: "secret from a file",
+			env:  map[string]string{"PUSHGATE_REDIS_URL_FILE": secret},
+			check: func(t *testing.T, c *config) {
+				if c.RedisURL != "rediss://user:pw@redis.internal:6380/2" {
+					t.Errorf("redis url not read from the file")
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.yaml != "" {
+				path = writeConfig(t, tt.yaml)
+			}
+			c, err := loadConfig(path, envOf(tt.env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		env  map[string]string
+		want string
+	}{
+		{"unknown setting", "lisen: x\n", nil, `unknown setting "lisen"`},
+		{"unknown nested setting", "fcm:\n  projectid: x\n", nil, `unknown setting "fcm.projectid"`},
+		{"bad integer", "worker:\n  concurrency: many\n", nil, "worker.concurrency: must be a positive integer"},
+		{"zero integer", "fcm:\n  concurrency: 0\n", nil, "fcm.concurrency: must be a positive integer"},
+		{"bad duration", "limits:\n  max_ttl: forever\n", nil, "limits.max_ttl: must be a positive duration"},
+		{"bad rate", "limits:\n  fcm_rate: 10/fortnight\n", nil, "limits.fcm_rate:"},
+		{"bad address", "listen: nowhere\n", nil, "listen: must be host:port"},
+		{"bad redis url", "redis_url: http://x\n", nil, "redis_url: must be a redis://"},
+		{"bad log level", "log_level: loud\n", nil, "log_level:"},
+		{"list where a value belongs", "listen: [a, b]\n", nil, "listen must be a single value"},
+		{"bad environment value", "", map[string]string{"PUSHGATE_LOG_FORMAT": "xml"}, "log_format: must be text or json"},
+		{"fcm without credentials", "fcm:\n  project_id: p\n", nil, "fcm.credentials_file: required"},
+		{"apns without team", "apns:\n  key_file: k.p8\n  key_id: K\n  topic: t\n", nil, "apns.team_id: required"},
+		{"missing secret file", "", map[string]string{"PUSHGATE_REDIS_URL_FILE": "/nonexistent/secret"}, "PUSHGATE_REDIS_URL_FILE"},
+		{"not YAML", "listen: [\n", nil, "config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := ""
+			if tt.yaml != "" {
+				path = writeConfig(t, tt.yaml)
+			}
+			_, err := loadConfig(path, envOf(tt.env))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want one naming %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error spans lines: %q", err)
+			}
+		})
+	}
+	if _, err := loadConfig("/nonexistent/pushgate.yaml", envOf(nil)); err == nil {
+		t.Error("a missing config file was accepted")
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	if got := redactURL("redis://user:hunter2@host:6379/0"); strings.Contains(got, "hunter2") {
+		t.Errorf("redactURL kept the password: %s", got)
+	}
+}
+
+// FuzzConfigYAML feeds arbitrary YAML through the configuration loader:
+// it never panics, and every refusal is one line naming the problem.
+func FuzzConfigYAML(f *testing.F) {
+	for _, seed := range []string{
+		"listen: 127.0.0.1:1\n",
+		"fcm:\n  project_id: p\n  credentials_file: c\n",
+		"limits:\n  fcm_rate: 5/s\n  device_rate: unlimited\n",
+		"a: {b: {c: d}}\n",
+		"- 1\n- 2\n",
+		"listen: &a x\nredis_url: *a\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, yaml string) {
+		values := map[string]string{}
+		if err := flattenYAML([]byte(yaml), values); err != nil {
+			return
+		}
+		path := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := loadConfig(path, envOf(nil)); err != nil && strings.Contains(err.Error(), "\n") {
+			t.Errorf("multi-line error: %q", err)
+		}
+	})
+}
