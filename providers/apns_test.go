@@ -93,7 +93,7 @@ func TestAPNsDelivery(t *testing.T) {
 // token is regenerated exactly once, and sending again succeeds, without
 // TooManyProviderTokenUpdates.
 func TestAPNsProviderTokenExpired(t *testing.T) {
-	clock := newFakeClock()
+	clock := newEpochClock()
 	s := newSim(t, sim.Config{TokenTTL: 30 * time.Minute, Now: clock.Now})
 	logs := &logRecorder{}
 	tok := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) {
@@ -141,7 +141,7 @@ func TestAPNsProviderTokenExpired(t *testing.T) {
 // shared token prevents, are refused TooManyProviderTokenUpdates.
 func TestAPNsTokenSharing(t *testing.T) {
 	t.Run("shared", func(t *testing.T) {
-		clock := newFakeClock()
+		clock := newEpochClock()
 		s := newSim(t, sim.Config{Now: clock.Now})
 		logs := &logRecorder{}
 		tok := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now; c.Logger = slog.New(logs) })
@@ -167,7 +167,7 @@ func TestAPNsTokenSharing(t *testing.T) {
 	t.Run("one token per process", func(t *testing.T) {
 		// Two processes (two APNsTokens on the same key) make the same
 		// token for an epoch, so APNs sees no extra update.
-		clock := newFakeClock()
+		clock := newEpochClock()
 		s := newSim(t, sim.Config{Now: clock.Now})
 		tokA := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
 		clock.Advance(time.Minute)
@@ -267,7 +267,7 @@ func TestNewAPNsTokenConfig(t *testing.T) {
 // token, no sooner than the minimum interval.
 func TestAPNsTokenEpochs(t *testing.T) {
 	s := newSim(t, sim.Config{})
-	clock := newFakeClock()
+	clock := newEpochClock()
 	epoch := providers.DefaultAPNsTokenAge // the clock starts one minute into one
 	a := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
 	first := providers.ProviderBearer(a)

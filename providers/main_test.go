@@ -50,11 +50,13 @@ type fakeClock struct {
 	now time.Time
 }
 
-// newFakeClock starts one minute into an APNs token epoch, so that tests
-// know when the provider token will next be replaced.
-func newFakeClock() *fakeClock {
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+// newEpochClock starts one minute into the next APNs token epoch, so that
+// tests know when the provider token will next be replaced.
+func newEpochClock() *fakeClock {
 	epoch := int64(providers.DefaultAPNsTokenAge / time.Second)
-	return &fakeClock{now: time.Unix(time.Now().Unix()/epoch*epoch+60, 0)}
+	return &fakeClock{now: time.Unix((time.Now().Unix()/epoch+1)*epoch+60, 0)}
 }
 
 func (c *fakeClock) Now() time.Time {

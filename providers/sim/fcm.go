@@ -158,9 +158,23 @@ func (s *Sim) fcmFail(w http.ResponseWriter, status int, rpc, msg, fcmCode strin
 }
 
 // fcmInvalid answers a message FCM refuses: INVALID_ARGUMENT with the
-// FcmError detail.
+// FcmError detail and, as FCM does, a google.rpc.BadRequest detail naming
+// the message as the field at fault — which is how a client tells a bad
+// message from a bad registration token (that answer names no field).
 func (s *Sim) fcmInvalid(w http.ResponseWriter, msg string) {
-	s.fcmFail(w, http.StatusBadRequest, "INVALID_ARGUMENT", msg, "INVALID_ARGUMENT", 0)
+	e := rpcStatus{Error: rpcError{Code: http.StatusBadRequest, Message: msg, Status: "INVALID_ARGUMENT",
+		Details: []map[string]any{
+			{"@type": fcmErrorType, "errorCode": "INVALID_ARGUMENT"},
+			{
+				"@type":           "type.googleapis.com/google.rpc.BadRequest",
+				"fieldViolations": []map[string]string{{"field": "message", "description": msg}},
+			},
+		},
+	}}
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	w.WriteHeader(http.StatusBadRequest)
+	json.NewEncoder(w).Encode(e)
+	s.stats.status(idxFCM, http.StatusBadRequest)
 }
 
 // fcmBadRequest answers a body that is not the API's JSON as Google's

@@ -330,8 +330,11 @@ func TestFCMMalformed(t *testing.T) {
 			if code != tt.wantCode {
 				t.Fatalf("FcmError code %q, want %q", code, tt.wantCode)
 			}
-			if code == "" && !badRequest {
-				t.Fatalf("a JSON error without a google.rpc.BadRequest detail: %s", body)
+			if !badRequest {
+				// Every refusal of the message names the field at fault,
+				// unlike a bad registration token: that is how a client
+				// tells the two apart.
+				t.Fatalf("a refusal without a google.rpc.BadRequest detail: %s", body)
 			}
 		})
 	}
