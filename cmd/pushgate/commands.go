@@ -45,6 +45,7 @@ func commands() []command {
 		{"devices", "manage the device registry: devices import FILE --topic T", runDevices},
 		{"audit", "show the audit log of admin actions", runAudit},
 		{"sim", "run local FCM and APNs simulators with virtual phones", runSim},
+		{"demo", "run everything on this machine (embedded Redis, simulated phones); --script checks the whole story", runDemo},
 		{"help", "list the subcommands, show one's flags (pushgate help CMD), or the settings (pushgate help config)", nil},
 	}
 }
