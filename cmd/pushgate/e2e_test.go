@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"pushgate/internal/redistest"
+	"pushgate/providers"
 	"pushgate/providers/sim"
 	"pushgate/queue"
 )
@@ -17,14 +21,14 @@ import (
 // simulators, and the gateway built from the same configuration file an
 // operator would write.
 type e2e struct {
-	t     *testing.T
+	t     testing.TB
 	st    *stack
 	app   *runningApp
 	owner *apiClient // the sender key
 	admin *apiClient
 }
 
-func newE2E(t *testing.T, o stackOptions, r roles) *e2e {
+func newE2E(t testing.TB, o stackOptions, r roles) *e2e {
 	t.Helper()
 	o.dir = t.TempDir()
 	o.redisURL = redistest.URL(t)
@@ -68,11 +72,11 @@ func (e *e2e) client(name string) *apiClient {
 }
 
 // testLogger logs warnings and errors into the test output.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
@@ -199,4 +203,49 @@ func TestEndToEndDelivery(t *testing.T) {
 			t.Errorf("phone %s… got the direct broadcast %d times", tok[:12], n)
 		}
 	}
+
+	// The process's metrics agree with the simulators.
+	metrics := scrape(t, e.app.url+"/metrics")
+	stats := e.st.sim.Stats()
+	sentFCM := stats.Requests[providers.FCM][200]
+	for _, tt := range []struct {
+		series string
+		want   func(float64) bool
+		what   string
+	}{
+		{`pushgate_deliveries_total{platform="fcm",result="sent"}`, func(v float64) bool { return v == float64(sentFCM) }, fmt.Sprintf("= %d", sentFCM)},
+		{`pushgate_deliveries_total{platform="fcm",result="invalid_token"}`, func(v float64) bool { return v == 60-30 }, "= 30 (the unregistered FCM tokens)"},
+		{`pushgate_provider_latency_seconds_count{platform="apns"}`, func(v float64) bool { return v > 0 }, "> 0"},
+		{`pushgate_broadcasts_total{state="completed"}`, func(v float64) bool { return v == 3 }, "= 3"},
+		{`pushgate_queue_tasks{queue="pushgate-deliver",state="pending"}`, func(v float64) bool { return v == 0 }, "= 0"},
+	} {
+		v, ok := metrics[tt.series]
+		if !ok || !tt.want(v) {
+			t.Errorf("metric %s = %v (present %v), want %s", tt.series, v, ok, tt.what)
+		}
+	}
+}
+
+// scrape reads a Prometheus text exposition into series → value.
+func scrape(t *testing.T, u string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
