@@ -43,24 +43,27 @@ func newKillResponse(res *queue.KillResult) killResponse {
 	return out
 }
 
+// decodeScope reads and checks the body of a kill or a resume.
+func decodeScope(body []byte, reasonRequired bool) (scopeBody, error) {
+	var b scopeBody
+	if err := decodeStrict(body, &b); err != nil {
+		return b, err
+	}
+	if err := queue.ValidateScope(b.Scope); err != nil {
+		return b, err
+	}
+	return b, checkReason(b.Reason, reasonRequired)
+}
+
 func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
-	var body scopeBody
-	if err := decodeStrict(a.body, &body); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := queue.ValidateScope(body.Scope); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := checkReason(body.Reason, true); err != nil {
+	body, err := decodeScope(a.body, true)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	wait := false
 	if v := r.URL.Query().Get("wait"); v != "" {
-		var err error
 		if wait, err = strconv.ParseBool(v); err != nil {
 			s.fail(w, r, &Problem{Code: CodeInvalidQuery, Detail: "wait must be true or false"})
 			return
@@ -96,16 +99,8 @@ type resumeResponse struct {
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
-	var body scopeBody
-	if err := decodeStrict(a.body, &body); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := queue.ValidateScope(body.Scope); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := checkReason(body.Reason, false); err != nil {
+	body, err := decodeScope(a.body, false)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -459,8 +459,10 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "broadcast %s: %s (read in %s)\n", st.ID, st.State, took(time.Since(start)))
 	fmt.Fprintf(e.stdout, "  key %s, audience %s, ttl %s, created %s\n", st.KeyID, audience, st.TTL, st.CreatedAt.Format(time.RFC3339))
 	n := st.Counters
-	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  invalid_token %d  skipped_duplicate %d  rate_limited_retries %d  cancelled %d  recalled %d\n",
-		n.Targeted, n.Sent, n.Failed, n.InvalidToken, n.SkippedDuplicate, n.RateLimitedRetries, n.Cancelled, n.Recalled)
+	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  invalid_token %d  cancelled %d  throttled %d\n",
+		n.Targeted, n.Sent, n.Failed, n.InvalidToken, n.Cancelled, n.Throttled)
+	fmt.Fprintf(e.stdout, "  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
+		n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
 	return nil
 }
 
