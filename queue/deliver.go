@@ -291,8 +291,8 @@ func (w *Worker) claim(ctx context.Context, ledger, record string, seq int64, ne
 	if len(members) == 0 {
 		return nil, nil
 	}
-	args := make([]any, 0, 3+len(members))
-	args = append(args, seq, newField, dupField)
+	args := make([]any, 0, 4+len(members))
+	args = append(args, seq, newField, dupField, int64(recordRetention/time.Second))
 	for _, m := range members {
 		args = append(args, m)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,6 +73,20 @@ type killState struct {
 	revoked map[string]bool
 }
 
+// with returns a copy of s (which may be nil) that also kills scope, at
+// s's version.
+func (s *killState) with(scope string) *killState {
+	next := &killState{kills: map[string]Kill{scope: {Scope: scope, Reason: "announced"}}, revoked: map[string]bool{}}
+	if s != nil {
+		next.version = s.version
+		maps.Copy(next.revoked, s.revoked)
+		for k, v := range s.kills {
+			next.kills[k] = v
+		}
+	}
+	return next
+}
+
 // match returns the kill scope that stops work in sc, if any.
 func (s *killState) match(sc Scope) (string, bool) {
 	if s == nil {
@@ -119,7 +134,9 @@ func NewKills(rdb redis.UniversalClient, keys Keys, now func() time.Time) *Kills
 // ARGV[5] key id to revoke ("" for none), ARGV[6] revocation JSON.
 // Returns {changed, version}. Only a change bumps and announces the
 // version: killing a scope twice, or resuming one that is not killed,
-// wakes no worker.
+// wakes no worker. A kill's announcement names its scope (see
+// parseKillEvent), so that workers can stop it before they have loaded the
+// new state.
 var changeScript = redis.NewScript(`
 local changed = 0
 if ARGV[2] == 'kill' then
@@ -131,7 +148,9 @@ end
 local v
 if changed == 1 then
   v = redis.call('INCR', KEYS[2])
-  redis.call('PUBLISH', ARGV[1], v)
+  local event = tostring(v)
+  if ARGV[2] == 'kill' then event = event .. ' kill ' .. ARGV[3] end
+  redis.call('PUBLISH', ARGV[1], event)
 else
   v = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
@@ -152,6 +171,18 @@ func (k *Kills) change(ctx context.Context, op, scope string, kill Kill, revokeK
 		return false, 0, fmt.Errorf("change kill state: unexpected reply %v", res)
 	}
 	return res[0] == 1, res[1], nil
+}
+
+// parseKillEvent reads an announcement on the kill channel: "<version>",
+// or "<version> kill <scope>" for a kill. scope is empty when the event
+// names none (or none that is valid).
+func parseKillEvent(payload string) (version int64, scope string, err error) {
+	v, rest, _ := strings.Cut(payload, " ")
+	version, err = strconv.ParseInt(v, 10, 64)
+	if op, sc, ok := strings.Cut(rest, " "); ok && op == "kill" && ValidateScope(sc) == nil {
+		scope = sc
+	}
+	return version, scope, err
 }
 
 // Kill makes a scope's kill durable and announces it. It returns the new
@@ -264,8 +295,8 @@ type AckReport struct {
 // live.
 const liveWindow = 3 * time.Second
 
-// ackSubscription listens for worker acknowledgements. Open it before
-// changing the kill state so that no acknowledgement is missed.
+// ackSubscription listens for worker acknowledgements, so that a wait ends
+// as soon as the last one arrives rather than at the next poll.
 type ackSubscription struct {
 	ps *redis.PubSub
 }
@@ -281,14 +312,18 @@ func (k *Kills) subscribeAcks(ctx context.Context) (*ackSubscription, error) {
 }
 
 // waitAcks waits until every live worker has applied version, or timeout;
-// on timeout the report names the workers that did not answer.
+// on timeout the report names the workers that did not answer. sub only
+// hastens the wait; it may be nil.
 func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int64, timeout time.Duration) (AckReport, error) {
 	start := k.now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	poll := time.NewTicker(25 * time.Millisecond)
 	defer poll.Stop()
-	msgs := sub.ps.Channel(redis.WithChannelSize(256))
+	var msgs <-chan *redis.Message // without a subscription, only the poll wakes the loop
+	if sub != nil {
+		msgs = sub.ps.Channel(redis.WithChannelSize(256))
+	}
 	for {
 		rep, err := k.ackReport(ctx, version)
 		rep.Waited = k.now().Sub(start)

@@ -226,6 +226,13 @@ func TestRecallReplaceReachesExactlyTheReachedDevices(t *testing.T) {
 	if done.Counters.Recalled != 50 {
 		t.Errorf("recalled = %d, want 50", done.Counters.Recalled)
 	}
+	// Every key of the broadcast, the recall's included, expires with it.
+	for _, k := range []string{f.keys.Broadcast(st.ID), f.keys.Envelope(st.ID), f.keys.Ledger(st.ID),
+		f.keys.RecallEnvelope(st.ID), f.keys.RecallLedger(st.ID), f.keys.RecallPlan(st.ID)} {
+		if ttl := f.rdb.TTL(ctx, k).Val(); ttl <= 0 {
+			t.Errorf("%s has no expiry (TTL %v)", k, ttl)
+		}
+	}
 	orig, fixed := f.fcm.sent("wrong"), f.fcm.sent("corrected")
 	for tok := range orig {
 		if fixed[tok] != 1 {

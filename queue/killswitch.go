@@ -93,9 +93,12 @@ func (ks *KillSwitch) Run(ctx context.Context) error {
 			ks.leave()
 			return nil
 		case m := <-msgs:
-			v, err := strconv.ParseInt(m.Payload, 10, 64)
+			v, scope, err := parseKillEvent(m.Payload)
 			if err == nil && v <= ks.Version() {
 				continue
+			}
+			if scope != "" {
+				ks.stopNow(scope)
 			}
 			ks.refresh(ctx)
 		case <-poll.C:
@@ -108,6 +111,27 @@ func (ks *KillSwitch) Run(ctx context.Context) error {
 			if v != ks.Version() {
 				ks.refresh(ctx)
 			}
+		}
+	}
+}
+
+// stopNow applies an announced kill before the state that holds it is
+// loaded, sparing the kill a Redis round trip (slow on a busy Redis) while
+// sends go on: it installs the current view plus the kill, at the current
+// version, and stops the flights in its scope. The loaded state then
+// replaces that view, and only it is acknowledged. An announcement is made
+// by the script that makes its kill durable, so stopping early stops only
+// what that kill stops.
+func (ks *KillSwitch) stopNow(scope string) {
+	ks.applyMu.Lock()
+	defer ks.applyMu.Unlock()
+	st := ks.state.Load().with(scope)
+	ks.state.Store(st)
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	for f := range ks.flights {
+		if by, ok := st.match(f.scope); ok {
+			f.stop(by)
 		}
 	}
 }

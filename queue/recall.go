@@ -109,6 +109,7 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		_, err = w.rdb.TxPipelined(ctx, func(pl redis.Pipeliner) error {
 			pl.HSet(ctx, w.keys.RecallPlan(id), "cursor", prog.cursor, "seq", prog.seq)
 			pl.HIncrBy(ctx, w.keys.Broadcast(id), "recall_planned", int64(n))
+			w.store.touchExpiry(ctx, pl, id) // the recall's keys expire with the broadcast
 			return nil
 		})
 		if err != nil {

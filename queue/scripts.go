@@ -33,7 +33,8 @@ end
 // claimScript claims devices of a batch in the ledger.
 // KEYS[1] ledger, KEYS[2] record; ARGV[1] batch sequence, ARGV[2] the
 // record counter of new claims (targeted), ARGV[3] the counter of
-// duplicates (skipped_duplicate), ARGV[4..] members.
+// duplicates (skipped_duplicate), ARGV[4] the ledger's retention in
+// seconds (set when the ledger has none), ARGV[5..] members.
 // Per member it returns 1 (newly claimed), 2 (claimed by this batch
 // before, e.g. a retry), 3 (already final for this batch) or 0 (owned by
 // another batch: a duplicate).
@@ -42,24 +43,25 @@ local seq = ARGV[1]
 local claim = 'c' .. seq
 local out = {}
 local new, dup = 0, 0
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local m = ARGV[i]
   local v = redis.call('HGET', KEYS[1], m)
   if not v then
     redis.call('HSET', KEYS[1], m, claim)
-    out[i-3] = 1
+    out[i-4] = 1
     new = new + 1
   elseif v == claim then
-    out[i-3] = 2
+    out[i-4] = 2
   elseif string.sub(v, 2) == seq then
-    out[i-3] = 3
+    out[i-4] = 3
   else
-    out[i-3] = 0
+    out[i-4] = 0
     dup = dup + 1
   end
 end
 if new > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], new) end
 if dup > 0 then redis.call('HINCRBY', KEYS[2], ARGV[3], dup) end
+if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return out
 `)
 

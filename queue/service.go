@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -174,21 +175,33 @@ func (s *Service) Kill(ctx context.Context, by, scope, reason string, wait bool)
 	})
 }
 
-// kill runs change (which writes the kill) between opening an
-// acknowledgement subscription and waiting on it, marks a killed broadcast
+// kill runs change (which writes the kill) while opening an
+// acknowledgement subscription, then waits on it, marks a killed broadcast
 // as killed, and audits.
+//
+// The subscription takes a new connection (a dial and a handshake: several
+// Redis round trips, each slow on a loaded Redis), so it is opened beside
+// the change rather than before it: the kill reaches the workers that much
+// sooner. An acknowledgement published before the subscription is in place
+// is not lost: waitAcks reads the stored acknowledgements first, and polls
+// them.
 func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool, change func(context.Context) (int64, error)) (*KillResult, error) {
 	var sub *ackSubscription
+	var subErr error
+	var subscribed sync.WaitGroup
 	if wait {
-		var err error
-		if sub, err = s.kills.subscribeAcks(ctx); err != nil {
-			return nil, err
-		}
-		defer sub.Close()
+		subscribed.Go(func() { sub, subErr = s.kills.subscribeAcks(ctx) })
 	}
 	version, err := change(ctx)
+	subscribed.Wait()
+	if sub != nil {
+		defer sub.Close()
+	}
 	if err != nil {
 		return nil, err
+	}
+	if subErr != nil && ctx.Err() == nil {
+		s.logger.Warn("kill: no acknowledgement subscription; polling for acknowledgements", "err", subErr)
 	}
 	res := &KillResult{Kill: Kill{Scope: scope, Reason: reason, By: by, At: s.now().UTC()}, Version: version, Waited: wait}
 	if id, ok := strings.CutPrefix(scope, scopeBroadcast); ok {
