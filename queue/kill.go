@@ -175,14 +175,17 @@ func (k *Kills) change(ctx context.Context, op, scope string, kill Kill, revokeK
 
 // parseKillEvent reads an announcement on the kill channel: "<version>",
 // or "<version> kill <scope>" for a kill. scope is empty when the event
-// names none (or none that is valid).
+// names none (or none that is valid); an event that does not start with a
+// version is an error and names nothing.
 func parseKillEvent(payload string) (version int64, scope string, err error) {
 	v, rest, _ := strings.Cut(payload, " ")
-	version, err = strconv.ParseInt(v, 10, 64)
+	if version, err = strconv.ParseInt(v, 10, 64); err != nil {
+		return 0, "", fmt.Errorf("kill event: %w", err)
+	}
 	if op, sc, ok := strings.Cut(rest, " "); ok && op == "kill" && ValidateScope(sc) == nil {
 		scope = sc
 	}
-	return version, scope, err
+	return version, scope, nil
 }
 
 // Kill makes a scope's kill durable and announces it. It returns the new

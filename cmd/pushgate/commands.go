@@ -46,6 +46,7 @@ func commands() []command {
 		{"audit", "show the audit log of admin actions", runAudit},
 		{"sim", "run local FCM and APNs simulators with virtual phones", runSim},
 		{"demo", "run everything on this machine (embedded Redis, simulated phones); --script checks the whole story", runDemo},
+		{"bench", "measure throughput against a bare SDK loop, latency, kill time, memory and CPU", runBench},
 		{"help", "list the subcommands, show one's flags (pushgate help CMD), or the settings (pushgate help config)", nil},
 	}
 }

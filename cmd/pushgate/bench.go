@@ -1,0 +1,1572 @@
+package main
+
+// pushgate bench: the gateway's main job measured beside its ceiling on
+// the same machine in one run. The bench process runs the simulators and
+// the measuring loops; Redis, the API and the workers run as child
+// processes (the API and the workers are this same binary), so that each
+// one's memory and CPU can be read from /proc and so that they compete for
+// the machine as a deployment's processes would.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/messaging"
+	"github.com/redis/go-redis/v9"
+	"github.com/schollz/progressbar/v3"
+	"github.com/sideshow/apns2"
+	"github.com/sideshow/apns2/token"
+	"golang.org/x/net/http2"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	googleoption "google.golang.org/api/option"
+
+	"pushgate/providers"
+	"pushgate/providers/sim"
+	"pushgate/queue"
+)
+
+// Fixed parts of a bench run.
+const (
+	// benchTopic is the topic every phone is registered in.
+	benchTopic = "citizens"
+	// benchKeyPrefix prefixes the gateway's Redis keys during a bench.
+	benchKeyPrefix = "pgbench"
+	// benchAndroidShare is the share of FCM phones.
+	benchAndroidShare = 0.6
+	// latencyPhones is the audience of each latency broadcast.
+	latencyPhones = 10
+	// stallTimeout is how long deliveries may stop growing before a
+	// phase gives up waiting for the rest (which then count as lost).
+	stallTimeout = 30 * time.Second
+	// childGrace is how long a child process may take to stop after
+	// SIGTERM before it is killed.
+	childGrace = 15 * time.Second
+)
+
+// ceilingConcurrencies are the bare loop's concurrencies; the best one
+// is the ceiling. The providers' own benchmark found 64 best per platform;
+// a loop over both platforms in its own process peaks higher.
+func ceilingConcurrencies() []int { return []int{32, 64, 128, 256, 512} }
+
+// benchSettings are the gateway settings the bench changes from the
+// defaults.
+//
+// It lifts the limits that would otherwise be what it measures: the
+// per-device limit (the latency and kill phases reach the same phones many
+// times) and the provider rates (600,000/min each by default, a cap of
+// 10,000 deliveries/s per platform).
+//
+// It sends 8 calls at a time per batch instead of 64, so 128 across two
+// workers of 8 batches each. The default is sized for real providers,
+// whose answers take tens of milliseconds; against simulators that answer
+// at once, calls beyond what keeps the CPU busy only wait in line (the
+// throughput is the same at 8 as at 64 here, see BENCHMARKS.md), and a
+// kill must let every call already on the wire be answered: at 1,024 in
+// flight that line alone is about 100 ms at this machine's rate.
+func benchSettings() map[string]string {
+	return map[string]string{
+		"limits.device_rate":      "unlimited",
+		"limits.fcm_rate":         "unlimited",
+		"limits.apns_rate":        "unlimited",
+		"fcm.concurrency":         "8",
+		"apns.concurrency":        "8",
+		"worker.shutdown_timeout": "5s",
+		"log_level":               "warn",
+		"key_prefix":              benchKeyPrefix,
+	}
+}
+
+// benchOptions are the flags of pushgate bench.
+type benchOptions struct {
+	devices     int
+	workers     int
+	redisURL    string
+	json        bool
+	latencyRuns int
+	kills       int
+	killLatency time.Duration
+
+	// Hidden: the binary to run as the API and the workers (tests pass one
+	// they built, since a test binary is not pushgate), and a directory
+	// for CPU profiles of every process.
+	binary   string
+	pprofDir string
+	// settings override gateway settings (--set key=value), for
+	// exploring configurations; phases, when not empty, names the phases
+	// to run (profiling one phase).
+	settings dataFlag
+	phases   map[string]bool
+}
+
+// benchResult is what --json prints: the figures of issue 8, all numbers.
+type benchResult struct {
+	Devices          int     `json:"devices"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	CeilingPerSec    float64 `json:"ceiling_per_sec"`
+	Ratio            float64 `json:"ratio"`
+	LatencyP50Ms     float64 `json:"latency_p50_ms"`
+	LatencyP99Ms     float64 `json:"latency_p99_ms"`
+	KillP50Ms        float64 `json:"kill_p50_ms"`
+	KillP99Ms        float64 `json:"kill_p99_ms"`
+	SentAfterKillAck int64   `json:"sent_after_kill_ack"`
+	Lost             int64   `json:"lost"`
+	Duplicates       int64   `json:"duplicates"`
+	PeakRSSMB        float64 `json:"peak_rss_mb"`
+	CPUSecPer1k      float64 `json:"cpu_sec_per_1k"`
+}
+
+// benchDetail is what the table shows beyond benchResult.
+type benchDetail struct {
+	workers        int
+	throughputWall time.Duration
+	ceilingTries   []ceilingTry
+	ceilingBest    int
+	latencyRuns    int
+	kills          int
+	killLatency    time.Duration
+	procs          []procFigures
+	// inProcess is the bare loop's pass in the bench process, at the
+	// best concurrency.
+	inProcess ceilingTry
+	// settings are the gateway settings changed for the bench, as
+	// key=value.
+	settings []string
+	// throughputCPU is the CPU time each process used during the
+	// throughput phase, by name; the bench process (the simulators) is
+	// "bench".
+	throughputCPU map[string]time.Duration
+}
+
+// ceilingTry is one pass of the bare loop.
+type ceilingTry struct {
+	concurrency int
+	perSec      float64
+	// cpuPer1k is the bare loop's process's CPU time per 1,000 messages,
+	// and simCPUPer1k the bench process's (the simulators') meanwhile.
+	cpuPer1k, simCPUPer1k float64
+}
+
+// procFigures are one process's resource figures.
+type procFigures struct {
+	name      string
+	peakRSSMB float64
+	// cpu is the CPU time it used during the throughput phase; negative
+	// when not measured.
+	cpu time.Duration
+}
+
+func runBench(ctx context.Context, e *env, args []string) error {
+	const synopsis = "[--devices 100000] [--workers 2] [--redis URL] [--json]"
+	fs := newFlagSet(e, "bench", synopsis)
+	var o benchOptions
+	fs.IntVar(&o.devices, "devices", 100000, "virtual phones to register and broadcast to")
+	fs.IntVar(&o.workers, "workers", 2, "worker processes")
+	fs.StringVar(&o.redisURL, "redis", "", "use this Redis database (it must be empty; it is emptied again at the end) instead of starting a redis-server")
+	fs.BoolVar(&o.json, "json", false, "print one JSON object instead of a table")
+	fs.IntVar(&o.latencyRuns, "latency-runs", 50, "small broadcasts, one after another, timed for latency")
+	fs.IntVar(&o.kills, "kills", 20, "running broadcasts to kill")
+	fs.DurationVar(&o.killLatency, "kill-latency", 0, "simulator latency during the kill phase, to keep small broadcasts running until they are killed")
+	fs.StringVar(&o.binary, "binary", "", "pushgate binary to run as API and workers (default: this one)")
+	fs.StringVar(&o.pprofDir, "pprof", "", "write a CPU profile of every process into this directory")
+	cpuProfile := fs.String("cpuprofile", "", "run the subcommand in the arguments with a CPU profile written to this file")
+	o.settings = dataFlag{}
+	fs.Var(o.settings, "set", "gateway setting as key=value (repeatable), such as worker.concurrency=16")
+	phases := fs.String("phases", "", "run only these phases: comma-separated latency, throughput, ceiling, kill")
+	bareLoop := fs.String("bare-loop", "", "run one ceiling pass against the simulators this sim.json describes")
+	bareConc := fs.Int("bare-concurrency", 64, "the pass's concurrency")
+	bareTitle := fs.String("bare-title", "ceiling", "the pass's message title")
+	bareOut := fs.String("bare-out", "", "file to write the pass's start time and CPU time to")
+	hidden := map[string]bool{"binary": true, "pprof": true, "cpuprofile": true, "set": true, "phases": true,
+		"bare-loop": true, "bare-concurrency": true, "bare-title": true, "bare-out": true}
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: pushgate bench %s\n\n", synopsis)
+		fmt.Fprintf(e.stderr, "Measures throughput against a bare SDK loop, latency, kill time, memory and CPU\n"+
+			"with the simulators at zero latency and the rate limits lifted.\n\nFlags:\n")
+		visible := flag.NewFlagSet("bench", flag.ContinueOnError)
+		visible.SetOutput(e.stderr)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !hidden[f.Name] {
+				visible.Var(f.Value, f.Name, f.Usage)
+			}
+		})
+		visible.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		return runProfiled(ctx, e, *cpuProfile, fs.Args())
+	}
+	if *bareLoop != "" {
+		return runBareLoop(ctx, *bareLoop, *bareConc, *bareTitle, *bareOut)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usagef("bench: unexpected argument %q", fs.Arg(0))
+	case o.devices < 100:
+		return usagef("bench: --devices must be at least 100")
+	case o.workers < 1:
+		return usagef("bench: --workers must be at least 1")
+	case o.latencyRuns < 1 || o.kills < 1:
+		return usagef("bench: --latency-runs and --kills must be at least 1")
+	case o.killLatency < 0:
+		return usagef("bench: --kill-latency must not be negative")
+	}
+	if *phases != "" {
+		o.phases = map[string]bool{}
+		for _, p := range strings.Split(*phases, ",") {
+			switch p {
+			case "latency", "throughput", "ceiling", "kill":
+				o.phases[p] = true
+			default:
+				return usagef("bench: --phases: unknown phase %q", p)
+			}
+		}
+	}
+	if o.binary == "" {
+		bin, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: find this binary: %w", err)
+		}
+		o.binary = bin
+	}
+	if o.pprofDir != "" {
+		if err := os.MkdirAll(o.pprofDir, 0o755); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		stop, err := startCPUProfile(filepath.Join(o.pprofDir, "bench.pprof"))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	b := &bench{o: o, e: e}
+	res, det, err := b.run(ctx)
+	// Everything started is stopped even when the run failed; a failure
+	// (not an interruption) shows the end of each child's log first, since
+	// the directory that holds the logs goes away.
+	b.close(err != nil && ctx.Err() == nil)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if o.json {
+		enc := json.NewEncoder(e.stdout)
+		if err := enc.Encode(res); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	} else {
+		printBench(e.stdout, res, det)
+	}
+	var failed []string
+	for _, c := range []struct {
+		name string
+		n    int64
+	}{{"lost", res.Lost}, {"duplicates", res.Duplicates}, {"sent_after_kill_ack", res.SentAfterKillAck}} {
+		if c.n != 0 {
+			failed = append(failed, fmt.Sprintf("%s = %d", c.name, c.n))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("bench: correctness check failed: %s, want 0", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// runProfiled runs a subcommand of this binary with a CPU profile: the
+// bench starts its children this way under --pprof. The profile is
+// complete when the subcommand returns, which SIGTERM makes it do.
+func runProfiled(ctx context.Context, e *env, file string, args []string) error {
+	stop, err := startCPUProfile(file)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return run(ctx, args, e.getenv, e.stdin, e.stdout, e.stderr)
+}
+
+// startCPUProfile starts writing a CPU profile to file; the returned
+// function ends it.
+func startCPUProfile(file string) (func(), error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// bench is one run: what it started, and how to reach it.
+type bench struct {
+	o   benchOptions
+	e   *env
+	dir string
+
+	redis    *childProc // nil when --redis names one
+	redisURL string
+	rdb      *redis.Client
+	st       *stack
+	api      *childProc
+	workers  []*childProc
+	// settings are the gateway settings that change what is measured,
+	// for the report.
+	settings []string
+	sender   *apiClient
+	admin    *apiClient
+}
+
+// say prints one line of progress.
+func (b *bench) say(format string, args ...any) {
+	fmt.Fprintf(b.e.stderr, "bench: "+format+"\n", args...)
+}
+
+// run starts everything and runs the phases. The figures of each phase are
+// read as it ends; the processes' peak memory at the very end.
+func (b *bench) run(ctx context.Context) (*benchResult, *benchDetail, error) {
+	if err := b.start(ctx); err != nil {
+		return nil, nil, err
+	}
+	res := &benchResult{Devices: b.o.devices}
+	det := &benchDetail{workers: b.o.workers, latencyRuns: b.o.latencyRuns, kills: b.o.kills, killLatency: b.o.killLatency,
+		throughputCPU: map[string]time.Duration{}, settings: b.settings}
+	phase := func(name string) bool { return b.o.phases == nil || b.o.phases[name] }
+
+	// Warm-up: a few small broadcasts, so that every worker has its
+	// provider connections and tokens before anything is timed, as the
+	// bare loop gets a warm-up pass too.
+	b.say("warming up")
+	if _, err := b.smallBroadcasts(ctx, 2*b.o.workers, "warm-up", res); err != nil {
+		return nil, nil, err
+	}
+
+	if phase("latency") {
+		b.say("latency: %d broadcasts of %d phones, one after another", b.o.latencyRuns, latencyPhones)
+		lat, err := b.smallBroadcasts(ctx, b.o.latencyRuns, "latency", res)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.LatencyP50Ms, res.LatencyP99Ms = percentileMs(lat, 50), percentileMs(lat, 99)
+	}
+
+	if phase("throughput") {
+		b.say("throughput: one topic broadcast to %d phones", b.o.devices)
+		if err := b.throughput(ctx, res, det); err != nil {
+			return nil, nil, err
+		}
+	}
+
+	if phase("ceiling") {
+		b.say("ceiling: %d messages by a bare loop over the SDK clients, concurrency %v", b.o.devices, ceilingConcurrencies())
+		if err := b.ceiling(ctx, res, det); err != nil {
+			return nil, nil, err
+		}
+		if res.CeilingPerSec > 0 {
+			res.Ratio = res.DeliveriesPerSec / res.CeilingPerSec
+		}
+	}
+
+	if phase("kill") {
+		b.say("kill: %d running topic broadcasts killed, simulator latency %s", b.o.kills, b.o.killLatency)
+		kills, err := b.killPhase(ctx, res)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.KillP50Ms, res.KillP99Ms = percentileMs(kills, 50), percentileMs(kills, 99)
+	}
+
+	// Peak memory is read last, while the processes still run.
+	procs := b.gatewayProcs()
+	if b.redis != nil {
+		procs = append(procs, b.redis)
+	}
+	for _, p := range procs {
+		kb, err := procPeakRSSKB(p.pid())
+		if err != nil {
+			return nil, nil, err
+		}
+		cpu, ok := det.throughputCPU[p.name]
+		if !ok {
+			cpu = -1
+		}
+		det.procs = append(det.procs, procFigures{name: p.name, peakRSSMB: float64(kb) / 1024, cpu: cpu})
+		if p != b.redis {
+			res.PeakRSSMB = max(res.PeakRSSMB, float64(kb)/1024)
+		}
+	}
+	if cpu, ok := det.throughputCPU["bench"]; ok {
+		det.procs = append(det.procs, procFigures{name: "bench (simulators)", peakRSSMB: -1, cpu: cpu})
+	}
+	return res, det, nil
+}
+
+// start starts Redis (unless given), the simulators, the API and the
+// workers, and registers the phones.
+func (b *bench) start(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "pushgate-bench-")
+	if err != nil {
+		return err
+	}
+	b.dir = dir
+	env := b.childEnv()
+
+	b.redisURL = b.o.redisURL
+	if b.redisURL == "" {
+		b.say("starting redis-server")
+		if b.redis, b.redisURL, err = startRedis(ctx, filepath.Join(dir, "redis"), env); err != nil {
+			return err
+		}
+	}
+	opts, err := redis.ParseURL(b.redisURL)
+	if err != nil {
+		return usagef("--redis: %v", err)
+	}
+	b.rdb = redis.NewClient(opts)
+	n, err := b.rdb.DBSize(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("redis %s: %w", redactURL(b.redisURL), err)
+	}
+	if n > 0 {
+		return fmt.Errorf("redis %s holds %d keys: the bench needs an empty database (it shares asynq's queues with whatever else runs there)", redactURL(b.redisURL), n)
+	}
+
+	apiAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return err
+	}
+	all := map[string]string{"listen": apiAddr}
+	maps.Copy(all, benchSettings())
+	maps.Copy(all, b.o.settings)
+	settings := map[string]string{}
+	for k, v := range all {
+		// The senders' sections of the configuration file come from the
+		// simulators; their settings reach the children as environment
+		// variables, which win over the file.
+		if strings.HasPrefix(k, "fcm.") || strings.HasPrefix(k, "apns.") {
+			env = append(env, envName(k)+"="+v)
+			continue
+		}
+		settings[k] = v
+	}
+	for _, k := range sortedKeys(all) {
+		switch k {
+		case "listen", "key_prefix", "log_level", "worker.shutdown_timeout":
+		default:
+			b.settings = append(b.settings, k+"="+all[k])
+		}
+	}
+	b.say("starting the simulators with %d phones", b.o.devices)
+	b.st, err = newStack(stackOptions{
+		dir: filepath.Join(dir, "stack"), redisURL: b.redisURL, devices: b.o.devices,
+		androidShare: benchAndroidShare, seed: 1, topic: benchTopic, settings: settings,
+		simConfig: func(c *sim.Config) {
+			// FCM's project quota (600,000/min) would cap the
+			// measurement. The bare loop signs its own APNs provider
+			// token with apns2, as a plain SDK user does: a second token
+			// for the team, which the simulator's refresh limit (one new
+			// token per 20 minutes) would refuse.
+			c.QuotaPerMinute = -1
+			c.MinTokenRefresh = -1
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	b.say("starting the API and %d worker processes (%s)", b.o.workers, b.o.binary)
+	if b.api, err = b.startGateway("api", env); err != nil {
+		return err
+	}
+	apiURL := "http://" + apiAddr
+	if err := b.waitUp(ctx, func(ctx context.Context) error { return waitHTTP(ctx, apiURL+"/readyz", 15*time.Second) }); err != nil {
+		return err
+	}
+	for i := range b.o.workers {
+		w, err := b.startGateway(fmt.Sprintf("worker-%d", i+1), env)
+		if err != nil {
+			return err
+		}
+		b.workers = append(b.workers, w)
+	}
+	if err := b.waitUp(ctx, b.waitWorkers); err != nil {
+		return err
+	}
+
+	if b.sender, err = b.st.client(keySender, apiURL); err != nil {
+		return err
+	}
+	if b.admin, err = b.st.client(keyAdmin, apiURL); err != nil {
+		return err
+	}
+	b.say("registering %d phones through the API", b.o.devices)
+	return b.st.importDevices(ctx, b.sender, benchTopic)
+}
+
+// startGateway starts one gateway process: "api", or a worker when name
+// starts with "worker".
+func (b *bench) startGateway(name string, env []string) (*childProc, error) {
+	sub := "api"
+	if strings.HasPrefix(name, "worker") {
+		sub = "worker"
+	}
+	args := []string{sub, "--config", b.st.configPath}
+	if b.o.pprofDir != "" {
+		args = append([]string{"bench", "--cpuprofile", filepath.Join(b.o.pprofDir, name+".pprof")}, args...)
+	}
+	return startChild(name, filepath.Join(b.dir, name+".log"), b.o.binary, args, env)
+}
+
+// waitUp runs wait, failing early when a child process has exited.
+func (b *bench) waitUp(ctx context.Context, wait func(context.Context) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+	}()
+	wg.Go(func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := b.childrenAlive(); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		}
+	})
+	err := wait(ctx)
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+// waitWorkers waits until every worker process has a heartbeat: a kill
+// waits for exactly these.
+func (b *bench) waitWorkers(ctx context.Context) error {
+	key := queue.NewKeys(benchKeyPrefix).Workers()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		n, err := b.rdb.ZCard(ctx, key).Result()
+		if err == nil && n >= int64(b.o.workers) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d workers registered within 15s", n, b.o.workers)
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// childEnv is the environment of the child processes: nothing of the
+// PUSHGATE_* variables (which would override the bench's configuration),
+// only what the Go runtime and Redis may want.
+func (b *bench) childEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG"} {
+		if v := b.e.getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// gatewayProcs are the API and worker processes, in that order.
+func (b *bench) gatewayProcs() []*childProc {
+	return append([]*childProc{b.api}, b.workers...)
+}
+
+// childrenAlive reports a child process that exited.
+func (b *bench) childrenAlive() error {
+	for _, p := range append(b.gatewayProcs(), b.redis) {
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited: %v", p.name, p.waitErr)
+		}
+	}
+	return nil
+}
+
+// close stops everything the bench started, in the order a deployment
+// shuts down: the API, the workers (they finish their batches), then
+// Redis; then the simulators and the directory. With showLogs, the end of
+// each child's log is printed first.
+func (b *bench) close(showLogs bool) {
+	if showLogs {
+		for _, p := range append(b.gatewayProcs(), b.redis) {
+			if p != nil {
+				p.printTail(b.e.stderr, 20)
+			}
+		}
+	}
+	for _, c := range []*apiClient{b.sender, b.admin} {
+		if c != nil {
+			c.close()
+		}
+	}
+	procs := b.gatewayProcs()
+	var wg sync.WaitGroup
+	for _, p := range procs[1:] {
+		if p != nil {
+			wg.Go(func() { p.stop(childGrace) })
+		}
+	}
+	if b.api != nil {
+		b.api.stop(childGrace)
+	}
+	wg.Wait()
+	if b.rdb != nil {
+		if b.redis == nil {
+			// A database given with --redis was empty; leave it so.
+			b.rdb.FlushDB(context.Background())
+		}
+		b.rdb.Close()
+	}
+	if b.redis != nil {
+		b.redis.stop(childGrace)
+	}
+	if b.st != nil {
+		b.st.Close()
+	}
+	if b.dir != "" {
+		os.RemoveAll(b.dir)
+	}
+}
+
+// submit sends a broadcast and returns its id and when the 202 arrived.
+func (b *bench) submit(ctx context.Context, body map[string]any) (string, time.Time, error) {
+	var out struct {
+		ID string `json:"id"`
+	}
+	if _, err := b.sender.do(ctx, http.MethodPost, "/v1/broadcasts", nil, body, &out); err != nil {
+		return "", time.Time{}, err
+	}
+	return out.ID, time.Now(), nil
+}
+
+// waitFinished polls a broadcast until every device it planned has an
+// outcome.
+func (b *bench) waitFinished(ctx context.Context, id string, within time.Duration) (*queue.Status, error) {
+	deadline := time.Now().Add(within)
+	for {
+		var st queue.Status
+		if _, err := b.sender.do(ctx, http.MethodGet, "/v1/broadcasts/"+id, nil, nil, &st); err != nil {
+			return nil, err
+		}
+		if st.Terminal() && !st.FinishedAt.IsZero() {
+			return &st, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("broadcast %s still %s after %s: %+v", id, st.State, within, st.Counters)
+		}
+		if err := b.childrenAlive(); err != nil {
+			return nil, err
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// smallBroadcasts submits n broadcasts to latencyPhones phones each by
+// explicit tokens, one after another, and returns for each the time from
+// the API's 202 to its last delivery at the simulators. Phones that got
+// nothing, or more than one copy, are added to res.
+func (b *bench) smallBroadcasts(ctx context.Context, n int, what string, res *benchResult) ([]time.Duration, error) {
+	s := b.st.sim
+	s.Reset()
+	var out []time.Duration
+	for i := range n {
+		devs := make([]map[string]string, 0, latencyPhones)
+		want := map[string]bool{}
+		for j := range latencyPhones {
+			d := b.st.devices[(i*latencyPhones+j)%len(b.st.devices)]
+			devs = append(devs, map[string]string{"platform": string(d.Platform), "token": d.Token})
+			want[d.Token] = true
+		}
+		before := s.Stats().Deliveries
+		id, accepted, err := b.submit(ctx, map[string]any{
+			"audience": map[string]any{"tokens": devs},
+			"message":  map[string]any{"title": fmt.Sprintf("%s %d", what, i), "body": "pushgate bench", "ttl": "15m"},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%s broadcast: %w", what, err)
+		}
+		// Nothing else is sending: the simulators' counter says when this
+		// broadcast has arrived, without copying their delivery log at
+		// every poll (which would take CPU from the gateway).
+		deadline := accepted.Add(stallTimeout)
+		for s.Stats().Deliveries < before+latencyPhones && time.Now().Before(deadline) {
+			if err := b.childrenAlive(); err != nil {
+				return nil, err
+			}
+			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := b.waitFinished(ctx, id, stallTimeout); err != nil {
+			return nil, err
+		}
+		cid := queue.CollapseID(id)
+		dels := s.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == cid })
+		lost, dup := tally(dels, want)
+		res.Lost += lost
+		res.Duplicates += dup
+		if len(dels) > 0 {
+			out = append(out, lastDelivery(dels).Sub(accepted))
+		}
+	}
+	res.Duplicates += s.Stats().RawDuplicates
+	return out, nil
+}
+
+// throughput broadcasts to every phone by topic and measures deliveries
+// per second at the simulators, from submission to the last delivery, and
+// the gateway processes' CPU time meanwhile.
+func (b *bench) throughput(ctx context.Context, res *benchResult, det *benchDetail) error {
+	s := b.st.sim
+	s.Reset()
+	procs := b.gatewayProcs()
+	if b.redis != nil {
+		procs = append(procs, b.redis)
+	}
+	cpu0, err := procsCPU(procs)
+	if err != nil {
+		return err
+	}
+	self0 := selfCPU()
+	start := time.Now()
+	id, _, err := b.submit(ctx, map[string]any{
+		"audience": map[string]any{"topic": benchTopic},
+		"message":  map[string]any{"title": "pushgate bench throughput", "body": "one broadcast to every phone", "ttl": "15m"},
+	})
+	if err != nil {
+		return fmt.Errorf("throughput broadcast: %w", err)
+	}
+	if err := b.waitDeliveries(ctx, int64(b.o.devices), "delivered"); err != nil {
+		return err
+	}
+	if _, err := b.waitFinished(ctx, id, stallTimeout); err != nil {
+		return err
+	}
+	cpu1, err := procsCPU(procs)
+	if err != nil {
+		return err
+	}
+	det.throughputCPU["bench"] = selfCPU() - self0
+
+	cid := queue.CollapseID(id)
+	dels := s.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == cid })
+	want := make(map[string]bool, len(b.st.devices))
+	for _, d := range b.st.devices {
+		want[d.Token] = true
+	}
+	lost, dup := tally(dels, want)
+	res.Lost += lost
+	res.Duplicates += dup + s.Stats().RawDuplicates
+	if len(dels) == 0 {
+		return errors.New("throughput: nothing was delivered")
+	}
+	det.throughputWall = lastDelivery(dels).Sub(start)
+	res.DeliveriesPerSec = float64(len(dels)) / det.throughputWall.Seconds()
+
+	var total time.Duration
+	for i, p := range procs {
+		det.throughputCPU[p.name] = cpu1[i] - cpu0[i]
+		if p != b.redis {
+			total += cpu1[i] - cpu0[i]
+		}
+	}
+	res.CPUSecPer1k = total.Seconds() / (float64(len(dels)) / 1000)
+	return nil
+}
+
+// waitDeliveries shows the simulators' delivery count on a progress bar
+// until it reaches n, or stops growing for stallTimeout.
+func (b *bench) waitDeliveries(ctx context.Context, n int64, what string) error {
+	s := b.st.sim
+	bar := progressbar.NewOptions64(n,
+		progressbar.OptionSetWriter(b.e.stderr),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("msg"),
+		progressbar.OptionSetPredictTime(false),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		// Without a spinner interval the bar starts no goroutine of its own.
+		progressbar.OptionSetSpinnerChangeInterval(0),
+		progressbar.OptionSetDescription(what),
+	)
+	defer func() {
+		_ = bar.Exit()
+		fmt.Fprintln(b.e.stderr)
+	}()
+	var last int64
+	grew := time.Now()
+	for {
+		got := s.Stats().Deliveries
+		_ = bar.Set64(min(got, n))
+		if got >= n {
+			return nil
+		}
+		if got != last {
+			last, grew = got, time.Now()
+		} else if time.Since(grew) > stallTimeout {
+			return nil // the rest count as lost
+		}
+		if err := b.childrenAlive(); err != nil {
+			return err
+		}
+		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// ceiling sends one message per phone straight through the SDK clients,
+// with no API, queue or Redis, at several concurrencies, and keeps the
+// best rate: what this machine allows with these simulators.
+//
+// Each pass runs in a process of its own, as each worker does. A loop in
+// the bench process would share the simulators' Go runtime: handing a
+// request to the simulator and back would cost a goroutine switch instead
+// of the operating system's process switch (and cache refill) that every
+// real client, and every worker, pays; such a ceiling is not attainable by
+// any gateway. The in-process figure is measured too, for the table.
+func (b *bench) ceiling(ctx context.Context, res *benchResult, det *benchDetail) error {
+	s := b.st.sim
+	simJSON := filepath.Join(b.dir, "stack", "sim", "sim.json")
+	for _, c := range ceilingConcurrencies() {
+		s.Reset()
+		title := fmt.Sprintf("ceiling c=%d", c)
+		outFile := filepath.Join(b.dir, fmt.Sprintf("ceiling-%d.json", c))
+		args := []string{"bench", "--bare-loop", simJSON, "--bare-concurrency", strconv.Itoa(c), "--bare-title", title, "--bare-out", outFile}
+		if b.o.pprofDir != "" {
+			args = append([]string{"bench", "--cpuprofile", filepath.Join(b.o.pprofDir, fmt.Sprintf("bare-%d.pprof", c))}, args...)
+		}
+		self0 := selfCPU()
+		p, err := startChild(fmt.Sprintf("bare loop c=%d", c), filepath.Join(b.dir, fmt.Sprintf("ceiling-%d.log", c)), b.o.binary, args, b.childEnv())
+		if err != nil {
+			return err
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			p.stop(childGrace)
+			return ctx.Err()
+		}
+		simCPU := selfCPU() - self0
+		if p.waitErr != nil {
+			p.printTail(b.e.stderr, 20)
+			return fmt.Errorf("ceiling: %s: %w", p.name, p.waitErr)
+		}
+		var pass barePass
+		raw, err := os.ReadFile(outFile)
+		if err == nil {
+			err = json.Unmarshal(raw, &pass)
+		}
+		if err != nil {
+			return fmt.Errorf("ceiling: %s: %w", p.name, err)
+		}
+		try, err := b.ceilingTry(c, title, time.Unix(0, pass.StartUnixNano), time.Duration(pass.CPUNanos))
+		if err != nil {
+			return err
+		}
+		// The pass's warm-up is in this figure too: 1,000 messages more.
+		try.simCPUPer1k = simCPU.Seconds() / (float64(len(b.st.devices)+min(len(b.st.devices), 1000)) / 1000)
+		det.ceilingTries = append(det.ceilingTries, try)
+		if try.perSec > res.CeilingPerSec {
+			res.CeilingPerSec, det.ceilingBest = try.perSec, c
+		}
+	}
+
+	// The same loop at the best concurrency in the bench process, beside
+	// the simulators, for comparison.
+	bc, err := newBareClients(ctx, bareTargetOf(s))
+	if err != nil {
+		return err
+	}
+	defer bc.close()
+	if err := bc.sendAll(ctx, b.st.devices[:min(len(b.st.devices), 1000)], 64, "warm-up"); err != nil {
+		return err
+	}
+	s.Reset()
+	title := fmt.Sprintf("in-process c=%d", det.ceilingBest)
+	start := time.Now()
+	if err := bc.sendAll(ctx, b.st.devices, det.ceilingBest, title); err != nil {
+		return err
+	}
+	if det.inProcess, err = b.ceilingTry(det.ceilingBest, title, start, 0); err != nil {
+		return err
+	}
+	s.Reset()
+	return nil
+}
+
+// ceilingTry reads one bare-loop pass's rate from the simulators: every
+// phone must have got the pass's message.
+func (b *bench) ceilingTry(c int, title string, start time.Time, cpu time.Duration) (ceilingTry, error) {
+	cid := bareCollapseID(title)
+	dels := b.st.sim.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == cid })
+	if len(dels) != len(b.st.devices) {
+		return ceilingTry{}, fmt.Errorf("ceiling: %d deliveries for %d messages at concurrency %d", len(dels), len(b.st.devices), c)
+	}
+	n := float64(len(dels))
+	return ceilingTry{concurrency: c, perSec: n / lastDelivery(dels).Sub(start).Seconds(), cpuPer1k: cpu.Seconds() / (n / 1000)}, nil
+}
+
+// barePass is what a bare-loop process reports.
+type barePass struct {
+	StartUnixNano int64 `json:"start_unix_nano"`
+	CPUNanos      int64 `json:"cpu_ns"`
+}
+
+// runBareLoop is one ceiling pass in a process of its own: it reads the
+// simulators' files, warms its clients up, then sends one message to every
+// phone at the given concurrency and writes when it started and the CPU
+// time the pass took to out.
+func runBareLoop(ctx context.Context, simJSON string, conc int, title, out string) error {
+	var info sim.SimInfo
+	if err := readJSONFile(simJSON, &info); err != nil {
+		return err
+	}
+	var devs []sim.Device
+	if err := readJSONFile(info.Files.Devices, &devs); err != nil {
+		return err
+	}
+	t, err := bareTargetFromFiles(info)
+	if err != nil {
+		return err
+	}
+	bc, err := newBareClients(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer bc.close()
+	if err := bc.sendAll(ctx, devs[:min(len(devs), 1000)], 64, "warm-up"); err != nil {
+		return err
+	}
+	cpu0 := selfCPU()
+	start := time.Now()
+	if err := bc.sendAll(ctx, devs, conc, title); err != nil {
+		return err
+	}
+	raw, err := json.Marshal(barePass{StartUnixNano: start.UnixNano(), CPUNanos: int64(selfCPU() - cpu0)})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, raw, 0o644)
+}
+
+// readJSONFile decodes a JSON file into v.
+func readJSONFile(path string, v any) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// killPhase kills running topic broadcasts one after another and returns,
+// for each, the time from sending the kill to the last delivery in its
+// scope. Deliveries after the kill's acknowledgement go to
+// res.SentAfterKillAck.
+func (b *bench) killPhase(ctx context.Context, res *benchResult) ([]time.Duration, error) {
+	s := b.st.sim
+	if b.o.killLatency > 0 {
+		if err := s.SetFaults(sim.Faults{Latency: b.o.killLatency}); err != nil {
+			return nil, err
+		}
+		defer s.SetFaults(sim.Faults{})
+	}
+	// Kill each broadcast once it has reached 1% of the phones: well into
+	// its fan-out, far from its end.
+	threshold := int64(max(1, b.o.devices/100))
+	var out []time.Duration
+	for i := range b.o.kills {
+		s.Reset()
+		id, _, err := b.submit(ctx, map[string]any{
+			"audience": map[string]any{"topic": benchTopic},
+			"message":  map[string]any{"title": fmt.Sprintf("kill %d", i), "body": "to be killed", "ttl": "15m"},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("kill broadcast: %w", err)
+		}
+		deadline := time.Now().Add(stallTimeout)
+		for s.Stats().Deliveries < threshold {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("kill: broadcast %s reached %d phones in %s, want %d", id, s.Stats().Deliveries, stallTimeout, threshold)
+			}
+			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+				return nil, err
+			}
+		}
+		sent := time.Now()
+		var k killAnswer
+		_, err = b.admin.do(ctx, http.MethodPost, "/v1/kill", url.Values{"wait": {"true"}},
+			map[string]string{"scope": queue.BroadcastScope(id), "reason": "pushgate bench"}, &k)
+		if err != nil {
+			return nil, fmt.Errorf("kill: %w", err)
+		}
+		acked := time.Now()
+		if what, ok := k.describe(); !ok || !k.Waited || k.Ack == nil || k.Ack.Workers != b.o.workers {
+			return nil, fmt.Errorf("kill of broadcast %s: %s, want acknowledged by %d workers", id, what, b.o.workers)
+		}
+		st, err := b.waitFinished(ctx, id, stallTimeout)
+		if err != nil {
+			return nil, err
+		}
+		if st.State != queue.StateKilled {
+			return nil, fmt.Errorf("kill: broadcast %s ended %s, not killed: it finished before the kill (slow broadcasts down with --kill-latency)", id, st.State)
+		}
+		cid := queue.CollapseID(id)
+		dels := s.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == cid })
+		out = append(out, max(0, lastDelivery(dels).Sub(sent)))
+		for _, d := range dels {
+			if d.Time.After(acked) {
+				res.SentAfterKillAck++
+			}
+		}
+		res.Duplicates += s.Stats().RawDuplicates
+	}
+	return out, nil
+}
+
+// tally counts the phones of want that got no delivery, and the deliveries
+// beyond the first to a phone (and to phones outside want).
+func tally(dels []sim.Delivery, want map[string]bool) (lost, dup int64) {
+	got := make(map[string]int, len(dels))
+	for _, d := range dels {
+		got[d.Token]++
+	}
+	for tok := range want {
+		if got[tok] == 0 {
+			lost++
+		}
+	}
+	for tok, n := range got {
+		if want[tok] {
+			n--
+		}
+		dup += int64(n)
+	}
+	return lost, dup
+}
+
+// lastDelivery is the time of the latest delivery.
+func lastDelivery(dels []sim.Delivery) time.Time {
+	var t time.Time
+	for _, d := range dels {
+		if d.Time.After(t) {
+			t = d.Time
+		}
+	}
+	return t
+}
+
+// percentileMs is the p-th percentile of ds (nearest rank), in
+// milliseconds.
+func percentileMs(ds []time.Duration, p float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	i = min(max(i, 0), len(s)-1)
+	return float64(s[i].Microseconds()) / 1000
+}
+
+// sleepCtx sleeps for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// printBench writes the readable tables: the figures against their
+// targets, the bare loop's passes, and each process's memory and CPU.
+func printBench(w io.Writer, r *benchResult, d *benchDetail) {
+	fmt.Fprintf(w, "pushgate bench: %d phones, %d worker processes, simulators at zero latency\n", r.Devices, d.workers)
+	fmt.Fprintf(w, "gateway settings changed from the defaults: %s\n\n", strings.Join(d.settings, ", "))
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(name, value, target string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", name, value, target) }
+	row("figure", "value", "target")
+	row("throughput", fmt.Sprintf("%.0f deliveries/s (%s)", r.DeliveriesPerSec, d.throughputWall.Round(time.Millisecond)), "")
+	row("ceiling (bare SDK loop)", fmt.Sprintf("%.0f/s at concurrency %d", r.CeilingPerSec, d.ceilingBest), "")
+	row("ratio", fmt.Sprintf("%.2f", r.Ratio), targetMark(r.Ratio >= 0.7, ">= 0.7"))
+	row(fmt.Sprintf("latency, %d phones, p50 / p99", latencyPhones), fmt.Sprintf("%.1f / %.1f ms (%d broadcasts)", r.LatencyP50Ms, r.LatencyP99Ms, d.latencyRuns), "")
+	row("kill to last delivery, p50 / p99", fmt.Sprintf("%.1f / %.1f ms (%d kills, simulator latency %s)", r.KillP50Ms, r.KillP99Ms, d.kills, d.killLatency), targetMark(r.KillP99Ms <= 50, "p99 <= 50 ms"))
+	row("sent after kill acknowledged", strconv.FormatInt(r.SentAfterKillAck, 10), targetMark(r.SentAfterKillAck == 0, "0"))
+	row("lost", strconv.FormatInt(r.Lost, 10), targetMark(r.Lost == 0, "0"))
+	row("duplicates", strconv.FormatInt(r.Duplicates, 10), targetMark(r.Duplicates == 0, "0"))
+	row("peak RSS, largest gateway process", fmt.Sprintf("%.1f MB", r.PeakRSSMB), targetMark(r.PeakRSSMB <= 200, "<= 200 MB"))
+	row("gateway CPU per 1,000 deliveries", fmt.Sprintf("%.3f s", r.CPUSecPer1k), "")
+	tw.Flush()
+
+	if len(d.ceilingTries) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "bare loop, own process\trate\tCPU per 1,000\tsimulators' CPU per 1,000")
+		for _, t := range d.ceilingTries {
+			fmt.Fprintf(tw, "concurrency %d\t%.0f/s\t%.3f s\t%.3f s\n", t.concurrency, t.perSec, t.cpuPer1k, t.simCPUPer1k)
+		}
+		if t := d.inProcess; t.perSec > 0 {
+			fmt.Fprintf(tw, "concurrency %d, in the simulators' process\t%.0f/s\t-\t-\n", t.concurrency, t.perSec)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "process\tpeak RSS\tCPU during throughput")
+	for _, p := range d.procs {
+		rss, cpu := "-", "-"
+		if p.peakRSSMB >= 0 {
+			rss = fmt.Sprintf("%.1f MB", p.peakRSSMB)
+		}
+		if p.cpu >= 0 {
+			cpu = p.cpu.Round(10 * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.name, rss, cpu)
+	}
+	tw.Flush()
+}
+
+// targetMark says whether a target is met.
+func targetMark(ok bool, target string) string {
+	if ok {
+		return target + "  ok"
+	}
+	return target + "  MISSED"
+}
+
+// childProc is a process the bench started. It runs in its own process
+// group, so that a Ctrl-C at the terminal reaches only the bench, which
+// then stops its children in order; and it gets SIGKILL if the bench dies
+// without stopping it.
+type childProc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed once the process has been waited for
+	waitErr error         // set before done is closed
+}
+
+// startChild starts bin with args, its output going to logPath.
+func startChild(name, logPath, bin string, args, env []string) (*childProc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &childProc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *childProc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *childProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM to the process group, waits up to grace, then sends
+// SIGKILL, and waits for the process.
+func (p *childProc) stop(grace time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = syscall.Kill(-p.pid(), syscall.SIGTERM)
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// printTail writes the last n lines of the process's log.
+func (p *childProc) printTail(w io.Writer, n int) {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "--- last lines of %s's log:\n", p.name)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// startRedis starts a throwaway redis-server on a free loopback port,
+// keeping nothing on disk, and returns it with its URL.
+func startRedis(ctx context.Context, dir string, env []string) (*childProc, string, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, "", errors.New("redis-server is not on PATH: install it (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), or pass --redis URL")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	// A free port can be taken between choosing it and binding it: try a
+	// few.
+	var lastErr error
+	for range 5 {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return nil, "", err
+		}
+		host, port, _ := net.SplitHostPort(addr)
+		p, err := startChild("redis-server", filepath.Join(dir, "redis.log"), bin, []string{
+			"--port", port, "--bind", host, "--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no",
+		}, env)
+		if err != nil {
+			return nil, "", err
+		}
+		u := "redis://" + addr + "/0"
+		if lastErr = waitRedis(ctx, u, p); lastErr == nil {
+			return p, u, nil
+		}
+		p.stop(time.Second)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, "", fmt.Errorf("start redis-server: %w", lastErr)
+}
+
+// waitRedis waits until the Redis at u answers PING, for up to five
+// seconds, or until p exits.
+func waitRedis(ctx context.Context, u string, p *childProc) error {
+	opts, err := redis.ParseURL(u)
+	if err != nil {
+		return err
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := c.Ping(ctx).Err()
+		switch {
+		case err == nil:
+			return nil
+		case p.exited():
+			return fmt.Errorf("redis-server exited: %v", p.waitErr)
+		case time.Now().After(deadline):
+			return err
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// freeLoopbackAddr returns a loopback address with a port nothing listens
+// on now.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// clockTicks is the unit of utime and stime in /proc/PID/stat (USER_HZ,
+// 100 on every Linux architecture Go supports).
+const clockTicks = 100
+
+// procsCPU returns the user plus system CPU time of each process.
+func procsCPU(procs []*childProc) ([]time.Duration, error) {
+	out := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
+		if err != nil {
+			return nil, fmt.Errorf("cpu time of %s: %w", p.name, err)
+		}
+		// The command name, in parentheses, may hold spaces: fields are
+		// counted after its closing parenthesis, where field 3 (state)
+		// starts; utime and stime are fields 14 and 15.
+		i0 := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b[i0+1:]))
+		if len(f) < 13 {
+			return nil, fmt.Errorf("cpu time of %s: short /proc stat", p.name)
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("cpu time of %s: %w", p.name, err)
+		}
+		out[i] = time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return out, nil
+}
+
+// selfCPU is the user plus system CPU time of this process so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procPeakRSSKB returns a process's peak resident set size (VmHWM) in kB.
+func procPeakRSSKB(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak memory: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("peak memory: %w", err)
+			}
+			return kb, nil
+		}
+	}
+	return 0, fmt.Errorf("peak memory: no VmHWM in /proc/%d/status", pid)
+}
+
+// bareTarget is what the bare loop needs to know of the simulators.
+type bareTarget struct {
+	roots          *x509.CertPool
+	serviceAccount []byte
+	projectID      string
+	fcmEndpoint    string
+	apnsHost       string
+	apnsKey        []byte // .p8 PEM
+	keyID, teamID  string
+	topic          string
+}
+
+// bareTargetOf describes simulators running in this process.
+func bareTargetOf(s *sim.Sim) bareTarget {
+	return bareTarget{roots: s.CertPool(), serviceAccount: s.ServiceAccountJSON(), projectID: s.ProjectID(),
+		fcmEndpoint: s.FCMEndpoint(), apnsHost: s.APNsHost(), apnsKey: s.APNsKeyPEM(),
+		keyID: s.KeyID(), teamID: s.TeamID(), topic: s.Topic()}
+}
+
+// bareTargetFromFiles describes simulators from the files they wrote.
+func bareTargetFromFiles(info sim.SimInfo) (bareTarget, error) {
+	t := bareTarget{projectID: info.ProjectID, fcmEndpoint: info.FCMEndpoint, apnsHost: info.APNsHost,
+		keyID: info.KeyID, teamID: info.TeamID, topic: info.Topic}
+	ca, err := os.ReadFile(info.Files.CA)
+	if err != nil {
+		return t, err
+	}
+	t.roots = x509.NewCertPool()
+	if !t.roots.AppendCertsFromPEM(ca) {
+		return t, fmt.Errorf("%s: no certificates", info.Files.CA)
+	}
+	if t.serviceAccount, err = os.ReadFile(info.Files.ServiceAccount); err != nil {
+		return t, err
+	}
+	if t.apnsKey, err = os.ReadFile(info.Files.APNsKey); err != nil {
+		return t, err
+	}
+	return t, nil
+}
+
+// bareClients are the SDK clients the senders use, set up as the senders
+// set them up (an OAuth2 HTTP/2 client for the Firebase messaging client;
+// apns2 with token auth over HTTP/2), and used with nothing around them.
+type bareClients struct {
+	fcm        *messaging.Client
+	apns       *apns2.Client
+	topic      string
+	transports []interface{ CloseIdleConnections() }
+}
+
+// newBareClients builds the clients for the simulators t describes.
+func newBareClients(ctx context.Context, t bareTarget) (*bareClients, error) {
+	// A configuration each: net/http's transport edits its own on first use.
+	tlsConf := func() *tls.Config { return &tls.Config{RootCAs: t.roots, MinVersion: tls.VersionTLS12} }
+	fcmH2 := &http2.Transport{TLSClientConfig: tlsConf()}
+	tokenConns := &http.Transport{TLSClientConfig: tlsConf(), ForceAttemptHTTP2: true}
+	apnsH2 := &http2.Transport{TLSClientConfig: tlsConf()}
+	bc := &bareClients{topic: t.topic, transports: []interface{ CloseIdleConnections() }{fcmH2, tokenConns, apnsH2}}
+
+	jwtConf, err := google.JWTConfigFromJSON(t.serviceAccount, "https://www.googleapis.com/auth/firebase.messaging")
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: fcm credentials: %w", err)
+	}
+	tokenCtx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: tokenConns})
+	hc := &http.Client{Transport: &oauth2.Transport{Source: jwtConf.TokenSource(tokenCtx), Base: fcmH2}}
+	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: t.projectID},
+		googleoption.WithHTTPClient(hc), googleoption.WithEndpoint(t.fcmEndpoint))
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: fcm app: %w", err)
+	}
+	if bc.fcm, err = app.Messaging(ctx); err != nil {
+		return nil, fmt.Errorf("ceiling: fcm client: %w", err)
+	}
+
+	key, err := token.AuthKeyFromBytes(t.apnsKey)
+	if err != nil {
+		return nil, fmt.Errorf("ceiling: apns key: %w", err)
+	}
+	bc.apns = &apns2.Client{
+		Host:       t.apnsHost,
+		Token:      &token.Token{AuthKey: key, KeyID: t.keyID, TeamID: t.teamID},
+		HTTPClient: &http.Client{Transport: apnsH2},
+	}
+	return bc, nil
+}
+
+// bareCollapseID is the collapse identity of a bare-loop pass.
+func bareCollapseID(title string) string { return "pg-bench-" + strings.ReplaceAll(title, " ", "-") }
+
+// close closes the idle connections.
+func (bc *bareClients) close() {
+	for _, t := range bc.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// sendAll sends one message to every device, conc calls at a time, the
+// way the providers' benchmark's bare loop does: a pool of goroutines
+// taking the next device. The messages are what the senders send for a
+// broadcast (notification, collapse identity, TTL, the pushgate block).
+func (bc *bareClients) sendAll(ctx context.Context, devs []sim.Device, conc int, title string) error {
+	collapseID := bareCollapseID(title)
+	meta := `{"broadcast":"` + collapseID + `"}`
+	ttl := 15 * time.Minute
+	now := time.Now()
+	fcmTmpl := messaging.Message{
+		Data:         map[string]string{"pushgate": meta},
+		Notification: &messaging.Notification{Title: title, Body: "pushgate bench"},
+		Android: &messaging.AndroidConfig{CollapseKey: collapseID, Priority: "high", TTL: &ttl,
+			Notification: &messaging.AndroidNotification{Tag: collapseID}},
+		APNS: &messaging.APNSConfig{Headers: map[string]string{
+			"apns-expiration":  strconv.FormatInt(now.Add(ttl).Unix(), 10),
+			"apns-priority":    "10",
+			"apns-push-type":   "alert",
+			"apns-collapse-id": collapseID,
+		}},
+	}
+	payload, err := json.Marshal(map[string]any{
+		"aps":      map[string]any{"alert": map[string]string{"title": title, "body": "pushgate bench"}},
+		"pushgate": json.RawMessage(meta),
+	})
+	if err != nil {
+		return err
+	}
+
+	var next atomic.Int64
+	var failed atomic.Pointer[error]
+	var wg sync.WaitGroup
+	for range min(conc, len(devs)) {
+		wg.Go(func() {
+			for failed.Load() == nil && ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(devs) {
+					return
+				}
+				var err error
+				switch d := devs[i]; d.Platform {
+				case providers.FCM:
+					m := fcmTmpl
+					m.Token = d.Token
+					_, err = bc.fcm.Send(ctx, &m)
+				case providers.APNs:
+					var resp *apns2.Response
+					resp, err = bc.apns.PushWithContext(ctx, &apns2.Notification{
+						DeviceToken: d.Token, Topic: bc.topic, Expiration: now.Add(ttl), CollapseID: collapseID,
+						Priority: apns2.PriorityHigh, PushType: apns2.PushTypeAlert, Payload: payload,
+					})
+					if err == nil && !resp.Sent() {
+						err = fmt.Errorf("apns %d %s", resp.StatusCode, resp.Reason)
+					}
+				}
+				if err != nil {
+					err = fmt.Errorf("ceiling, %s: %w", devs[i].Platform, err)
+					failed.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		return *err
+	}
+	return ctx.Err()
+}
