@@ -197,9 +197,9 @@ func (w *Worker) classify(p *batchPayload, members []string, results []providers
 	}
 }
 
-// finishBatch enqueues follow-up tasks, then records outcomes (so a crash
-// between the two re-runs the batch rather than losing devices), then
-// prunes invalid tokens.
+// finishBatch prunes invalid tokens, enqueues follow-up tasks, then
+// records outcomes — last, because recording may complete the broadcast,
+// and a crash before it re-runs the batch rather than losing devices.
 func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, p *batchPayload, out *outcomes, killedBy string) error {
 	if killedBy != "" {
 		for _, tok := range append(out.retry, out.deferred...) {
@@ -207,28 +207,15 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, p *batc
 		}
 		out.retry, out.deferred = nil, nil
 	}
-	if len(out.retry) > 0 {
-		if p.Attempt+1 >= w.policy.MaxAttempts {
-			for _, tok := range out.retry {
-				out.add(string(p.Platform)+":"+tok, outFailed)
-			}
-		} else {
-			next := &batchPayload{Broadcast: p.Broadcast, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt + 1,
-				Platform: p.Platform, Tokens: out.retry}
-			delay := max(out.after, w.backoff(p.Attempt))
-			if err := w.enqueueBatch(ctx, TypeDeliver, QueueDeliver, next, delay); err != nil {
-				return err
-			}
-			w.rdb.HIncrBy(ctx, w.keys.Broadcast(vb.id), "retries", int64(len(out.retry)))
-		}
+	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, p, out)
+	if err != nil {
+		return err
 	}
-	if len(out.deferred) > 0 {
-		next := &batchPayload{Broadcast: p.Broadcast, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt,
-			Platform: p.Platform, Tokens: out.deferred}
-		if err := w.enqueueBatch(ctx, TypeDeliver, QueueDeliver, next, out.wait); err != nil {
-			return err
-		}
-		w.rdb.HIncrBy(ctx, w.keys.Broadcast(vb.id), "rate_limited_retries", int64(len(out.deferred)))
+	if retried > 0 {
+		w.rdb.HIncrBy(ctx, w.keys.Broadcast(vb.id), "retries", int64(retried))
+	}
+	if n := len(out.deferred); n > 0 {
+		w.rdb.HIncrBy(ctx, w.keys.Broadcast(vb.id), "rate_limited_retries", int64(n))
 	}
 	if len(out.pairs) > 0 || killedBy != "" {
 		args := append([]any{p.Seq, w.now().UnixMilli(), killedBy}, out.pairs...)
@@ -239,12 +226,42 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, p *batc
 		}
 		w.metrics.transition(st)
 	}
+	return nil
+}
+
+// followUp prunes a batch's invalid tokens and enqueues its follow-ups:
+// the retryable devices after max(Retry-After, backoff) — or, once their
+// attempts are spent, records them failed — and the rate-limited ones
+// after the limiter's wait. It returns how many devices it retries.
+func (w *Worker) followUp(ctx context.Context, typ, queue string, p *batchPayload, out *outcomes) (int, error) {
 	if len(out.invalid) > 0 {
 		if _, err := w.registry.Delete(ctx, out.invalid...); err != nil {
-			w.logger.Warn("prune invalid tokens", "broadcast_id", vb.id, "err", err)
+			w.logger.Warn("prune invalid tokens", "broadcast_id", p.Broadcast, "err", err)
 		}
 	}
-	return nil
+	retried := 0
+	if len(out.retry) > 0 {
+		if p.Attempt+1 >= w.policy.MaxAttempts {
+			for _, tok := range out.retry {
+				out.add(string(p.Platform)+":"+tok, outFailed)
+			}
+		} else {
+			next := &batchPayload{Broadcast: p.Broadcast, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt + 1,
+				Platform: p.Platform, Tokens: out.retry}
+			if err := w.enqueueBatch(ctx, typ, queue, next, max(out.after, w.backoff(p.Attempt))); err != nil {
+				return 0, err
+			}
+			retried = len(out.retry)
+		}
+	}
+	if len(out.deferred) > 0 {
+		next := &batchPayload{Broadcast: p.Broadcast, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt,
+			Platform: p.Platform, Tokens: out.deferred}
+		if err := w.enqueueBatch(ctx, typ, queue, next, out.wait); err != nil {
+			return 0, err
+		}
+	}
+	return retried, nil
 }
 
 // enqueueBatch schedules a follow-up batch after at least delay.

@@ -198,25 +198,8 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 // finishRecallBatch mirrors finishBatch for the recall ledger: recalled
 // ("s") or recall_failed ("f", invalid tokens included).
 func (w *Worker) finishRecallBatch(ctx context.Context, id string, p *batchPayload, out *outcomes) error {
-	if len(out.retry) > 0 {
-		if p.Attempt+1 >= w.policy.MaxAttempts {
-			for _, tok := range out.retry {
-				out.add(string(p.Platform)+":"+tok, outFailed)
-			}
-		} else {
-			next := &batchPayload{Broadcast: id, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt + 1,
-				Platform: p.Platform, Tokens: out.retry}
-			if err := w.enqueueBatch(ctx, TypeRecallDeliver, QueueRecall, next, max(out.after, w.backoff(p.Attempt))); err != nil {
-				return err
-			}
-		}
-	}
-	if len(out.deferred) > 0 {
-		next := &batchPayload{Broadcast: id, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt,
-			Platform: p.Platform, Tokens: out.deferred}
-		if err := w.enqueueBatch(ctx, TypeRecallDeliver, QueueRecall, next, out.wait); err != nil {
-			return err
-		}
+	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, p, out); err != nil {
+		return err
 	}
 	// Only sent and failed exist for recalls; an invalid token failed.
 	pairs := out.pairs
@@ -233,11 +216,6 @@ func (w *Worker) finishRecallBatch(ctx context.Context, id string, p *batchPaylo
 			return fmt.Errorf("record recall outcomes: %w", err)
 		}
 		w.metrics.transition(st)
-	}
-	if len(out.invalid) > 0 {
-		if _, err := w.registry.Delete(ctx, out.invalid...); err != nil {
-			w.logger.Warn("prune invalid tokens", "broadcast_id", id, "err", err)
-		}
 	}
 	return nil
 }
