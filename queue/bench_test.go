@@ -21,7 +21,7 @@ import (
 // process's peak RSS. Planning reads the topic with SSCAN pages and never
 // holds it whole, so the heap stays flat however large the topic is.
 //
-//	go test -run '^$' -bench PlanMillion -benchtime 1x ./queue/
+//	./scripts/bench PlanMillion ./queue/ -benchtime 1x
 func BenchmarkPlanMillion(b *testing.B) {
 	const devices = 1_000_000
 	f := newFixture(b, func(p *Policy) {})

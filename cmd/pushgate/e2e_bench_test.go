@@ -12,7 +12,7 @@ import (
 // 100,000 phones: from the recall request to the broadcast's recalled
 // state, with a correction on every phone's screen.
 //
-//	./scripts/bench Recall100k ./cmd/pushgate/
+//	./scripts/bench Recall100k ./cmd/pushgate/ -benchtime 1x
 func BenchmarkRecall100k(b *testing.B) {
 	const devices = 100000
 	e := newE2E(b, stackOptions{devices: devices, androidShare: 0.6, seed: 9, settings: map[string]string{
