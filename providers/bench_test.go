@@ -29,7 +29,7 @@ const (
 // process CPU time per message (simulator included: it runs in this
 // process, so compare the two figures rather than read either alone).
 //
-//	go test -run '^$' -bench Senders -benchtime 1x -count 3 ./providers/
+//	./scripts/bench Senders ./providers/ -benchtime 1x -count 3
 func BenchmarkSenders(b *testing.B) {
 	s := newSim(b, sim.Config{QuotaPerMinute: -1})
 	// One provider token for every APNs sender, as in production: a token
