@@ -30,7 +30,7 @@ func TestAPNsSDK(t *testing.T) {
 	s := newSim(t, Config{})
 	phone := apnsToken(1)
 	s.AddDevice(providers.APNs, phone)
-	c := apnsClient(t, s, true)
+	c := apnsClient(t, s)
 	alert := payload.NewPayload().AlertTitle("Flood").AlertBody("Avoid Manggarai").Custom("pushgate", map[string]string{"broadcast": "b1"})
 	n := func(tok string, edit func(*apns2.Notification)) *apns2.Notification {
 		nt := &apns2.Notification{DeviceToken: tok, Topic: s.Topic(), Payload: alert}
@@ -149,7 +149,7 @@ func TestAPNsProviderToken(t *testing.T) {
 		}
 	}
 	withKey := func(key *ecdsa.PrivateKey, keyID, teamID string) *apns2.Client {
-		c := apnsClient(t, s, true)
+		c := apnsClient(t, s)
 		c.Token = &token.Token{AuthKey: key, KeyID: keyID, TeamID: teamID}
 		return c
 	}
@@ -206,7 +206,7 @@ func TestAPNsMalformed(t *testing.T) {
 	s := newSim(t, Config{Faults: Faults{RetryAfter: 7}})
 	phone := apnsToken(1)
 	s.AddDevice(providers.APNs, phone)
-	hc := h2Client(t, s, true)
+	hc := h2Client(t, s)
 	bearer := "bearer " + bearerFor(t, s)
 	hdr := func(kv ...string) http.Header {
 		h := http.Header{"Authorization": {bearer}, "Apns-Topic": {s.Topic()}}

@@ -39,7 +39,7 @@ func TestControlAPI(t *testing.T) {
 	s := newSim(t, Config{})
 	phone := apnsToken(1)
 	s.AddDevice(providers.APNs, phone)
-	c := apnsClient(t, s, true)
+	c := apnsClient(t, s)
 	push := func(collapse, body string) {
 		t.Helper()
 		res, err := c.Push(&apns2.Notification{DeviceToken: phone, Topic: s.Topic(), CollapseID: collapse,

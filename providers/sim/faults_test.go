@@ -102,7 +102,7 @@ func TestErrorRateDeterministic(t *testing.T) {
 	run := func() string {
 		s := newSim(t, Config{Faults: Faults{ErrorRate: 0.3, ErrorOutcome: OutcomeInternal, Seed: 42}})
 		devs := s.NewDevices(100, 0, 1)
-		c := apnsClient(t, s, true)
+		c := apnsClient(t, s)
 		var b strings.Builder
 		for _, d := range devs {
 			res, err := c.Push(&apns2.Notification{DeviceToken: d.Token, Topic: s.Topic(), Payload: payload.NewPayload().AlertBody("x")})
@@ -130,7 +130,7 @@ func TestErrorRateDeterministic(t *testing.T) {
 // unknown tokens can be made phones.
 func TestSetFaultsAtRunTime(t *testing.T) {
 	s := newSim(t, Config{})
-	c := apnsClient(t, s, true)
+	c := apnsClient(t, s)
 	push := func(tok string) int {
 		res, err := c.Push(&apns2.Notification{DeviceToken: tok, Topic: s.Topic(), Payload: payload.NewPayload().AlertBody("x")})
 		if err != nil {

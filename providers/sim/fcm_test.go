@@ -194,7 +194,7 @@ func TestFCMAuth(t *testing.T) {
 		}
 	})
 
-	hc := h2Client(t, s, false)
+	hc := h2Client(t, s)
 	tests := []struct {
 		name string
 		give string // Authorization header
@@ -221,7 +221,7 @@ func accessToken(t *testing.T, s *Sim) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, h2Client(t, s, false))
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, h2Client(t, s))
 	tok, err := conf.TokenSource(ctx).Token()
 	if err != nil {
 		t.Fatalf("token: %v", err)
@@ -259,7 +259,7 @@ func TestFCMMalformed(t *testing.T) {
 	s := newSim(t, Config{})
 	phone := fcmToken("phone")
 	s.AddDevice(providers.FCM, phone)
-	hc := h2Client(t, s, false)
+	hc := h2Client(t, s)
 	auth := "Bearer " + accessToken(t, s)
 	msg := func(fields string) string { return `{"message":{"token":"` + phone + `"` + fields + `}}` }
 
@@ -394,7 +394,7 @@ func TestFCMHTTP1(t *testing.T) {
 func TestOAuthTokenEndpoint(t *testing.T) {
 	clock := newFakeClock()
 	s := newSim(t, Config{Now: clock.Now})
-	hc := h2Client(t, s, false)
+	hc := h2Client(t, s)
 	var sa struct {
 		PrivateKeyID string `json:"private_key_id"`
 		ClientEmail  string `json:"client_email"`

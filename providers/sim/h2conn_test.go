@@ -250,16 +250,18 @@ func TestFCMAdvertisesFixedLimit(t *testing.T) {
 }
 
 // TestAPNsBurst drives the official client through a concurrent burst
-// against the 1-then-1000 stream limit, over x/net's transport with its
-// strict stream accounting on and off, and over net/http's, and reports
-// how many connections each opened.
+// against the 1-then-1000 stream limit, over x/net's transport and over
+// net/http's, and reports how many connections each opened. x/net's
+// StrictMaxConcurrentStreams is not among them: with it, a burst larger
+// than the advertised limit can deadlock inside the client (see the
+// package comment), which says nothing about the simulator.
 func TestAPNsBurst(t *testing.T) {
 	const burst = 500
-	for _, transport := range []string{"x/net strict", "x/net default", "net/http"} {
+	for _, transport := range []string{"x/net", "net/http"} {
 		t.Run(transport, func(t *testing.T) {
 			s := newSim(t, Config{})
 			devs := s.NewDevices(burst, 0, 1)
-			c := apnsClient(t, s, transport == "x/net strict")
+			c := apnsClient(t, s)
 			if transport == "net/http" {
 				tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CertPool()}, Protocols: new(http.Protocols)}
 				tr.Protocols.SetHTTP2(true)
@@ -296,10 +298,7 @@ func TestAPNsBurst(t *testing.T) {
 			if st.Deliveries != burst || st.RawDuplicates != 0 {
 				t.Fatalf("deliveries %d, duplicates %d; want %d and 0", st.Deliveries, st.RawDuplicates, burst)
 			}
-			if transport == "x/net strict" && st.Connections[providers.APNs] != 1 {
-				t.Errorf("strict client opened %d connections, want 1", st.Connections[providers.APNs])
-			}
-			if transport == "x/net default" && st.Connections[providers.APNs] > 5 {
+			if transport == "x/net" && st.Connections[providers.APNs] > 5 {
 				t.Errorf("x/net client opened %d connections, want a few", st.Connections[providers.APNs])
 			}
 		})
@@ -312,7 +311,7 @@ func TestConnectionFaults(t *testing.T) {
 	t.Run("goaway", func(t *testing.T) {
 		s := newSim(t, Config{Faults: Faults{GoAwayEvery: 3}})
 		devs := s.NewDevices(9, 0, 1)
-		c := apnsClient(t, s, true)
+		c := apnsClient(t, s)
 		for _, d := range devs {
 			res, err := c.Push(&apns2.Notification{DeviceToken: d.Token, Topic: s.Topic(), Payload: payload.NewPayload().AlertBody("x")})
 			if err != nil || res.StatusCode != 200 {
@@ -333,7 +332,7 @@ func TestConnectionFaults(t *testing.T) {
 		// Every connection starts at one stream again; the default x/net
 		// client must keep delivering without timeouts.
 		s := newSim(t, Config{Faults: Faults{GoAwayEvery: 50, UnknownToken: OutcomeDeliver}})
-		c := apnsClient(t, s, false)
+		c := apnsClient(t, s)
 		var wg sync.WaitGroup
 		var next, failed atomic.Int64
 		for range 32 {
@@ -360,7 +359,7 @@ func TestConnectionFaults(t *testing.T) {
 	t.Run("drop", func(t *testing.T) {
 		s := newSim(t, Config{Faults: Faults{DropEvery: 2}})
 		devs := s.NewDevices(10, 0, 1)
-		c := apnsClient(t, s, true)
+		c := apnsClient(t, s)
 		var errs int64
 		for _, d := range devs {
 			if _, err := c.Push(&apns2.Notification{DeviceToken: d.Token, Topic: s.Topic(), Payload: payload.NewPayload().AlertBody("x")}); err != nil {

@@ -57,12 +57,11 @@ func newSim(t testing.TB, cfg Config) *Sim {
 	return s
 }
 
-// h2Client returns an HTTP/2 client trusting the simulator.
-func h2Client(t testing.TB, s *Sim, strict bool) *http.Client {
-	tr := &http2.Transport{
-		TLSClientConfig:            &tls.Config{RootCAs: s.CertPool()},
-		StrictMaxConcurrentStreams: strict,
-	}
+// h2Client returns an HTTP/2 client trusting the simulator, with x/net's
+// default stream accounting, as pushgate's APNs sender uses it (see the
+// package comment on why StrictMaxConcurrentStreams stays off).
+func h2Client(t testing.TB, s *Sim) *http.Client {
+	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CertPool()}}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }
@@ -81,7 +80,7 @@ func fcmClientWithScope(t testing.TB, s *Sim, scopes ...string) *messaging.Clien
 	if err != nil {
 		t.Fatalf("JWTConfigFromJSON: %v", err)
 	}
-	base := h2Client(t, s, false)
+	base := h2Client(t, s)
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, base)
 	hc := &http.Client{Transport: &oauth2.Transport{Source: conf.TokenSource(ctx), Base: base.Transport}}
 	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: s.ProjectID()},
@@ -97,8 +96,8 @@ func fcmClientWithScope(t testing.TB, s *Sim, scopes ...string) *messaging.Clien
 }
 
 // apnsClient builds the official APNs client with token auth against the
-// simulator. strict selects StrictMaxConcurrentStreams.
-func apnsClient(t testing.TB, s *Sim, strict bool) *apns2.Client {
+// simulator.
+func apnsClient(t testing.TB, s *Sim) *apns2.Client {
 	t.Helper()
 	key, err := token.AuthKeyFromBytes(s.APNsKeyPEM())
 	if err != nil {
@@ -106,7 +105,7 @@ func apnsClient(t testing.TB, s *Sim, strict bool) *apns2.Client {
 	}
 	c := apns2.NewTokenClient(&token.Token{AuthKey: key, KeyID: s.KeyID(), TeamID: s.TeamID()})
 	c.Host = s.APNsHost()
-	c.HTTPClient = h2Client(t, s, strict)
+	c.HTTPClient = h2Client(t, s)
 	return c
 }
 

@@ -87,7 +87,7 @@ func platforms(t *testing.T, cfg Config, f func(t *testing.T, s *Sim, phone stri
 		if cfg.Now != nil {
 			now = cfg.Now
 		}
-		f(t, s, phone, apnsSender(s, apnsClient(t, s, true), now))
+		f(t, s, phone, apnsSender(s, apnsClient(t, s), now))
 	})
 }
 
@@ -256,7 +256,7 @@ func TestCancelledDuringLatency(t *testing.T) {
 	s := newSim(t, Config{Faults: Faults{Latency: latency}})
 	phone := apnsToken(1)
 	s.AddDevice(providers.APNs, phone)
-	c := apnsClient(t, s, true)
+	c := apnsClient(t, s)
 	n := &apns2.Notification{DeviceToken: phone, Topic: s.Topic(), Payload: payload.NewPayload().AlertBody("x")}
 
 	start := time.Now()

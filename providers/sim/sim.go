@@ -49,10 +49,12 @@
 // StrictMaxConcurrentStreams off: callers over the limit then share one
 // more coalesced dial and wait on it for a stream (a burst of 500 opens 2
 // or 3 connections and none times out). With StrictMaxConcurrentStreams on,
-// a fresh burst stays on one connection, but a reconnection under load can
-// stall callers until their deadline (golang/go#70809). Go's transport
-// assumes 100 streams until it reads the server's first SETTINGS; those
-// early streams are served.
+// x/net counts every caller's pool reservation against the limit, and the
+// caller holding the connection's request lock waits for a slot that the
+// reservations queued behind it never release: a burst that starts after
+// the limit of 1 is known stalls every call until its deadline
+// (golang/go#70809). Go's transport assumes 100 streams until it reads the
+// server's first SETTINGS; those early streams are served.
 //
 // # Phones
 //
