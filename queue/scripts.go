@@ -6,6 +6,28 @@ import "github.com/redis/go-redis/v9"
 // tag), so they run on one slot of a Redis Cluster. A *redis.Script holds
 // only its source and digest; it is never modified.
 
+// outcomesLua is prepended to scripts that record a batch's outcomes.
+// record_outcomes(ledger, record, seq, from, counters) reads pairs of
+// member and outcome letter from ARGV[from..]; a member still claimed by
+// batch seq ("c<seq>") gets the final "<letter><seq>" and its letter's
+// counter in record grows by one. Members claimed by another batch, and
+// unknown letters, change nothing, so a batch retried after a partial
+// success never counts a device twice.
+const outcomesLua = `
+local function record_outcomes(ledger, record, seq, from, counters)
+  local claim = 'c' .. seq
+  local n = {}
+  for i = from, #ARGV, 2 do
+    local m, o = ARGV[i], ARGV[i+1]
+    if counters[o] and redis.call('HGET', ledger, m) == claim then
+      redis.call('HSET', ledger, m, o .. seq)
+      n[o] = (n[o] or 0) + 1
+    end
+  end
+  for o, c in pairs(n) do redis.call('HINCRBY', record, counters[o], c) end
+end
+`
+
 // finishLua is appended to scripts that may complete a broadcast: once
 // planning is done and every planned device has a final outcome (or was a
 // duplicate of another batch), the broadcast leaves queued/sending for
@@ -73,19 +95,9 @@ return out
 // counters: s sent, f failed, i invalid_token, x cancelled, t throttled,
 // u cancelled in flight (maybe delivered; counted as cancelled).
 // Returns the state the broadcast entered, or "".
-var recordScript = redis.NewScript(finishLua + `
-local seq = ARGV[1]
-local claim = 'c' .. seq
-local counters = {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled'}
-local n = {}
-for i = 4, #ARGV, 2 do
-  local m, o = ARGV[i], ARGV[i+1]
-  if counters[o] and redis.call('HGET', KEYS[1], m) == claim then
-    redis.call('HSET', KEYS[1], m, o .. seq)
-    n[o] = (n[o] or 0) + 1
-  end
-end
-for o, c in pairs(n) do redis.call('HINCRBY', KEYS[2], counters[o], c) end
+var recordScript = redis.NewScript(outcomesLua + finishLua + `
+record_outcomes(KEYS[1], KEYS[2], ARGV[1], 4,
+  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled'})
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[2])
 return finish(KEYS[2], KEYS[3], ARGV[2])
@@ -127,19 +139,8 @@ return {1, cur}
 // an outcome. KEYS[1] recall ledger, KEYS[2] record, KEYS[3] timeline;
 // ARGV[1] batch sequence, ARGV[2] now in ms, ARGV[3..] pairs of member and
 // outcome letter (s recalled, f recall_failed).
-var recallRecordScript = redis.NewScript(recallFinishLua + `
-local seq = ARGV[1]
-local claim = 'c' .. seq
-local counters = {s = 'recalled', f = 'recall_failed'}
-local n = {}
-for i = 3, #ARGV, 2 do
-  local m, o = ARGV[i], ARGV[i+1]
-  if counters[o] and redis.call('HGET', KEYS[1], m) == claim then
-    redis.call('HSET', KEYS[1], m, o .. seq)
-    n[o] = (n[o] or 0) + 1
-  end
-end
-for o, c in pairs(n) do redis.call('HINCRBY', KEYS[2], counters[o], c) end
+var recallRecordScript = redis.NewScript(outcomesLua + recallFinishLua + `
+record_outcomes(KEYS[1], KEYS[2], ARGV[1], 3, {s = 'recalled', f = 'recall_failed'})
 return recallFinish(KEYS[2], KEYS[3], ARGV[2])
 `)
 
