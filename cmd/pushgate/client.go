@@ -223,6 +223,23 @@ func took(d time.Duration) string {
 	return d.Round(10 * time.Millisecond).String()
 }
 
+// parseBroadcastArgs parses the flags of a command that takes exactly one
+// broadcast id, and returns the id and its API path.
+func parseBroadcastArgs(fs *flag.FlagSet, args []string) (id, path string, err error) {
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return "", "", err
+	}
+	if len(rest) != 1 {
+		return "", "", usagef("%s: want one broadcast id", fs.Name())
+	}
+	path, err = broadcastPath(rest[0])
+	if err != nil {
+		return "", "", err
+	}
+	return rest[0], path, nil
+}
+
 // broadcastPath is the API path of a broadcast, checking the id's form
 // first so that a typo is a usage error, not a request.
 func broadcastPath(id string) (string, error) {
@@ -423,14 +440,7 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "status", "ID [--json]")
 	cf := addClientFlags(fs, e)
 	raw := fs.Bool("json", false, "print the status as the API returns it")
-	rest, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 1 {
-		return usagef("status: want one broadcast id")
-	}
-	path, err := broadcastPath(rest[0])
+	_, path, err := parseBroadcastArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -470,14 +480,7 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "cancel", "ID [--reason R]")
 	cf := addClientFlags(fs, e)
 	reason := fs.String("reason", "", "why, for the audit log")
-	rest, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 1 {
-		return usagef("cancel: want one broadcast id")
-	}
-	path, err := broadcastPath(rest[0])
+	id, path, err := parseBroadcastArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -491,7 +494,7 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 	if _, err := c.do(ctx, http.MethodPost, path+"/cancel", nil, map[string]string{"reason": *reason}, &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "cancelled broadcast %s in %s: state %s\n", rest[0], took(time.Since(start)), st.State)
+	fmt.Fprintf(e.stdout, "cancelled broadcast %s in %s: state %s\n", id, took(time.Since(start)), st.State)
 	return nil
 }
 
@@ -501,14 +504,7 @@ func runRecall(ctx context.Context, e *env, args []string) error {
 	mode := fs.String("mode", "", "replace (show a correction instead) or remove (delete it from the phones)")
 	title := fs.String("title", "", "with --mode replace: the correction's title")
 	body := fs.String("body", "", "with --mode replace: the correction's body")
-	rest, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(rest) != 1 {
-		return usagef("recall: want one broadcast id")
-	}
-	path, err := broadcastPath(rest[0])
+	id, path, err := parseBroadcastArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -537,7 +533,7 @@ func runRecall(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "recall (%s) of broadcast %s started in %s: state %s; pushgate status %s follows it\n",
-		*mode, rest[0], took(time.Since(start)), st.State, rest[0])
+		*mode, id, took(time.Since(start)), st.State, id)
 	return nil
 }
 
