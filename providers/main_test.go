@@ -289,14 +289,19 @@ func (h *logRecorder) contains(s string) bool {
 	return false
 }
 
+// hangGuard bounds every wait in these tests. It guards against a hang and
+// is never the property under test: a busy machine may take many times as
+// long as a quiet one, and no test here asserts how long a step took.
+const hangGuard = 5 * time.Minute
+
 // waitFor polls cond until it holds or timeout passes, for state the
 // simulator updates just after the client saw its effect.
-func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
+			t.Fatalf("hung: condition not met after %v", hangGuard)
 		}
 		time.Sleep(time.Millisecond)
 	}

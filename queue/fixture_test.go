@@ -35,10 +35,11 @@ type fakeSender struct {
 	platform providers.Platform
 	latency  time.Duration
 
-	mu     sync.Mutex
-	sends  []sendRecord
-	calls  map[string]int // token → calls made
-	script func(token string, call int) providers.Result
+	mu      sync.Mutex
+	sends   []sendRecord
+	refused []sendRecord   // retryable answers, with the time they were given
+	calls   map[string]int // token → calls made
+	script  func(token string, call int) providers.Result
 }
 
 type sendRecord struct {
@@ -94,8 +95,11 @@ func (f *fakeSender) Send(ctx context.Context, gate providers.Gate, msg *provide
 			if f.script != nil {
 				res = f.script(tok, call)
 			}
-			if res.Class == providers.Sent {
+			switch res.Class {
+			case providers.Sent:
 				f.sends = append(f.sends, sendRecord{token: tok, msg: *msg, at: time.Now()})
+			case providers.Retryable:
+				f.refused = append(f.refused, sendRecord{token: tok, msg: *msg, at: time.Now()})
 			}
 			f.mu.Unlock()
 			out[i] = res
@@ -288,10 +292,15 @@ func (f *fixture) register(topic string, nFCM, nAPNs int) []Device {
 	return out
 }
 
+// hangGuard bounds every wait in these tests. It guards against a hang and
+// is never the property under test: a busy machine may take many times as
+// long as a quiet one, and no test here asserts how long a step took.
+const hangGuard = 5 * time.Minute
+
 // waitState polls a broadcast until it reaches state or the deadline.
-func (f *fixture) waitState(id, state string, within time.Duration) *Status {
+func (f *fixture) waitState(id, state string) *Status {
 	f.t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(hangGuard)
 	for {
 		st, err := f.svc.Get(context.Background(), id)
 		if err != nil {
@@ -301,7 +310,7 @@ func (f *fixture) waitState(id, state string, within time.Duration) *Status {
 			return st
 		}
 		if time.Now().After(deadline) {
-			f.t.Fatalf("broadcast %s is %s after %s, want %s; counters %+v", id, st.State, within, state, st.Counters)
+			f.t.Fatalf("hung: broadcast %s is %s after %s, want %s; counters %+v", id, st.State, hangGuard, state, st.Counters)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -316,12 +325,12 @@ func (l tlog) Write(b []byte) (int, error) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+			t.Fatalf("hung: still waiting for %s after %s", what, hangGuard)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

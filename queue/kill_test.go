@@ -80,7 +80,7 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	f.startWorker("w1")
 	f.startWorker("w2")
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "bad"))
-	waitFor(t, 20*time.Second, "first deliveries", func() bool { return len(f.fcm.sent("bad"))+len(f.apns.sent("bad")) > 100 })
+	waitFor(t, "first deliveries", func() bool { return len(f.fcm.sent("bad"))+len(f.apns.sent("bad")) > 100 })
 
 	res, err := f.svc.Kill(context.Background(), "admin", BroadcastScope(st.ID), "wrong text", true)
 	if err != nil {
@@ -90,8 +90,8 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	if !res.Ack.Acknowledged || res.Ack.Workers != 2 {
 		t.Fatalf("ack = %+v, want acknowledged by 2 workers", res.Ack)
 	}
-	done := f.waitState(st.ID, StateKilled, 20*time.Second)
-	waitFor(t, 20*time.Second, "the killed broadcast to finish", func() bool {
+	done := f.waitState(st.ID, StateKilled)
+	waitFor(t, "the killed broadcast to finish", func() bool {
 		s, _ := f.svc.Get(context.Background(), st.ID)
 		return !s.FinishedAt.IsZero()
 	})
@@ -119,11 +119,11 @@ func TestRevokedKeyIsRefusedAndItsBroadcastsKilled(t *testing.T) {
 	f.register("citizens", 2000, 0)
 	f.startWorker("w1")
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "stolen"))
-	waitFor(t, 20*time.Second, "first deliveries", func() bool { return len(f.fcm.sent("stolen")) > 0 })
+	waitFor(t, "first deliveries", func() bool { return len(f.fcm.sent("stolen")) > 0 })
 	if _, err := f.svc.Revoke(context.Background(), "admin", "sender", "key leaked"); err != nil {
 		t.Fatal(err)
 	}
-	done := f.waitState(st.ID, StateKilled, 20*time.Second)
+	done := f.waitState(st.ID, StateKilled)
 	if done.KilledBy != KeyScope("sender") {
 		t.Errorf("killed_by = %q, want %q", done.KilledBy, KeyScope("sender"))
 	}
@@ -144,7 +144,7 @@ func TestForgedTasksDeliverNothing(t *testing.T) {
 	w := f.startWorker("w1")
 	ctx := context.Background()
 	genuine := f.mustSubmit(broadcastBody(`{"topic":"t-small"}`, "genuine"))
-	f.waitState(genuine.ID, StateCompleted, 20*time.Second)
+	f.waitState(genuine.ID, StateCompleted)
 
 	// 1. Someone with Redis access alters a stored envelope's body to reach
 	// a bigger topic with their own text, then enqueues a plan task.
@@ -182,12 +182,12 @@ func TestForgedTasksDeliverNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, 20*time.Second, "three refusals", func() bool {
+	waitFor(t, "three refusals", func() bool {
 		n, _ := f.rdb.HGet(ctx, f.keys.SecurityEvents(), TypePlan+":envelope").Int()
 		return n == 2
 	})
 	insp := asynq.NewInspectorFromRedisClient(f.rdb)
-	waitFor(t, 20*time.Second, "the deliver queue to drain", func() bool {
+	waitFor(t, "the deliver queue to drain", func() bool {
 		info, err := insp.GetQueueInfo(QueueDeliver)
 		return err == nil && info.Pending+info.Active+info.Scheduled+info.Retry == 0
 	})
@@ -208,7 +208,7 @@ func TestRecallReplaceReachesExactlyTheReachedDevices(t *testing.T) {
 	f.startWorker("w1")
 	ctx := context.Background()
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "wrong"))
-	f.waitState(st.ID, StateCompleted, 20*time.Second)
+	f.waitState(st.ID, StateCompleted)
 
 	body := []byte(`{"mode":"replace","replacement":{"title":"corrected","body":"sorry"}}`)
 	v, env, err := f.signed(f.admin, "POST", "/v1/broadcasts/"+st.ID+"/recall", body)
@@ -222,7 +222,7 @@ func TestRecallReplaceReachesExactlyTheReachedDevices(t *testing.T) {
 	if _, err := f.svc.Recall(ctx, v.Key.ID, st.ID, env, rr); err != nil {
 		t.Fatal(err)
 	}
-	done := f.waitState(st.ID, StateRecalled, 20*time.Second)
+	done := f.waitState(st.ID, StateRecalled)
 	if done.Counters.Recalled != 50 {
 		t.Errorf("recalled = %d, want 50", done.Counters.Recalled)
 	}
@@ -255,7 +255,7 @@ func TestRecallRemoveSendsSilentMessage(t *testing.T) {
 	f.startWorker("w1")
 	ctx := context.Background()
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "oops"))
-	f.waitState(st.ID, StateCompleted, 20*time.Second)
+	f.waitState(st.ID, StateCompleted)
 	body := []byte(`{"mode":"remove"}`)
 	v, env, err := f.signed(f.admin, "POST", "/v1/broadcasts/"+st.ID+"/recall", body)
 	if err != nil {
@@ -265,7 +265,7 @@ func TestRecallRemoveSendsSilentMessage(t *testing.T) {
 	if _, err := f.svc.Recall(ctx, v.Key.ID, st.ID, env, rr); err != nil {
 		t.Fatal(err)
 	}
-	f.waitState(st.ID, StateRecalled, 20*time.Second)
+	f.waitState(st.ID, StateRecalled)
 	silent := 0
 	for _, r := range append(f.fcm.records(), f.apns.records()...) {
 		if r.msg.RecallOf == st.ID {

@@ -50,8 +50,8 @@ func TestKillAnnouncementNamesItsScope(t *testing.T) {
 		select {
 		case m := <-msgs:
 			return m.Payload
-		case <-time.After(5 * time.Second):
-			t.Fatal("no announcement")
+		case <-time.After(hangGuard):
+			t.Fatal("hung: no announcement")
 			return ""
 		}
 	}

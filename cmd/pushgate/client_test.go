@@ -384,7 +384,7 @@ func TestSendWait(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			gw := startGateway(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 			defer cancel()
 			done := make(chan clientRun, 1)
 			go func() {
@@ -410,7 +410,7 @@ func TestSendWait(t *testing.T) {
 // its id. It fails if the CLI exits first.
 func waitForBroadcast(t *testing.T, gw *gatewaytest.Env, done <-chan clientRun) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for time.Now().Before(deadline) {
 		if list := listBroadcasts(t, gw); len(list) == 1 {
 			return list[0].ID
@@ -421,6 +421,6 @@ func waitForBroadcast(t *testing.T, gw *gatewaytest.Env, done <-chan clientRun) 
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	t.Fatal("the broadcast was not stored within 10s")
+	t.Fatalf("hung: the broadcast was not stored after %s", hangGuard)
 	return ""
 }

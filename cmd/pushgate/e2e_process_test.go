@@ -107,10 +107,10 @@ func (p *process) stop(sig syscall.Signal) {
 	p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
-	case <-time.After(40 * time.Second):
+	case <-time.After(hangGuard):
 		p.cmd.Process.Kill()
 		<-p.done
-		p.t.Errorf("pushgate did not exit within 40s of %v", sig)
+		p.t.Errorf("hung: pushgate did not exit within %s of %v", hangGuard, sig)
 	}
 }
 
@@ -137,26 +137,28 @@ func (e *e2e) waitWorkers(n int) {
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	keys := queue.NewKeys("")
-	waitUntil(e.t, time.Minute, "workers to start", func() bool {
+	waitUntil(e.t, "workers to start", func() bool {
 		since := strconv.FormatInt(time.Now().Add(-2*time.Second).UnixMilli(), 10)
 		live, err := rdb.ZCount(context.Background(), keys.Workers(), since, "+inf").Result()
 		return err == nil && live >= int64(n)
 	})
 }
 
-func waitUntil(t testing.TB, within time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+			t.Fatalf("hung: still waiting for %s after %s", what, hangGuard)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
 // TestRateLimitHoldsAcrossWorkerProcesses runs two worker processes under
-// one provider rate and measures the rate at the simulator.
+// one provider rate and checks, from the simulator's delivery times, that
+// they shared it: had each process its own limit, the broadcast would end
+// in half the time the shared limit allows.
 func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 	const rate, devices = 300, 3000
 	e := newE2E(t, stackOptions{devices: devices, androidShare: 1, seed: 2, settings: map[string]string{
@@ -167,8 +169,10 @@ func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
+	// The simulator stamps deliveries with this process's clock.
+	submitted := time.Now()
 	id := e.submit(e.owner, topicBroadcast("citizens", "paced"))
-	st := e.waitFinished(id, 2*time.Minute)
+	st := e.waitFinished(id)
 	if st.Counters.Sent != devices {
 		t.Fatalf("sent %d, want %d", st.Counters.Sent, devices)
 	}
@@ -177,22 +181,25 @@ func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 		times = append(times, d.Time)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
-	// GCRA allows a burst of one second's worth at the start; the rate
-	// over the rest must stay within 10% of the limit.
-	span := times[len(times)-1].Sub(times[0]).Seconds()
-	measured := float64(len(times)-rate) / span
-	t.Logf("%d deliveries in %.2fs: %.0f/s after the initial burst of %d (limit %d/s)", len(times), span, measured, rate, rate)
-	if measured > rate*1.1 {
-		t.Errorf("measured %.0f deliveries/s, over the limit of %d/s by more than 10%%", measured, rate)
-	}
-	if measured < rate*0.7 {
-		t.Errorf("measured %.0f deliveries/s: the limiter throttles far below its %d/s", measured, rate)
+	// GCRA grants a burst of one second's worth at once and then one token
+	// every 1/rate s, so the last of the devices cannot be sent before
+	// (devices - burst) / rate after the first grant, which came after the
+	// submission. A slow machine only makes it later. (1% slack for the
+	// limiter's microsecond arithmetic.)
+	least := time.Duration(float64(devices-rate) / rate * 0.99 * float64(time.Second))
+	took := times[len(times)-1].Sub(submitted)
+	t.Logf("%d deliveries, the last %s after submission; the shared limit of %d/s allows it no sooner than %s",
+		len(times), took.Round(time.Millisecond), rate, least)
+	if took < least {
+		t.Errorf("the last delivery came %s after submission, sooner than the %s a shared %d/s limit allows", took, least, rate)
 	}
 }
 
 // TestRetryAfterDelaysOnlyAffectedDevices makes the providers answer 429
-// and 503 with Retry-After for some devices and checks that exactly those
-// were delayed, by at least the Retry-After.
+// and 503 with Retry-After for some devices and checks, from the
+// simulator's own stamps, that each refused device was tried again no
+// sooner than its Retry-After after the refusal, and that every device
+// never refused was sent exactly one request.
 func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -211,30 +218,35 @@ func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
 			if err := e.st.sim.SetFaults(sim.Faults{ErrorRate: 0.1, ErrorOutcome: tt.outcome, RetryAfter: 2, Seed: 7}); err != nil {
 				t.Fatal(err)
 			}
-			submitted := time.Now()
 			id := e.submit(e.owner, topicBroadcast("citizens", "retry-after"))
-			st := e.waitFinished(id, time.Minute)
+			st := e.waitFinished(id)
 			if st.Counters.Sent != 1000 {
 				t.Fatalf("counters %+v, want all 1000 sent", st.Counters)
 			}
 			delayed := 0
 			for _, d := range e.st.devices {
 				v, _ := e.st.sim.Device(d.Token)
-				var at time.Time
-				for _, l := range v.Log {
-					if l.CollapseID == queue.CollapseID(id) {
-						at = l.Time
+				if len(v.Attempts) == 0 {
+					if v.Requests != 1 {
+						t.Errorf("%s device never refused got %d requests, want 1", d.Platform, v.Requests)
 					}
+					continue
 				}
-				wait := at.Sub(submitted)
-				switch {
-				case v.Requests > 1 && wait < 2*time.Second:
-					t.Errorf("%s device refused with Retry-After: 2 was re-sent %s after submission", d.Platform, wait)
-				case v.Requests == 1 && wait >= 2*time.Second:
-					t.Errorf("%s device that never failed waited %s", d.Platform, wait)
-				}
-				if v.Requests > 1 {
-					delayed++
+				delayed++
+				for i, a := range v.Attempts {
+					if a.Status == 200 {
+						continue
+					}
+					if a.RetryAfter != 2 {
+						t.Errorf("%s device refused with %d and Retry-After %d, want 2", d.Platform, a.Status, a.RetryAfter)
+					}
+					if i+1 == len(v.Attempts) {
+						t.Errorf("%s device refused with %d was never tried again", d.Platform, a.Status)
+						continue
+					}
+					if gap := v.Attempts[i+1].Arrived.Sub(a.Answered); gap < time.Duration(a.RetryAfter)*time.Second {
+						t.Errorf("%s device refused with Retry-After: %d was tried again %s after the refusal", d.Platform, a.RetryAfter, gap)
+					}
 				}
 			}
 			if delayed == 0 {
@@ -262,7 +274,7 @@ func TestKillWithThreeWorkerProcesses(t *testing.T) {
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "bad text"))
 	collapse := queue.CollapseID(id)
-	waitUntil(t, time.Minute, "the broadcast to reach phones", func() bool {
+	waitUntil(t, "the broadcast to reach phones", func() bool {
 		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= 5000
 	})
 	var res struct {
@@ -277,7 +289,7 @@ func TestKillWithThreeWorkerProcesses(t *testing.T) {
 	if !res.Ack.Acknowledged || res.Ack.Workers != 3 {
 		t.Fatalf("ack = %+v, want acknowledged by 3 workers", res.Ack)
 	}
-	st := e.waitFinished(id, 2*time.Minute)
+	st := e.waitFinished(id)
 	if after := e.st.sim.DeliveriesAfter(acked, collapse); after != 0 {
 		t.Errorf("%d deliveries after the kill was acknowledged", after)
 	}
@@ -307,15 +319,18 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "crash"))
 	collapse := queue.CollapseID(id)
-	waitUntil(t, time.Minute, "the broadcast to be under way", func() bool {
+	waitUntil(t, "the broadcast to be under way", func() bool {
 		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
 	})
 	ps[0].stop(syscall.SIGKILL)
 	before := e.st.sim.DeliveriesAfter(time.Time{}, collapse)
 	e.startWorkers(1)
-	// asynq hands a dead worker's tasks out again once their lease has
-	// expired, about a minute later.
-	st := e.waitFinished(id, 4*time.Minute)
+	// This is the suite's longest wait, 60 to 90 s: asynq hands a dead
+	// worker's tasks out again only once their lease (30 s, fixed in asynq
+	// v0.26) has expired and its recoverer, which runs once a minute (also
+	// fixed), has seen it. Neither is a setting, so the test runs in
+	// parallel with the others instead.
+	st := e.waitFinished(id)
 	if st.State != queue.StateCompleted || st.Counters.Sent != devices {
 		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
 	}
@@ -366,7 +381,7 @@ func TestWorkerDrainsOnSIGTERM(t *testing.T) {
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "drain"))
 	collapse := queue.CollapseID(id)
-	waitUntil(t, time.Minute, "the broadcast to be under way", func() bool {
+	waitUntil(t, "the broadcast to be under way", func() bool {
 		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
 	})
 	ps[0].stop(syscall.SIGTERM)
@@ -377,7 +392,7 @@ func TestWorkerDrainsOnSIGTERM(t *testing.T) {
 		t.Errorf("worker did not log a clean stop:\n%s", ps[0].out.String())
 	}
 	e.startWorkers(1)
-	st := e.waitFinished(id, 2*time.Minute)
+	st := e.waitFinished(id)
 	if st.State != queue.StateCompleted || st.Counters.Sent != devices {
 		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
 	}
@@ -409,12 +424,12 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 		if _, err := e.admin.do(ctx, "POST", "/v1/broadcasts/"+id+"/recall", nil, body, nil); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, time.Minute, "the recall", func() bool { return e.status(id).State == queue.StateRecalled })
+		waitUntil(t, "the recall", func() bool { return e.status(id).State == queue.StateRecalled })
 		return e.status(id)
 	}
 
 	id := e.submit(e.owner, topicBroadcast("citizens", "wrong"))
-	e.waitFinished(id, time.Minute)
+	e.waitFinished(id)
 	st := recall(id, map[string]any{"mode": "replace", "replacement": map[string]string{"title": "right", "body": "corrected"}})
 	if st.Counters.Recalled != 2000 {
 		t.Errorf("recalled %d, want 2000 (offline phones' held copies included)", st.Counters.Recalled)
@@ -438,7 +453,7 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 	}
 
 	id2 := e.submit(e.owner, topicBroadcast("citizens", "remove me"))
-	e.waitFinished(id2, time.Minute)
+	e.waitFinished(id2)
 	st2 := recall(id2, map[string]any{"mode": "remove"})
 	if st2.Counters.Recalled != 2000 {
 		t.Errorf("remove: recalled %d, want 2000", st2.Counters.Recalled)

@@ -149,8 +149,8 @@ func TestSimCommand(t *testing.T) {
 		if err != nil {
 			t.Fatalf("sim: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("sim did not stop after cancellation")
+	case <-time.After(hangGuard):
+		t.Fatal("hung: sim did not stop after cancellation")
 	}
 	if s := stderr.String(); !strings.Contains(s, "simulators stopped") {
 		t.Errorf("log has no clean stop:\n%s", s)

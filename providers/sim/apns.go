@@ -65,13 +65,22 @@ func (s *Sim) apnsHandler() http.Handler {
 	return s.track(s.handleAPNs)
 }
 
+// apnsRetryAfter is the Retry-After, in seconds, that an APNs answer with
+// status carries: Apple sends one only with 429 and 503.
+func apnsRetryAfter(status, retryAfter int) int {
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		return retryAfter
+	}
+	return 0
+}
+
 // apnsFail writes an APNs error: {"reason": ...}, with "timestamp" (ms)
 // for 410.
 func (s *Sim) apnsFail(w http.ResponseWriter, status int, reason string, retryAfter int) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	if retryAfter > 0 && (status == 429 || status == 503) {
-		h.Set("Retry-After", strconv.Itoa(retryAfter))
+	if ra := apnsRetryAfter(status, retryAfter); ra > 0 {
+		h.Set("Retry-After", strconv.Itoa(ra))
 	}
 	w.WriteHeader(status)
 	b := make([]byte, 0, 64)
@@ -148,7 +157,8 @@ func (s *Sim) handleAPNs(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := readBody(r, limit)
 	if err != nil {
-		return // the client went away
+		s.stats.cancelled.Add(1) // the client went away before the answer
+		return
 	}
 	switch {
 	case len(body) == 0:
@@ -175,10 +185,13 @@ func (s *Sim) handleAPNs(w http.ResponseWriter, r *http.Request) {
 	}
 	if outcome != OutcomeDeliver {
 		o := apnsOutcomes[outcome]
-		s.apnsFail(w, o.status, o.reason, plan.retryAfter(outcome))
+		ra := plan.retryAfter(outcome)
+		s.apnsFail(w, o.status, o.reason, ra)
+		s.attempt(s.apnsBook, token, now, o.status, apnsRetryAfter(o.status, ra))
 		return
 	}
 	s.accept(s.apnsBook, token, apnsMessage(h, c, w.Header().Get("Apns-Id")))
+	s.attempt(s.apnsBook, token, now, http.StatusOK, 0)
 	if ci := connInfoFrom(r.Context()); ci != nil && ci.h2 != nil && ci.raised.CompareAndSwap(false, true) {
 		// The connection's first success: lift its stream limit, before
 		// the answer lets the client send more.

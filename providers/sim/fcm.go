@@ -227,7 +227,8 @@ func (s *Sim) handleFCM(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := readBody(r, fcmMaxRequest)
 	if err != nil {
-		return // the client went away
+		s.stats.cancelled.Add(1) // the client went away before the answer
+		return
 	}
 	if len(body) > fcmMaxRequest {
 		s.fcmInvalid(w, "Request payload size exceeds the limit.")
@@ -263,7 +264,9 @@ func (s *Sim) handleFCM(w http.ResponseWriter, r *http.Request) {
 	}
 	if outcome != OutcomeDeliver {
 		o := fcmOutcomes[outcome]
-		s.fcmFail(w, o.http, o.rpc, o.msg, o.code, plan.retryAfter(outcome))
+		ra := plan.retryAfter(outcome)
+		s.fcmFail(w, o.http, o.rpc, o.msg, o.code, ra)
+		s.attempt(s.fcmBook, token, now, o.http, ra)
 		return
 	}
 	name := s.fcmName(project, now)
@@ -271,6 +274,7 @@ func (s *Sim) handleFCM(w http.ResponseWriter, r *http.Request) {
 		name = "projects/" + project + "/messages/fake_message_id"
 	} else if token != "" {
 		s.accept(s.fcmBook, token, p.message(name, now))
+		s.attempt(s.fcmBook, token, now, http.StatusOK, 0)
 	}
 	s.log.Debug("fcm message accepted", slog.Bool("validate_only", p.validateOnly))
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")

@@ -63,7 +63,7 @@ func newSim(t testing.TB, cfg Config) *Sim {
 func h2Client(t testing.TB, s *Sim) *http.Client {
 	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: s.CertPool()}}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	return &http.Client{Transport: tr, Timeout: hangGuard}
 }
 
 // fcmClient builds the official FCM client the way a gateway does: an
@@ -109,13 +109,18 @@ func apnsClient(t testing.TB, s *Sim) *apns2.Client {
 	return c
 }
 
+// hangGuard bounds every wait in these tests. It guards against a hang and
+// is never the property under test: a busy machine may take many times as
+// long as a quiet one, and no test here asserts how long a step took.
+const hangGuard = 5 * time.Minute
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("hung: still waiting for %s after %s", what, hangGuard)
 		}
 		time.Sleep(time.Millisecond)
 	}

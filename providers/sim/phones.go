@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -59,6 +60,21 @@ type phoneState struct {
 	// seen lists the identities of every message delivered, to count raw
 	// duplicates.
 	seen []uint64
+	// attempts records every request refused for this phone, and every
+	// request after its first refusal, so that tests can check when a
+	// refused device was tried again. Phones that were never refused
+	// record nothing.
+	attempts []Attempt
+}
+
+// Attempt is one provider request for a phone, as the simulator stamped
+// it: when it arrived, when it was answered, with which status, and the
+// Retry-After it carried (in seconds, 0 for none).
+type Attempt struct {
+	Arrived    time.Time `json:"arrived"`
+	Answered   time.Time `json:"answered"`
+	Status     int       `json:"status"`
+	RetryAfter int       `json:"retry_after,omitempty"`
 }
 
 type shown struct {
@@ -248,6 +264,24 @@ func (b *book) touch(token string) (n uint32, ok bool) {
 	return ph.requests, true
 }
 
+// attempt records a request for token that arrived at arrived and was just
+// answered with status: always when it was refused, and for a phone that
+// was refused before also when it succeeded. An unknown token records
+// nothing.
+func (s *Sim) attempt(b *book, token string, arrived time.Time, status, retryAfter int) {
+	sh := b.shard(token)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ph, ok := sh.m[token]
+	if !ok || status == http.StatusOK && (ph.st == nil || len(ph.st.attempts) == 0) {
+		return
+	}
+	if ph.st == nil {
+		ph.st = &phoneState{}
+	}
+	ph.st.attempts = append(ph.st.attempts, Attempt{Arrived: arrived, Answered: s.now(), Status: status, RetryAfter: retryAfter})
+}
+
 // accept hands a message the provider accepted to the phone: delivered at
 // once if it is online, held (latest per store key) if it is not.
 func (s *Sim) accept(b *book, token string, m message) {
@@ -367,6 +401,9 @@ type DeviceView struct {
 	Screen []Notification `json:"screen"`
 	// Log is every delivery to it, oldest first.
 	Log []Delivery `json:"log"`
+	// Attempts lists its refused requests and every request after the
+	// first refusal, oldest first; empty for a phone never refused.
+	Attempts []Attempt `json:"attempts,omitempty"`
 }
 
 func (s *Sim) view(b *book, token string) (DeviceView, bool) {
@@ -386,6 +423,7 @@ func (s *Sim) view(b *book, token string) (DeviceView, bool) {
 	}
 	if ph.st != nil {
 		v.Pending = len(ph.st.pending)
+		v.Attempts = slices.Clone(ph.st.attempts)
 		for _, n := range ph.st.screen {
 			v.Screen = append(v.Screen, Notification{CollapseID: n.key, Title: n.c.title, Body: n.c.body, Broadcast: n.c.broadcast, ShownAt: n.at})
 		}

@@ -268,9 +268,21 @@ func TestCancelledDuringLatency(t *testing.T) {
 		t.Fatalf("deliveries %+v, want one at least %v after the request", d, latency)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	// Hold the next request far longer than the test waits, and give up
+	// once the simulator has it.
+	if err := s.SetFaults(Faults{Latency: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if _, err := c.PushWithContext(ctx, n); err == nil {
+	pushed := make(chan error, 1)
+	go func() {
+		_, err := c.PushWithContext(ctx, n)
+		pushed <- err
+	}()
+	waitFor(t, "the simulator to hold the request", func() bool { return s.Stats().InFlight[providers.APNs] == 1 })
+	cancel()
+	if err := <-pushed; err == nil {
 		t.Fatal("push outlived its context")
 	}
 	waitFor(t, "the cancelled request", func() bool { return s.Stats().CancelledRequests == 1 })
