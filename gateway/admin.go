@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // Audit list limits of GET /v1/audit.

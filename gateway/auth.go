@@ -8,8 +8,8 @@ import (
 	"mime"
 	"net/http"
 
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // auth is what the signature middleware established about a request.

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"time"
 
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // List limits of GET /v1/broadcasts.

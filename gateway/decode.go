@@ -7,7 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // maxReasonBytes bounds a kill, resume, revoke or cancel reason, which is

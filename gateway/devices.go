@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"slices"
 
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // deviceResponse answers PUT /v1/devices/{platform}/{token}. It leaves

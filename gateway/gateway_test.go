@@ -17,10 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/gateway"
-	"pushgate/gateway/gatewaytest"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/gateway/gatewaytest"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func TestEveryRouteHappyPath(t *testing.T) {

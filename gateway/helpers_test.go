@@ -13,10 +13,10 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/goleak"
 
-	"pushgate/gateway"
-	"pushgate/gateway/gatewaytest"
-	"pushgate/providers"
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/gateway/gatewaytest"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
 )
 
 func TestMain(m *testing.M) {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"net/http"
 
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // ProblemContentType is the media type of every error answer (RFC 9457).

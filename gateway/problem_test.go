@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func TestStatusOfEveryCode(t *testing.T) {

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 // TestAPNsResultClasses sends one batch whose devices each fail (or not) as

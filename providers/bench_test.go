@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 // benchMessages is how many messages each pass sends, in batches of

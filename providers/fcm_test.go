@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 // TestFCMResultClasses sends one batch whose devices each fail (or not) as

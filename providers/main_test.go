@@ -16,8 +16,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 func TestMain(m *testing.M) {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 // TestRefusedBeforeSending checks that a message a provider would refuse

@@ -11,8 +11,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // Policy is the set of limits and defaults of delivery.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Ledger outcome letters, as stored (followed by the owning batch's

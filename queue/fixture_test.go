@@ -15,9 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
-	"pushgate/internal/redistest"
-	"pushgate/providers"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func TestMain(m *testing.M) {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"pushgate/providers"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func TestValidateScope(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/internal/redistest"
 )
 
 func TestParseKillEvent(t *testing.T) {

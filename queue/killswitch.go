@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // errKilled is the cause of a flight's context when a kill stops it.

@@ -10,7 +10,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Rate is a number of events per period. The zero Rate is unlimited.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 func broadcastBody(audience, title string) string {

@@ -12,7 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // scanCount is the COUNT hint of each SSCAN/HSCAN page the planners read.

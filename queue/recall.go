@@ -8,7 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // openGate admits every call: recalls are not stopped by kills, since a

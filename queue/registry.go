@@ -7,7 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // MaxTopicsPerDevice bounds the topics one device may subscribe to.

@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Limits on what a broadcast may ask for. They hold at the API and again

@@ -11,7 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // Service is what the HTTP API does: submit, read, cancel, recall and kill

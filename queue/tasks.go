@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Task types.

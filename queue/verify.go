@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"pushgate/providers"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // errForged marks work refused because its stored envelope does not prove

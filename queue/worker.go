@@ -12,7 +12,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // WorkerConfig configures a worker process's pool.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/internal/redistest"
 )
 
 func nonceKey(keyID, nonce string) string { return "test:nonce:" + keyID + ":" + nonce }

@@ -31,8 +31,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 
-	"pushgate/providers/sim"
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // Fixed parts of a bench run.

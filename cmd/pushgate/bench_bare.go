@@ -23,8 +23,8 @@ import (
 	"golang.org/x/oauth2/google"
 	googleoption "google.golang.org/api/option"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 // The ceiling: a bare loop over the same SDK clients the senders use, with

@@ -9,7 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/internal/redistest"
 )
 
 // TestBench runs pushgate bench end to end on 2,000 phones, to keep the

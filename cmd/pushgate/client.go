@@ -25,9 +25,9 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
-	"pushgate/gateway"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // defaultGateway is where the client looks for the API when neither

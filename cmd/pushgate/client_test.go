@@ -15,10 +15,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"pushgate/gateway/gatewaytest"
-	"pushgate/providers"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/gateway/gatewaytest"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // startGateway starts a real API (real Redis, real Service, no worker)

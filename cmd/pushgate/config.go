@@ -14,9 +14,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"pushgate/providers"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // config is a gateway process's configuration: one YAML file, then

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/providers"
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
 )
 
 func writeConfig(t *testing.T, yaml string) string {

@@ -29,11 +29,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/term"
 
-	"pushgate/gateway"
-	"pushgate/providers"
-	"pushgate/providers/sim"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // The demo's fixed parts.

@@ -13,19 +13,19 @@ import (
 // gateway → queue → providers; signing imports nothing of ours; and
 // nothing the binary links imports the testing package.
 func TestImportsFlowOneWay(t *testing.T) {
-	out, err := exec.Command("go", "list", "-json", "pushgate/...").Output()
+	out, err := exec.Command("go", "list", "-json", "github.com/pushgate/pushgate/...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
 	allowed := map[string][]string{
-		"pushgate/signing":             {},
-		"pushgate/providers":           {},
-		"pushgate/providers/sim":       {"pushgate/providers"},
-		"pushgate/queue":               {"pushgate/providers", "pushgate/signing"},
-		"pushgate/gateway":             {"pushgate/queue", "pushgate/signing", "pushgate/providers"},
-		"pushgate/gateway/gatewaytest": nil, // test support: anything
-		"pushgate/internal/redistest":  {},
-		"pushgate/cmd/pushgate":        nil, // main wires everything
+		"github.com/pushgate/pushgate/signing":             {},
+		"github.com/pushgate/pushgate/providers":           {},
+		"github.com/pushgate/pushgate/providers/sim":       {"github.com/pushgate/pushgate/providers"},
+		"github.com/pushgate/pushgate/queue":               {"github.com/pushgate/pushgate/providers", "github.com/pushgate/pushgate/signing"},
+		"github.com/pushgate/pushgate/gateway":             {"github.com/pushgate/pushgate/queue", "github.com/pushgate/pushgate/signing", "github.com/pushgate/pushgate/providers"},
+		"github.com/pushgate/pushgate/gateway/gatewaytest": nil, // test support: anything
+		"github.com/pushgate/pushgate/internal/redistest":  {},
+		"github.com/pushgate/pushgate/cmd/pushgate":        nil, // main wires everything
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	seen := 0
@@ -48,12 +48,12 @@ func TestImportsFlowOneWay(t *testing.T) {
 		}
 		if want != nil {
 			for _, imp := range p.Imports {
-				if strings.HasPrefix(imp, "pushgate/") && !slices.Contains(want, imp) {
+				if strings.HasPrefix(imp, "github.com/pushgate/pushgate/") && !slices.Contains(want, imp) {
 					t.Errorf("%s imports %s, which the layering forbids", p.ImportPath, imp)
 				}
 			}
 		}
-		if p.ImportPath != "pushgate/gateway/gatewaytest" && p.ImportPath != "pushgate/internal/redistest" &&
+		if p.ImportPath != "github.com/pushgate/pushgate/gateway/gatewaytest" && p.ImportPath != "github.com/pushgate/pushgate/internal/redistest" &&
 			slices.Contains(p.Deps, "testing") {
 			t.Errorf("%s links the testing package", p.ImportPath)
 		}

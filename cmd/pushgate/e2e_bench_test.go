@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // BenchmarkRecall100k measures a recall of a broadcast that reached

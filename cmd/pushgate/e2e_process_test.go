@@ -16,8 +16,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/providers/sim"
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // binaryOnce builds the pushgate binary once per test run, for tests that

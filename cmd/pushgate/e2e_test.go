@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/internal/redistest"
-	"pushgate/providers"
-	"pushgate/providers/sim"
-	"pushgate/queue"
+	"github.com/pushgate/pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // e2e is one end-to-end environment: a real Redis database, the

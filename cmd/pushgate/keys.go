@@ -15,7 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // keyringEntry is one key of a keyring file, as keygen writes it.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // runCmd runs the binary's run in-process with the given environment and

@@ -22,10 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/gateway"
-	"pushgate/providers"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // roles says which parts a process runs.

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"pushgate/providers/sim"
+	"github.com/pushgate/pushgate/providers/sim"
 )
 
 // runSim is "pushgate sim": it runs the FCM and APNs simulators with a

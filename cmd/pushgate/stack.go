@@ -16,10 +16,10 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"pushgate/providers"
-	"pushgate/providers/sim"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // stack is a whole pushgate on this machine, for the demo, the benchmark

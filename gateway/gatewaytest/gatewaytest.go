@@ -26,10 +26,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"pushgate/gateway"
-	"pushgate/internal/redistest"
-	"pushgate/queue"
-	"pushgate/signing"
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // The keys of the test keyring.

@@ -16,7 +16,7 @@ import (
 	"github.com/sideshow/apns2/payload"
 	"github.com/sideshow/apns2/token"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // apnsToken is a device token of the right shape: 64 hex digits.

@@ -25,7 +25,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // The simulator benchmarks drive each simulator with a bare HTTP/2 client

@@ -12,7 +12,7 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/payload"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 func ctl(t *testing.T, s *Sim, method, path, body string, out any) int {

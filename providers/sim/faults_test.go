@@ -9,7 +9,7 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/payload"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 func TestFaultsJSON(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/oauth2/google"
 	"golang.org/x/oauth2/jws"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"

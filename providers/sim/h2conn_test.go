@@ -19,7 +19,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // rawH2 is a hand-driven HTTP/2 client connection, to observe exactly

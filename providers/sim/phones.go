@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Device names one phone: its platform and its push token.

@@ -9,7 +9,7 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/payload"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // sender sends one message to one phone through the official client of

@@ -112,7 +112,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"pushgate/providers"
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Config configures a Sim. The zero value is usable.
