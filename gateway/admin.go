@@ -5,37 +5,12 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/queue"
 )
 
-// Audit list limits of GET /v1/audit.
-const (
-	defaultAuditLimit = 100
-	maxAuditLimit     = 1000
-)
-
-// reasonBody is the body of cancel and revoke.
-type reasonBody struct {
-	Reason string `json:"reason"`
-}
-
-// scopeBody is the body of kill and resume.
-type scopeBody struct {
-	Scope  string `json:"scope"`
-	Reason string `json:"reason"`
-}
-
-// killResponse answers a kill, and is part of the answer to a revoke. Ack
-// is present only when the request waited for the workers.
-type killResponse struct {
-	Kill    queue.Kill       `json:"kill"`
-	Version int64            `json:"version"`
-	Waited  bool             `json:"waited"`
-	Ack     *queue.AckReport `json:"ack,omitempty"`
-}
-
-func newKillResponse(res *queue.KillResult) killResponse {
-	out := killResponse{Kill: res.Kill, Version: res.Version, Waited: res.Waited}
+func newKillResponse(res *queue.KillResult) api.KillResponse {
+	out := api.KillResponse{Kill: res.Kill, Version: res.Version, Waited: res.Waited}
 	if res.Waited {
 		ack := res.Ack
 		out.Ack = &ack
@@ -43,21 +18,9 @@ func newKillResponse(res *queue.KillResult) killResponse {
 	return out
 }
 
-// decodeScope reads and checks the body of a kill or a resume.
-func decodeScope(body []byte, reasonRequired bool) (scopeBody, error) {
-	var b scopeBody
-	if err := decodeStrict(body, &b); err != nil {
-		return b, err
-	}
-	if err := queue.ValidateScope(b.Scope); err != nil {
-		return b, err
-	}
-	return b, checkReason(b.Reason, reasonRequired)
-}
-
 func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
-	body, err := decodeScope(a.body, true)
+	body, err := api.ParseKillRequest(a.body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -65,7 +28,7 @@ func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 	wait := false
 	if v := r.URL.Query().Get("wait"); v != "" {
 		if wait, err = strconv.ParseBool(v); err != nil {
-			s.fail(w, r, &Problem{Code: CodeInvalidQuery, Detail: "wait must be true or false"})
+			s.fail(w, r, api.Errorf(api.CodeInvalidQuery, "wait must be true or false"))
 			return
 		}
 	}
@@ -80,26 +43,20 @@ func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listKills(w http.ResponseWriter, r *http.Request) {
-	kills, err := s.svc.Kills().Active(r.Context())
+	kills, err := s.svc.ActiveKills(r.Context())
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list kills: %w", err))
 		return
 	}
 	if kills == nil {
-		kills = []queue.Kill{}
+		kills = []api.Kill{}
 	}
-	writeJSON(w, http.StatusOK, map[string][]queue.Kill{"kills": kills})
-}
-
-// resumeResponse answers POST /v1/resume.
-type resumeResponse struct {
-	Scope   string `json:"scope"`
-	Version int64  `json:"version"`
+	writeJSON(w, http.StatusOK, api.KillList{Kills: kills})
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
-	body, err := decodeScope(a.body, false)
+	body, err := api.ParseResumeRequest(a.body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -110,26 +67,14 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger.Warn("resume", "key_id", a.verified.Key.ID, "scope", body.Scope, "version", version)
-	writeJSON(w, http.StatusOK, resumeResponse{Scope: body.Scope, Version: version})
-}
-
-// revokeResponse answers POST /v1/keys/{id}/revoke: the key is revoked,
-// and the kill of everything it submitted is reported.
-type revokeResponse struct {
-	KeyID   string       `json:"key_id"`
-	Revoked bool         `json:"revoked"`
-	Kill    killResponse `json:"kill"`
+	writeJSON(w, http.StatusOK, api.ResumeResponse{Scope: body.Scope, Version: version})
 }
 
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
 	id := r.PathValue("id")
-	var body reasonBody
-	if err := decodeOptional(a.body, &body); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if err := checkReason(body.Reason, false); err != nil {
+	body, err := api.ParseReasonRequest(a.body)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -139,19 +84,31 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger.Warn("key revoked", "key_id", a.verified.Key.ID, "revoked_key_id", id, "version", res.Version)
-	writeJSON(w, http.StatusOK, revokeResponse{KeyID: id, Revoked: true, Kill: newKillResponse(res)})
+	writeJSON(w, http.StatusOK, api.RevokeResponse{KeyID: id, Revoked: true, Kill: newKillResponse(res)})
 }
 
 func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
-	limit, err := intParam(r.URL.Query().Get("limit"), "limit", defaultAuditLimit, 1, maxAuditLimit)
+	limit, err := intParam(r.URL.Query().Get("limit"), "limit", api.DefaultAuditLimit, 1, api.MaxAuditLimit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	entries, err := s.svc.Audit().List(r.Context(), int(limit))
+	entries, err := s.svc.AuditLog(r.Context(), int(limit))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list audit: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string][]queue.AuditEntry{"entries": entries})
+	writeJSON(w, http.StatusOK, api.AuditPage{Entries: entries})
+}
+
+// intParam parses an optional integer query parameter within [lo, hi].
+func intParam(v, name string, def, lo, hi int64) (int64, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < lo || n > hi {
+		return 0, api.Errorf(api.CodeInvalidQuery, "%s must be an integer from %d to %d", name, lo, hi)
+	}
+	return n, nil
 }

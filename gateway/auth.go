@@ -8,7 +8,7 @@ import (
 	"mime"
 	"net/http"
 
-	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -56,13 +56,12 @@ func (s *Server) signed(role signing.Role, limit int64, h http.HandlerFunc) http
 		info := infoFrom(r.Context())
 		info.keyID = v.Key.ID
 		if role != "" && !v.Key.Has(role) {
-			s.metrics.rejections.WithLabelValues(queue.CodeForbidden).Inc()
-			s.fail(w, r, &Problem{Code: queue.CodeForbidden,
-				Detail: fmt.Sprintf("this route needs a key with the %s role; key %s does not have it", role, v.Key.ID)})
+			s.metrics.rejections.WithLabelValues(api.CodeForbidden).Inc()
+			s.fail(w, r, api.Errorf(api.CodeForbidden, "this route needs a key with the %s role; key %s does not have it", role, v.Key.ID))
 			return
 		}
 		if len(body) > 0 && !isJSON(r.Header.Get("Content-Type")) {
-			s.fail(w, r, &Problem{Code: CodeUnsupportedMediaType, Detail: "a request body must be application/json"})
+			s.fail(w, r, api.Errorf(api.CodeUnsupportedMediaType, "a request body must be application/json"))
 			return
 		}
 		a := &auth{verified: v, envelope: v.Envelope(req), body: body}
@@ -72,7 +71,7 @@ func (s *Server) signed(role signing.Role, limit int64, h http.HandlerFunc) http
 
 // readBody reads the whole body, refusing more than limit bytes.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	tooLarge := &Problem{Code: CodeBodyTooLarge, Detail: fmt.Sprintf("the body is over %d bytes", limit)}
+	tooLarge := api.Errorf(api.CodeBodyTooLarge, "the body is over %d bytes", limit)
 	if r.ContentLength > limit {
 		return nil, tooLarge
 	}
@@ -84,7 +83,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		}
 		// The client went away or sent a broken chunked body: its
 		// problem, not ours, so no 503 and no error log.
-		return nil, &Problem{Code: queue.CodeMalformedJSON, Detail: "the request body could not be read"}
+		return nil, api.Errorf(api.CodeMalformedJSON, "the request body could not be read")
 	}
 	return body, nil
 }

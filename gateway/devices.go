@@ -5,19 +5,12 @@ import (
 	"net/http"
 	"slices"
 
-	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/api"
 )
 
-// deviceResponse answers PUT /v1/devices/{platform}/{token}. It leaves
-// the token out: the caller knows it, and answers end up in logs.
-type deviceResponse struct {
-	Platform string   `json:"platform"`
-	Topics   []string `json:"topics"`
-}
-
 // pathDevice reads and validates the device named by the path.
-func pathDevice(r *http.Request) (queue.Device, error) {
-	return queue.NewDevice(r.PathValue("platform"), r.PathValue("token"))
+func pathDevice(r *http.Request) (api.Device, error) {
+	return api.NewDevice(r.PathValue("platform"), r.PathValue("token"))
 }
 
 func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
@@ -27,20 +20,20 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	req, err := queue.ParseDeviceRequest(a.body)
+	req, err := api.ParseDeviceRequest(a.body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	topics := slices.Compact(slices.Sorted(slices.Values(req.Topics)))
-	if err := s.svc.Registry().Put(r.Context(), d, topics); err != nil {
+	if err := s.svc.PutDevice(r.Context(), d, topics); err != nil {
 		s.fail(w, r, fmt.Errorf("register device: %w", err))
 		return
 	}
 	if topics == nil {
 		topics = []string{}
 	}
-	writeJSON(w, http.StatusOK, deviceResponse{Platform: string(d.Platform), Topics: topics})
+	writeJSON(w, http.StatusOK, api.DeviceResponse{Platform: string(d.Platform), Topics: topics})
 }
 
 func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
@@ -49,33 +42,28 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	n, err := s.svc.Registry().Delete(r.Context(), d.Member())
+	n, err := s.svc.DeleteDevices(r.Context(), d)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("remove device: %w", err))
 		return
 	}
 	if n == 0 {
-		s.fail(w, r, &Problem{Code: queue.CodeNotFound, Detail: "the device is not registered"})
+		s.fail(w, r, api.Errorf(api.CodeNotFound, "the device is not registered"))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// importResponse answers POST /v1/devices/import.
-type importResponse struct {
-	Imported int `json:"imported"`
-}
-
 func (s *Server) importDevices(w http.ResponseWriter, r *http.Request) {
 	a := authFrom(r.Context())
-	req, err := queue.ParseImportRequest(a.body)
+	req, err := api.ParseImportRequest(a.body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.svc.Registry().Import(r.Context(), req.Devices); err != nil {
+	if err := s.svc.ImportDevices(r.Context(), req.Devices); err != nil {
 		s.fail(w, r, fmt.Errorf("import devices: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, importResponse{Imported: len(req.Devices)})
+	writeJSON(w, http.StatusOK, api.ImportResponse{Imported: len(req.Devices)})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/gateway"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/queue"
@@ -30,7 +31,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 	getID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"citizens"}`))
 	cancelID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"district-1"}`))
 	recallID := submit(t, env, gatewaytest.Wide, broadcastBody(`{"all":true}`))
-	if _, err := env.Service.Kill(ctx, "setup", queue.TopicScope("to-resume"), "setup", false); err != nil {
+	if _, err := env.Service.Kill(ctx, "setup", api.TopicScope("to-resume"), "setup", false); err != nil {
 		t.Fatal(err)
 	}
 
@@ -48,7 +49,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			check: func(t *testing.T, r response) {
 				var got struct{ ID, State, Status_URL string }
 				r.decode(t, &got)
-				if !queue.ValidBroadcastID(got.ID) || got.State != queue.StateQueued || got.Status_URL != "/v1/broadcasts/"+got.ID {
+				if !api.ValidBroadcastID(got.ID) || got.State != api.StateQueued || got.Status_URL != "/v1/broadcasts/"+got.ID {
 					t.Errorf("answer = %s", r.body)
 				}
 				if loc := r.header.Get("Location"); loc != "/v1/broadcasts/"+got.ID {
@@ -60,9 +61,9 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			name: "get with any key", key: gatewaytest.Registrar, method: "GET", path: "/v1/broadcasts/" + getID,
 			want: http.StatusOK,
 			check: func(t *testing.T, r response) {
-				var st queue.Status
+				var st api.Status
 				r.decode(t, &st)
-				if st.ID != getID || st.State != queue.StateQueued || st.KeyID != gatewaytest.Sender ||
+				if st.ID != getID || st.State != api.StateQueued || st.KeyID != gatewaytest.Sender ||
 					st.Topic != "citizens" || st.TTL != "15m0s" || len(st.Timeline) == 0 {
 					t.Errorf("status = %s", r.body)
 				}
@@ -73,8 +74,8 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			want: http.StatusOK,
 			check: func(t *testing.T, r response) {
 				var got struct {
-					Broadcasts []queue.Status `json:"broadcasts"`
-					Next       string         `json:"next"`
+					Broadcasts []api.Status `json:"broadcasts"`
+					Next       string       `json:"next"`
 				}
 				r.decode(t, &got)
 				if len(got.Broadcasts) != 2 || got.Next == "" {
@@ -86,9 +87,9 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			name: "cancel by submitter", key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts/" + cancelID + "/cancel",
 			body: `{"reason":"wrong district"}`, want: http.StatusOK,
 			check: func(t *testing.T, r response) {
-				var st queue.Status
+				var st api.Status
 				r.decode(t, &st)
-				if st.State != queue.StateCancelled {
+				if st.State != api.StateCancelled {
 					t.Errorf("state = %s, want cancelled", st.State)
 				}
 			},
@@ -97,9 +98,9 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			name: "recall", key: gatewaytest.Admin, method: "POST", path: "/v1/broadcasts/" + recallID + "/recall",
 			body: `{"mode":"replace","replacement":{"title":"Correction","body":"Ignore the last alert."}}`, want: http.StatusAccepted,
 			check: func(t *testing.T, r response) {
-				var st queue.Status
+				var st api.Status
 				r.decode(t, &st)
-				if st.State != queue.StateRecalling || st.RecallMode != queue.RecallReplace {
+				if st.State != api.StateRecalling || st.RecallMode != api.RecallReplace {
 					t.Errorf("status = %s, want recalling (replace)", r.body)
 				}
 				if n := queuedTasks(t, env, queue.QueueRecall); n != 1 {
@@ -108,23 +109,14 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			},
 		},
 		{
-			name: "approvals are not implemented", key: gatewaytest.Approver, method: "POST",
-			path: "/v1/broadcasts/" + getID + "/approvals", body: `{}`, want: http.StatusNotImplemented,
-			check: func(t *testing.T, r response) {
-				if p := r.problem(t); p.Code != gateway.CodeNotImplemented || !strings.Contains(p.Detail, "later") {
-					t.Errorf("problem = %+v", p)
-				}
-			},
-		},
-		{
 			name: "kill and wait", key: gatewaytest.Admin, method: "POST", path: "/v1/kill?wait=true",
 			body: `{"scope":"topic:floods","reason":"bad text"}`, want: http.StatusOK,
 			check: func(t *testing.T, r response) {
 				var got struct {
-					Kill    queue.Kill
+					Kill    api.Kill
 					Version int64
 					Waited  bool
-					Ack     *queue.AckReport
+					Ack     *api.AckReport
 				}
 				r.decode(t, &got)
 				if got.Kill.Scope != "topic:floods" || got.Kill.By != gatewaytest.Admin || !got.Waited ||
@@ -136,7 +128,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 		{
 			name: "list kills", key: gatewaytest.Admin, method: "GET", path: "/v1/kill", want: http.StatusOK,
 			check: func(t *testing.T, r response) {
-				var got struct{ Kills []queue.Kill }
+				var got struct{ Kills []api.Kill }
 				r.decode(t, &got)
 				scopes := []string{}
 				for _, k := range got.Kills {
@@ -190,7 +182,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			name: "remove unknown device", key: gatewaytest.Registrar, method: "DELETE", path: "/v1/devices/fcm/phone-1",
 			want: http.StatusNotFound,
 			check: func(t *testing.T, r response) {
-				if p := r.problem(t); p.Code != queue.CodeNotFound {
+				if p := r.problem(t); p.Code != api.CodeNotFound {
 					t.Errorf("code = %s", p.Code)
 				}
 			},
@@ -204,7 +196,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 		{
 			name: "audit", key: gatewaytest.Admin, method: "GET", path: "/v1/audit?limit=50", want: http.StatusOK,
 			check: func(t *testing.T, r response) {
-				var got struct{ Entries []queue.AuditEntry }
+				var got struct{ Entries []api.AuditEntry }
 				r.decode(t, &got)
 				var actions []string
 				for _, e := range got.Entries {
@@ -309,7 +301,7 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			want{400, "invalid_ttl"}},
 		{"ttl over the cap", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts", body: `{"audience":{"topic":"citizens"},"message":{"title":"t","ttl":"48h"}}`},
 			want{400, "invalid_ttl"}},
-		{"too many tokens", give{key: gatewaytest.Wide, method: "POST", path: "/v1/broadcasts", body: broadcastBody(tokensJSON(queue.MaxTokens + 1))},
+		{"too many tokens", give{key: gatewaytest.Wide, method: "POST", path: "/v1/broadcasts", body: broadcastBody(tokensJSON(api.MaxTokens + 1))},
 			want{400, "too_many_tokens"}},
 		{"body over 1 MiB", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts", body: big},
 			want{413, "body_too_large"}},
@@ -326,11 +318,11 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			want{403, "audience_over_cap"}},
 		{"global kill active", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts", body: broadcastBody(`{"topic":"citizens"}`),
 			setup: func(t *testing.T) func() {
-				if _, err := env.Service.Kill(ctx, gatewaytest.Admin, queue.ScopeGlobal, "test", false); err != nil {
+				if _, err := env.Service.Kill(ctx, gatewaytest.Admin, api.ScopeGlobal, "test", false); err != nil {
 					t.Fatal(err)
 				}
 				return func() {
-					if _, err := env.Service.Resume(ctx, gatewaytest.Admin, queue.ScopeGlobal, "test"); err != nil {
+					if _, err := env.Service.Resume(ctx, gatewaytest.Admin, api.ScopeGlobal, "test"); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -360,7 +352,7 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			want{400, "invalid_device"}},
 		{"bad topic", give{key: gatewaytest.Registrar, method: "PUT", path: "/v1/devices/fcm/t1", body: `{"topics":["no spaces"]}`},
 			want{400, "invalid_topic"}},
-		{"import too many", give{key: gatewaytest.Registrar, method: "POST", path: "/v1/devices/import", body: importJSON(queue.MaxTokens + 1)},
+		{"import too many", give{key: gatewaytest.Registrar, method: "POST", path: "/v1/devices/import", body: importJSON(api.MaxTokens + 1)},
 			want{400, "too_many_tokens"}},
 	}
 	for _, tt := range tests {
@@ -489,7 +481,7 @@ func TestIdempotency(t *testing.T) {
 	if conflict.status != http.StatusConflict {
 		t.Fatalf("changed body: %d %s, want 409", conflict.status, conflict.body)
 	}
-	if p := conflict.problem(t); p.Code != queue.CodeIdempotencyConflict {
+	if p := conflict.problem(t); p.Code != api.CodeIdempotencyConflict {
 		t.Errorf("code = %s", p.Code)
 	}
 
@@ -581,7 +573,7 @@ func TestInfrastructureFailureIsUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ver := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: ring,
-		Revocations: queue.NewKills(rdb, keys, time.Now), Replay: signing.NewRedisReplayGuard(rdb, keys.Nonce)})
+		Revocations: queue.NewKills(rdb, keys, time.Now), Replay: queue.NewReplayGuard(rdb, keys)})
 	svc, err := queue.NewService(queue.Config{Redis: rdb, Keys: keys, Verifier: ver, Policy: queue.DefaultPolicy()})
 	if err != nil {
 		t.Fatal(err)
@@ -609,7 +601,7 @@ func TestInfrastructureFailureIsUnavailable(t *testing.T) {
 		if r.status != http.StatusServiceUnavailable {
 			t.Fatalf("%s: status %d, want 503; %s", path, r.status, b)
 		}
-		if p := r.problem(t); p.Code != gateway.CodeUnavailable || p.Detail != "" {
+		if p := r.problem(t); p.Code != api.CodeUnavailable || p.Detail != "" {
 			t.Errorf("%s: problem %+v, want unavailable without detail", path, p)
 		}
 		if strings.Contains(string(b), addr) {

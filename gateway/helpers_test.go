@@ -13,10 +13,9 @@ import (
 	"github.com/hibiken/asynq"
 	"go.uber.org/goleak"
 
-	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/providers"
-	"github.com/pushgate/pushgate/queue"
 )
 
 func TestMain(m *testing.M) {
@@ -37,10 +36,10 @@ type response struct {
 
 // problem decodes the answer as a problem document, checking its shape
 // and content type.
-func (r response) problem(t *testing.T) gateway.Problem {
+func (r response) problem(t *testing.T) api.Problem {
 	t.Helper()
-	if ct := r.header.Get("Content-Type"); ct != gateway.ProblemContentType {
-		t.Fatalf("Content-Type = %q, want %q; body %s", ct, gateway.ProblemContentType, r.body)
+	if ct := r.header.Get("Content-Type"); ct != api.ProblemContentType {
+		t.Fatalf("Content-Type = %q, want %q; body %s", ct, api.ProblemContentType, r.body)
 	}
 	var fields map[string]any
 	if err := json.Unmarshal(r.body, &fields); err != nil {
@@ -53,15 +52,15 @@ func (r response) problem(t *testing.T) gateway.Problem {
 			t.Errorf("problem has unexpected member %q", name)
 		}
 	}
-	var p gateway.Problem
+	var p api.Problem
 	if err := json.Unmarshal(r.body, &p); err != nil {
 		t.Fatalf("problem: %v", err)
 	}
 	if p.Status != r.status {
 		t.Errorf("problem status %d, HTTP status %d", p.Status, r.status)
 	}
-	if p.Type != gateway.ProblemTypeBase+p.Code || p.Title == "" || p.Code == "" {
-		t.Errorf("problem = %+v, want type %s<code>, a title and a code", p, gateway.ProblemTypeBase)
+	if p.Type != api.ProblemTypeBase+p.Code || p.Title == "" || p.Code == "" {
+		t.Errorf("problem = %+v, want type %s<code>, a title and a code", p, api.ProblemTypeBase)
 	}
 	return p
 }
@@ -137,11 +136,11 @@ func submit(t *testing.T, env *gatewaytest.Env, key, body string) string {
 }
 
 // register puts n FCM devices into topic through the registry.
-func register(t *testing.T, env *gatewaytest.Env, topic string, n int) []queue.Device {
+func register(t *testing.T, env *gatewaytest.Env, topic string, n int) []api.Device {
 	t.Helper()
-	var out []queue.Device
+	var out []api.Device
 	for i := range n {
-		d := queue.Device{Platform: providers.FCM, Token: fmt.Sprintf("tok-%s-%05d", topic, i)}
+		d := api.Device{Platform: providers.FCM, Token: fmt.Sprintf("tok-%s-%05d", topic, i)}
 		if err := env.Service.Registry().Put(context.Background(), d, []string{topic}); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/queue"
 	"github.com/pushgate/pushgate/signing"
 )
@@ -113,7 +114,6 @@ func (s *Server) routes() {
 	signed("GET /v1/broadcasts/{id}", anyKey, s.getBroadcast)
 	signed("POST /v1/broadcasts/{id}/cancel", anyKey, s.cancelBroadcast)
 	signed("POST /v1/broadcasts/{id}/recall", signing.RoleAdmin, s.recallBroadcast)
-	signed("POST /v1/broadcasts/{id}/approvals", signing.RoleApprove, s.approveBroadcast)
 
 	signed("POST /v1/kill", signing.RoleAdmin, s.kill)
 	signed("GET /v1/kill", signing.RoleAdmin, s.listKills)
@@ -125,9 +125,9 @@ func (s *Server) routes() {
 	signed("DELETE /v1/devices/{platform}/{token}", signing.RoleRegister, s.deleteDevice)
 	s.mux.Handle("POST /v1/devices/import", s.signed(signing.RoleRegister, MaxImportBytes, s.importDevices))
 
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
+	s.mux.HandleFunc("GET "+api.PathReadyz, s.readyz)
+	s.mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 }
 
 // Handler returns the API's handler: every route, with problem documents
@@ -187,7 +187,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			s.logger.Error("handler panicked", "route", route, "key_id", info.keyID, "panic", fmt.Sprint(v))
 			if !rw.wroteHeader {
-				writeProblem(rw, newProblem(CodeInternal, ""))
+				writeProblem(rw, api.NewProblem(api.CodeInternal, ""))
 			}
 		}
 		s.observe(r, route, rw.status(), s.now().Sub(start), info)
@@ -210,10 +210,10 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handle
 		if allow := probe.header.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
-		writeProblem(w, newProblem(CodeMethodNotAllowed, r.Method+" is not allowed here"))
+		writeProblem(w, api.NewProblem(api.CodeMethodNotAllowed, r.Method+" is not allowed here"))
 		return
 	}
-	writeProblem(w, newProblem(queue.CodeNotFound, "no such route"))
+	writeProblem(w, api.NewProblem(api.CodeNotFound, "no such route"))
 }
 
 // observe records a finished request in the metrics and the log. It logs
@@ -238,7 +238,7 @@ func (s *Server) observe(r *http.Request, route string, status int, took time.Du
 // fail answers with the problem for err, logging errors that are not the
 // client's doing.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	p, internal := problemOf(err)
+	p, internal := api.ProblemOf(err)
 	if internal {
 		info := infoFrom(r.Context())
 		s.logger.Error("request failed", "route", r.Pattern, "key_id", info.keyID,

@@ -61,8 +61,6 @@ type APNsSender struct {
 	now         func() time.Time
 }
 
-var _ Sender = (*APNsSender)(nil)
-
 // NewAPNsSender builds the HTTP/2 client. It does not connect: the first
 // Send does.
 func NewAPNsSender(cfg APNsConfig) (*APNsSender, error) {

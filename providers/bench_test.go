@@ -82,7 +82,7 @@ func BenchmarkSenders(b *testing.B) {
 // sender, and one that sends it through the bare loop over the same SDK
 // client; both fail the benchmark on any device that is not sent.
 func benchSenders(b *testing.B, s *sim.Sim, apnsToken *providers.APNsToken, p providers.Platform, c int, msg *providers.Message) (sender, bare func([]string)) {
-	var snd providers.Sender
+	var snd batchSender
 	var bareCall func(ctx context.Context, token string) error
 	switch p {
 	case providers.FCM:

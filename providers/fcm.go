@@ -74,8 +74,6 @@ type FCMSender struct {
 	now         func() time.Time
 }
 
-var _ Sender = (*FCMSender)(nil)
-
 // NewFCMSender builds the HTTP/2 client and the messaging client. It does
 // not connect: the first Send does.
 func NewFCMSender(ctx context.Context, cfg FCMConfig) (*FCMSender, error) {

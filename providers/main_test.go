@@ -147,9 +147,15 @@ func newAPNsSender(t testing.TB, s *sim.Sim, tok *providers.APNsToken, edit func
 
 // senders returns an providers.FCM and an providers.APNs sender to s, for tests that hold for
 // both platforms.
-func senders(t testing.TB, s *sim.Sim) []providers.Sender {
+// batchSender is what the queue sees of FCMSender and APNsSender.
+type batchSender interface {
+	Platform() providers.Platform
+	Send(ctx context.Context, gate providers.Gate, msg *providers.Message, tokens []string) []providers.Result
+}
+
+func senders(t testing.TB, s *sim.Sim) []batchSender {
 	t.Helper()
-	return []providers.Sender{
+	return []batchSender{
 		newFCMSender(t, s, nil),
 		newAPNsSender(t, s, newAPNsToken(t, s, nil), nil),
 	}

@@ -2,8 +2,10 @@
 // platform, through Firebase Cloud Messaging (Android) or the Apple Push
 // Notification service (iOS), and classifies every outcome.
 //
-// The queue sees only the Sender interface and the types in this file. A
-// sender never retries and never sleeps on a provider's Retry-After: it
+// The queue sees FCMSender and APNsSender through its own Sender interface,
+// and the types in this file. Every Send returns one Result per device, in
+// order, only once every call it started has returned. A sender never
+// retries and never sleeps on a provider's Retry-After: it
 // reports the outcome of each device once, and the queue decides what to do
 // next. Every provider call is admitted by a Gate first, so that a
 // kill-switch can stop a batch between any two calls.
@@ -12,22 +14,19 @@
 package providers
 
 import (
-	"context"
 	"time"
+
+	"github.com/pushgate/pushgate/api"
 )
 
-// Platform names a push provider. Its string form is used in the API, in
-// Redis and in metrics.
-type Platform string
+// Platform names a push provider; it is the wire contract's platform.
+type Platform = api.Platform
 
 // The platforms pushgate delivers to.
 const (
-	FCM  Platform = "fcm"
-	APNs Platform = "apns"
+	FCM  = api.FCM
+	APNs = api.APNs
 )
-
-// Valid reports whether p is a known platform.
-func (p Platform) Valid() bool { return p == FCM || p == APNs }
 
 // Priority is the delivery priority of a message.
 type Priority string
@@ -148,14 +147,4 @@ type Gate interface {
 	Enter() bool
 	Commit() bool
 	Leave(commits int)
-}
-
-// Sender delivers to one platform.
-type Sender interface {
-	// Platform is the platform this sender delivers to.
-	Platform() Platform
-	// Send delivers msg to every token and returns one result per token, in
-	// the same order. It returns only when every call it started has
-	// returned. Per-device failures are results, not errors.
-	Send(ctx context.Context, gate Gate, msg *Message, tokens []string) []Result
 }

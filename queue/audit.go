@@ -6,23 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/redis/go-redis/v9"
 )
 
 // auditMaxLen bounds the audit stream (approximately, as XADD MAXLEN ~ does).
 const auditMaxLen = 100000
-
-// AuditEntry records one admin or sender action: who, what, when, why,
-// and what came of it.
-type AuditEntry struct {
-	ID      string    `json:"id"`
-	At      time.Time `json:"at"`
-	Actor   string    `json:"actor"`
-	Action  string    `json:"action"`
-	Target  string    `json:"target"`
-	Reason  string    `json:"reason,omitempty"`
-	Outcome string    `json:"outcome,omitempty"`
-}
 
 // Audit is the append-only log of kills, resumes, recalls, revocations
 // and cancellations, kept as a Redis stream.
@@ -33,7 +22,7 @@ type Audit struct {
 }
 
 // Record appends an entry; At and ID are filled in.
-func (a *Audit) Record(ctx context.Context, e AuditEntry) error {
+func (a *Audit) Record(ctx context.Context, e api.AuditEntry) error {
 	e.At = a.now().UTC()
 	b, err := json.Marshal(e)
 	if err != nil {
@@ -49,17 +38,17 @@ func (a *Audit) Record(ctx context.Context, e AuditEntry) error {
 }
 
 // List returns up to limit entries, newest first.
-func (a *Audit) List(ctx context.Context, limit int) ([]AuditEntry, error) {
+func (a *Audit) List(ctx context.Context, limit int) ([]api.AuditEntry, error) {
 	msgs, err := a.rdb.XRevRangeN(ctx, a.keys.Audit(), "+", "-", int64(limit)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read audit: %w", err)
 	}
-	out := make([]AuditEntry, 0, len(msgs))
+	out := make([]api.AuditEntry, 0, len(msgs))
 	for _, m := range msgs {
-		var e AuditEntry
+		var e api.AuditEntry
 		raw, _ := m.Values["e"].(string)
 		if json.Unmarshal([]byte(raw), &e) != nil {
-			e = AuditEntry{Action: "unreadable"}
+			e = api.AuditEntry{Action: "unreadable"}
 		}
 		e.ID = m.ID
 		out = append(out, e)

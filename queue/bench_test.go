@@ -27,7 +27,7 @@ func BenchmarkPlanMillion(b *testing.B) {
 	f := newFixture(b, func(p *Policy) {})
 	benchRegister(b, f.rdb, f.keys, "citizens", devices)
 	w, err := NewWorker(WorkerConfig{Config: f.config(),
-		Senders: map[providers.Platform]providers.Sender{providers.FCM: f.fcm, providers.APNs: f.apns}})
+		Senders: map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns}})
 	if err != nil {
 		b.Fatal(err)
 	}

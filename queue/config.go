@@ -22,7 +22,7 @@ type Policy struct {
 	// EnvelopeMaxAge is how old a stored envelope a worker still accepts.
 	EnvelopeMaxAge time.Duration
 	// ProviderRates limit sends per platform across every process.
-	ProviderRates map[providers.Platform]Rate
+	ProviderRates map[providers.Platform]signing.Rate
 	// DeviceLimit is how many pushes one device may get per DeviceWindow;
 	// zero disables the limit. Recalls do not count.
 	DeviceLimit  int
@@ -43,7 +43,7 @@ func DefaultPolicy() Policy {
 	return Policy{
 		MaxTTL:         24 * time.Hour,
 		EnvelopeMaxAge: 24 * time.Hour,
-		ProviderRates: map[providers.Platform]Rate{
+		ProviderRates: map[providers.Platform]signing.Rate{
 			providers.FCM:  {Count: 600000, Per: time.Minute},
 			providers.APNs: {Count: 600000, Per: time.Minute},
 		},
@@ -132,6 +132,17 @@ func (c *core) newLimiter() *limiter {
 	}
 }
 
+// transition moves a broadcast to state to if it is in one of from,
+// noting detail in the timeline and setting flag (when not "") to 1, and
+// counts the change. It reports whether the broadcast moved.
+func (c *core) transition(ctx context.Context, id, to, detail, flag string, from ...string) (bool, error) {
+	ok, _, err := c.store.transition(ctx, id, to, detail, flag, c.now(), from...)
+	if ok {
+		c.metrics.transition(to)
+	}
+	return ok, err
+}
+
 // enqueue adds a task, treating a task-id conflict as success: the task
 // is already there.
 func (c *core) enqueue(ctx context.Context, typ string, payload []byte, opts ...asynq.Option) error {
@@ -152,7 +163,9 @@ func (c *core) securityEvent(ctx context.Context, task, broadcastID string, err 
 	if c.metrics != nil {
 		c.metrics.refused.WithLabelValues(task, reason).Inc()
 	}
-	c.rdb.HIncrBy(ctx, c.keys.SecurityEvents(), task+":"+reason, 1)
+	if err := c.store.countSecurityEvent(ctx, task, reason); err != nil {
+		c.logger.Warn("security event not counted in Redis", "task", task, "err", err)
+	}
 	c.logger.Error("security: task refused", "event", "task_refused", "task", task,
 		"broadcast_id", broadcastID, "reason", reason, "err", err)
 }

@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -34,17 +33,25 @@ const (
 	claimOwn = 2
 )
 
-// outcomes collects per-device results of one task for one ledger write.
+// outcomes collects what one task learned about the devices of its batch,
+// by their index in the batch, for one ledger write.
 type outcomes struct {
-	pairs    []any // member, letter, member, letter...
-	invalid  []string
-	retry    []string // tokens to try again after retryAfter
-	deferred []string // tokens to send once the rate limit allows
+	final    []final // devices with a final outcome
+	invalid  []int   // devices the provider says are gone: pruned from the registry
+	retry    []int   // devices to try again after max(after, backoff)
+	deferred []int   // devices to send once the rate limit allows, after wait
 	after    time.Duration
 	wait     time.Duration
 }
 
-func (o *outcomes) add(member, letter string) { o.pairs = append(o.pairs, member, letter) }
+// final is a device's final outcome: its index in the batch and the
+// ledger letter.
+type final struct {
+	i      int
+	letter string
+}
+
+func (o *outcomes) add(i int, letter string) { o.final = append(o.final, final{i, letter}) }
 
 // deliver sends one batch: it verifies the broadcast, keeps only devices
 // of its audience, claims them in the ledger, applies the kill-switch and
@@ -52,33 +59,32 @@ func (o *outcomes) add(member, letter string) { o.pairs = append(o.pairs, member
 // failed transiently or was deferred by a rate limit. It never sleeps on a
 // provider.
 func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
-	p, err := decodeBatch(t.Payload())
+	b, err := decodeBatch(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypeDeliver, "", err)
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
-	vb, err := w.loadBroadcast(ctx, p.Broadcast)
+	vb, err := w.loadBroadcast(ctx, b.Broadcast)
 	if err != nil {
-		return w.refuseOrRetry(ctx, TypeDeliver, p.Broadcast, err)
+		return w.refuseOrRetry(ctx, TypeDeliver, b.Broadcast, err)
 	}
-	sender := w.senders[p.Platform]
+	sender := w.senders[b.Platform]
 	if sender == nil {
-		return fmt.Errorf("%w: no sender configured for platform %s", asynq.SkipRetry, p.Platform)
+		return fmt.Errorf("%w: no sender configured for platform %s", asynq.SkipRetry, b.Platform)
 	}
 
-	members := p.members()
-	inAudience, err := w.inAudience(ctx, vb, members)
+	inAudience, err := w.inAudience(ctx, vb, b.members)
 	if err != nil {
 		return err
 	}
-	claims, err := w.claim(ctx, w.keys.Ledger(vb.id), w.keys.Broadcast(vb.id), p.Seq, "targeted", "skipped_duplicate", members)
+	claims, err := w.store.claim(ctx, vb.id, ledgerDelivery, b.Seq, b.members)
 	if err != nil {
 		return err
 	}
 	var out outcomes
-	var fresh, send []string // members newly claimed; members to send to
+	var fresh, send []int // newly claimed devices; devices to send to
 	foreign := 0
-	for i, m := range members {
+	for i := range b.members {
 		if claims[i] != claimNew && claims[i] != claimOwn {
 			continue // another batch's device, or already done by this one
 		}
@@ -87,46 +93,45 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 			// send to it. Recording it as gone lets a genuine broadcast
 			// complete.
 			foreign++
-			out.add(m, outInvalid)
+			out.add(i, outInvalid)
 			continue
 		}
 		if claims[i] == claimNew {
-			fresh = append(fresh, m)
+			fresh = append(fresh, i)
 		}
-		send = append(send, m)
+		send = append(send, i)
 	}
 	if foreign > 0 {
 		w.logger.Warn("batch names devices outside the audience; not sending to them",
 			"broadcast_id", vb.id, "devices", foreign)
 	}
 
-	killedBy, killed := w.ks.Killed(vb.scope())
-	if killed {
-		for _, m := range send {
-			out.add(m, outCancelled)
+	if killedBy, killed := w.ks.Killed(vb.scope()); killed {
+		for _, i := range send {
+			out.add(i, outCancelled)
 		}
-		return w.finishBatch(ctx, vb, p, &out, killedBy)
+		return w.finishBatch(ctx, vb, b, &out, killedBy)
 	}
 
 	// The per-device limit counts a device once per broadcast: when it is
 	// first claimed, not when a retry or a deferral comes back.
 	if len(fresh) > 0 {
-		allowed, err := w.limits.allowDevices(ctx, fresh)
+		allowed, err := w.limits.allowDevices(ctx, b.pick(fresh))
 		if err != nil {
 			return err
 		}
-		throttled := map[string]bool{}
-		for i, m := range fresh {
-			if !allowed[i] {
-				throttled[m] = true
-				out.add(m, outThrottled)
+		throttled := make(map[int]bool)
+		for j, i := range fresh {
+			if !allowed[j] {
+				throttled[i] = true
+				out.add(i, outThrottled)
 			}
 		}
 		if len(throttled) > 0 {
 			kept := send[:0]
-			for _, m := range send {
-				if !throttled[m] {
-					kept = append(kept, m)
+			for _, i := range send {
+				if !throttled[i] {
+					kept = append(kept, i)
 				}
 			}
 			send = kept
@@ -134,65 +139,58 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	}
 
 	if len(send) > 0 {
-		n, wait, err := w.limits.take(ctx, p.Platform, vb.keyID, vb.keyRate, len(send))
+		n, wait, err := w.limits.take(ctx, b.Platform, vb.keyID, vb.keyRate, len(send))
 		if err != nil {
 			return err
 		}
-		for _, m := range send[n:] {
-			out.deferred = append(out.deferred, tokenOf(m))
-		}
-		out.wait = wait
+		out.deferred, out.wait = send[n:], wait
 		send = send[:n]
 	}
 
 	f := w.ks.begin(ctx, vb.scope())
 	defer f.end()
 	if len(send) > 0 {
-		tokens := make([]string, len(send))
-		for i, m := range send {
-			tokens[i] = tokenOf(m)
-		}
-		results := sender.Send(f.ctx, f, &vb.msg, tokens)
-		w.classify(p, send, results, f.killed() != "", &out)
+		results := sender.Send(f.ctx, f, &vb.msg, b.tokens(send))
+		w.classify(b.Platform, send, results, f.killed() != "", &out)
 	}
-	return w.finishBatch(ctx, vb, p, &out, f.killed())
+	return w.finishBatch(ctx, vb, b, &out, f.killed())
 }
 
-// classify turns provider results into ledger outcomes and retries.
-func (w *Worker) classify(p *batchPayload, members []string, results []providers.Result, killed bool, out *outcomes) {
-	for i, r := range results {
-		m := members[i]
+// classify turns provider results for the devices sent (by index) into
+// final outcomes and retries.
+func (w *Worker) classify(platform providers.Platform, sent []int, results []providers.Result, killed bool, out *outcomes) {
+	for j, r := range results {
+		i := sent[j]
 		if w.metrics != nil {
-			w.metrics.deliveries.WithLabelValues(string(p.Platform), r.Class.String()).Inc()
+			w.metrics.deliveries.WithLabelValues(string(platform), r.Class.String()).Inc()
 			if r.Latency > 0 {
-				w.metrics.latency.WithLabelValues(string(p.Platform)).Observe(r.Latency.Seconds())
+				w.metrics.latency.WithLabelValues(string(platform)).Observe(r.Latency.Seconds())
 			}
 		}
 		switch r.Class {
 		case providers.Sent:
-			out.add(m, outSent)
+			out.add(i, outSent)
 		case providers.InvalidToken:
-			out.add(m, outInvalid)
-			out.invalid = append(out.invalid, m)
+			out.add(i, outInvalid)
+			out.invalid = append(out.invalid, i)
 		case providers.Permanent:
-			out.add(m, outFailed)
+			out.add(i, outFailed)
 		case providers.Retryable:
-			out.retry = append(out.retry, tokenOf(m))
+			out.retry = append(out.retry, i)
 			out.after = max(out.after, r.RetryAfter)
 		case providers.Cancelled:
-			if killed {
-				if r.Latency > 0 {
-					out.add(m, outUnknown)
-				} else {
-					out.add(m, outCancelled)
-				}
-			} else {
+			switch {
+			case killed && r.Latency > 0:
+				out.add(i, outUnknown)
+			case killed:
+				out.add(i, outCancelled)
+			default:
 				// Shutdown or timeout, not a kill: the outcome is unknown,
 				// so try again; the collapse identity hides a re-send.
-				out.retry = append(out.retry, tokenOf(m))
+				out.retry = append(out.retry, i)
 			}
 		default:
-			out.add(m, outFailed)
+			out.add(i, outFailed)
 		}
 	}
 }
@@ -200,32 +198,23 @@ func (w *Worker) classify(p *batchPayload, members []string, results []providers
 // finishBatch prunes invalid tokens, enqueues follow-up tasks, then
 // records outcomes — last, because recording may complete the broadcast,
 // and a crash before it re-runs the batch rather than losing devices.
-func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, p *batchPayload, out *outcomes, killedBy string) error {
+func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batch, out *outcomes, killedBy string) error {
 	if killedBy != "" {
-		for _, tok := range append(out.retry, out.deferred...) {
-			out.add(string(p.Platform)+":"+tok, outCancelled)
+		for _, i := range append(out.retry, out.deferred...) {
+			out.add(i, outCancelled)
 		}
 		out.retry, out.deferred = nil, nil
 	}
-	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, p, out)
+	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, b, out)
 	if err != nil {
 		return err
 	}
-	if retried > 0 {
-		w.rdb.HIncrBy(ctx, w.keys.Broadcast(vb.id), "retries", int64(retried))
+	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.pairs(out.final),
+		counts{retries: int64(retried), rateLimited: int64(len(out.deferred))})
+	if err != nil {
+		return err
 	}
-	if n := len(out.deferred); n > 0 {
-		w.rdb.HIncrBy(ctx, w.keys.Broadcast(vb.id), "rate_limited_retries", int64(n))
-	}
-	if len(out.pairs) > 0 || killedBy != "" {
-		args := append([]any{p.Seq, w.now().UnixMilli(), killedBy}, out.pairs...)
-		st, err := recordScript.Run(ctx, w.rdb,
-			[]string{w.keys.Ledger(vb.id), w.keys.Broadcast(vb.id), w.keys.Timeline(vb.id)}, args...).Text()
-		if err != nil {
-			return fmt.Errorf("record outcomes: %w", err)
-		}
-		w.metrics.transition(st)
-	}
+	w.metrics.transition(st)
 	return nil
 }
 
@@ -233,31 +222,28 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, p *batc
 // the retryable devices after max(Retry-After, backoff) — or, once their
 // attempts are spent, records them failed — and the rate-limited ones
 // after the limiter's wait. It returns how many devices it retries.
-func (w *Worker) followUp(ctx context.Context, typ, queue string, p *batchPayload, out *outcomes) (int, error) {
+func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out *outcomes) (int, error) {
 	if len(out.invalid) > 0 {
-		if _, err := w.registry.Delete(ctx, out.invalid...); err != nil {
-			w.logger.Warn("prune invalid tokens", "broadcast_id", p.Broadcast, "err", err)
+		if _, err := w.registry.Delete(ctx, b.devices(out.invalid)...); err != nil {
+			w.logger.Warn("prune invalid tokens", "broadcast_id", b.Broadcast, "err", err)
 		}
 	}
 	retried := 0
 	if len(out.retry) > 0 {
-		if p.Attempt+1 >= w.policy.MaxAttempts {
-			for _, tok := range out.retry {
-				out.add(string(p.Platform)+":"+tok, outFailed)
+		if b.Attempt+1 >= w.policy.MaxAttempts {
+			for _, i := range out.retry {
+				out.add(i, outFailed)
 			}
 		} else {
-			next := &batchPayload{Broadcast: p.Broadcast, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt + 1,
-				Platform: p.Platform, Tokens: out.retry}
-			if err := w.enqueueBatch(ctx, typ, queue, next, max(out.after, w.backoff(p.Attempt))); err != nil {
+			next := b.next(b.Attempt+1, out.retry)
+			if err := w.enqueueBatch(ctx, typ, queue, next, max(out.after, w.backoff(b.Attempt))); err != nil {
 				return 0, err
 			}
 			retried = len(out.retry)
 		}
 	}
 	if len(out.deferred) > 0 {
-		next := &batchPayload{Broadcast: p.Broadcast, Seq: p.Seq, Gen: p.Gen + 1, Attempt: p.Attempt,
-			Platform: p.Platform, Tokens: out.deferred}
-		if err := w.enqueueBatch(ctx, typ, queue, next, out.wait); err != nil {
+		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.deferred), out.wait); err != nil {
 			return 0, err
 		}
 	}
@@ -298,36 +284,11 @@ func (w *Worker) backoff(attempt int) time.Duration {
 // audience as its verified envelope defines it.
 func (w *Worker) inAudience(ctx context.Context, vb *verifiedBroadcast, members []string) ([]bool, error) {
 	if vb.tokens != nil {
-		return containsAll(vb.tokens, members), nil
+		out := make([]bool, len(members))
+		for i, m := range members {
+			_, out[i] = vb.tokens[m]
+		}
+		return out, nil
 	}
 	return w.registry.contains(ctx, vb.req.Audience.Topic, members)
-}
-
-// claim runs claimScript for a batch.
-func (w *Worker) claim(ctx context.Context, ledger, record string, seq int64, newField, dupField string, members []string) ([]int64, error) {
-	if len(members) == 0 {
-		return nil, nil
-	}
-	args := make([]any, 0, 4+len(members))
-	args = append(args, seq, newField, dupField, int64(recordRetention/time.Second))
-	for _, m := range members {
-		args = append(args, m)
-	}
-	res, err := claimScript.Run(ctx, w.rdb, []string{ledger, record}, args...).Int64Slice()
-	if err != nil {
-		return nil, fmt.Errorf("claim devices: %w", err)
-	}
-	if len(res) != len(members) {
-		return nil, errors.New("claim devices: short reply")
-	}
-	return res, nil
-}
-
-func tokenOf(member string) string {
-	for i := 0; i < len(member); i++ {
-		if member[i] == ':' {
-			return member[i+1:]
-		}
-	}
-	return member
 }

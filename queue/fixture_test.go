@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/internal/redistest"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
@@ -29,7 +30,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// fakeSender is a hand-written providers.Sender that records what it was
+// fakeSender is a hand-written Sender that records what it was
 // asked to send. script, when set, decides a device's result per attempt.
 type fakeSender struct {
 	platform providers.Platform
@@ -48,7 +49,7 @@ type sendRecord struct {
 	at    time.Time
 }
 
-var _ providers.Sender = (*fakeSender)(nil)
+var _ Sender = (*fakeSender)(nil)
 
 func newFakeSender(p providers.Platform) *fakeSender {
 	return &fakeSender{platform: p, calls: map[string]int{}}
@@ -185,7 +186,7 @@ func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 		Profile:     signing.DefaultProfile(),
 		Keys:        kr,
 		Revocations: kills,
-		Replay:      signing.NewRedisReplayGuard(rdb, f.keys.Nonce),
+		Replay:      NewReplayGuard(rdb, f.keys),
 	})
 	svc, err := NewService(f.config())
 	if err != nil {
@@ -208,7 +209,7 @@ func (f *fixture) startWorker(id string) *Worker {
 	f.t.Helper()
 	w, err := NewWorker(WorkerConfig{
 		Config:                   f.config(),
-		Senders:                  map[providers.Platform]providers.Sender{providers.FCM: f.fcm, providers.APNs: f.apns},
+		Senders:                  map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns},
 		ID:                       id,
 		Concurrency:              4,
 		TaskCheckInterval:        10 * time.Millisecond,
@@ -250,18 +251,18 @@ func (f *fixture) signed(signer *signing.Signer, method, path string, body []byt
 // submit signs and submits a broadcast body with signer.
 func (f *fixture) submit(signer *signing.Signer, body string) (*Submission, error) {
 	f.t.Helper()
-	v, env, err := f.signed(signer, "POST", "/v1/broadcasts", []byte(body))
+	v, env, err := f.signed(signer, "POST", api.PathBroadcasts, []byte(body))
 	if err != nil {
 		f.t.Fatalf("verify: %v", err)
 	}
-	br, err := ParseBroadcastRequest([]byte(body), f.policy.MaxTTL)
+	br, err := api.ParseBroadcastRequest([]byte(body), f.policy.MaxTTL)
 	if err != nil {
 		return nil, err
 	}
 	return f.svc.Submit(context.Background(), v, env, br)
 }
 
-func (f *fixture) mustSubmit(body string) *Status {
+func (f *fixture) mustSubmit(body string) *api.Status {
 	f.t.Helper()
 	s, err := f.submit(f.sender, body)
 	if err != nil {
@@ -272,18 +273,18 @@ func (f *fixture) mustSubmit(body string) *Status {
 
 // register puts n devices per platform into topic and returns their
 // members.
-func (f *fixture) register(topic string, nFCM, nAPNs int) []Device {
+func (f *fixture) register(topic string, nFCM, nAPNs int) []api.Device {
 	f.t.Helper()
-	var devs []ImportDevice
-	var out []Device
+	var devs []api.ImportDevice
+	var out []api.Device
 	for i := range nFCM {
-		d := Device{Platform: providers.FCM, Token: fmt.Sprintf("fcm-%s-%05d", topic, i)}
-		devs = append(devs, ImportDevice{Platform: "fcm", Token: d.Token, Topics: []string{topic}})
+		d := api.Device{Platform: providers.FCM, Token: fmt.Sprintf("fcm-%s-%05d", topic, i)}
+		devs = append(devs, api.ImportDevice{Platform: "fcm", Token: d.Token, Topics: []string{topic}})
 		out = append(out, d)
 	}
 	for i := range nAPNs {
-		d := Device{Platform: providers.APNs, Token: fmt.Sprintf("%064x", i+1_000_000*len(topic))}
-		devs = append(devs, ImportDevice{Platform: "apns", Token: d.Token, Topics: []string{topic}})
+		d := api.Device{Platform: providers.APNs, Token: fmt.Sprintf("%064x", i+1_000_000*len(topic))}
+		devs = append(devs, api.ImportDevice{Platform: "apns", Token: d.Token, Topics: []string{topic}})
 		out = append(out, d)
 	}
 	if err := f.svc.Registry().Import(context.Background(), devs); err != nil {
@@ -298,7 +299,7 @@ func (f *fixture) register(topic string, nFCM, nAPNs int) []Device {
 const hangGuard = 5 * time.Minute
 
 // waitState polls a broadcast until it reaches state or the deadline.
-func (f *fixture) waitState(id, state string) *Status {
+func (f *fixture) waitState(id, state string) *api.Status {
 	f.t.Helper()
 	deadline := time.Now().Add(hangGuard)
 	for {

@@ -11,53 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/redis/go-redis/v9"
 )
-
-// Kill scopes.
-const (
-	ScopeGlobal    = "global"
-	scopeKey       = "key:"
-	scopeBroadcast = "broadcast:"
-	scopeTopic     = "topic:"
-)
-
-// KeyScope, BroadcastScope and TopicScope build kill scopes.
-func KeyScope(keyID string) string { return scopeKey + keyID }
-
-// BroadcastScope is the kill scope of one broadcast.
-func BroadcastScope(id string) string { return scopeBroadcast + id }
-
-// TopicScope is the kill scope of every broadcast to a topic.
-func TopicScope(topic string) string { return scopeTopic + topic }
-
-// ValidateScope checks a kill scope from outside: "global", "key:<id>",
-// "broadcast:<id>" or "topic:<name>".
-func ValidateScope(s string) error {
-	if s == ScopeGlobal {
-		return nil
-	}
-	kind, v, ok := strings.Cut(s, ":")
-	if ok && v != "" && len(v) <= 128 && !strings.ContainsAny(v, " \t\r\n") {
-		switch kind + ":" {
-		case scopeKey, scopeBroadcast:
-			return nil
-		case scopeTopic:
-			if ValidTopic(v) {
-				return nil
-			}
-		}
-	}
-	return newError(CodeInvalidScope, "scope must be global, key:<id>, broadcast:<id> or topic:<name>")
-}
-
-// Kill is one active kill.
-type Kill struct {
-	Scope  string    `json:"scope"`
-	Reason string    `json:"reason"`
-	By     string    `json:"by"`
-	At     time.Time `json:"at"`
-}
 
 // Scope says what a piece of work belongs to, for matching kills.
 type Scope struct {
@@ -69,14 +25,14 @@ type Scope struct {
 // killState is an immutable snapshot of every active kill and revoked key.
 type killState struct {
 	version int64
-	kills   map[string]Kill
+	kills   map[string]api.Kill
 	revoked map[string]bool
 }
 
 // with returns a copy of s (which may be nil) that also kills scope, at
 // s's version.
 func (s *killState) with(scope string) *killState {
-	next := &killState{kills: map[string]Kill{scope: {Scope: scope, Reason: "announced"}}, revoked: map[string]bool{}}
+	next := &killState{kills: map[string]api.Kill{scope: {Scope: scope, Reason: "announced"}}, revoked: map[string]bool{}}
 	if s != nil {
 		next.version = s.version
 		maps.Copy(next.revoked, s.revoked)
@@ -92,22 +48,22 @@ func (s *killState) match(sc Scope) (string, bool) {
 	if s == nil {
 		return "", false
 	}
-	if _, ok := s.kills[ScopeGlobal]; ok {
-		return ScopeGlobal, true
+	if _, ok := s.kills[api.ScopeGlobal]; ok {
+		return api.ScopeGlobal, true
 	}
 	if sc.KeyID != "" {
-		ks := KeyScope(sc.KeyID)
+		ks := api.KeyScope(sc.KeyID)
 		if _, ok := s.kills[ks]; ok || s.revoked[sc.KeyID] {
 			return ks, true
 		}
 	}
 	if sc.BroadcastID != "" {
-		if bs := BroadcastScope(sc.BroadcastID); s.kills[bs].Scope != "" {
+		if bs := api.BroadcastScope(sc.BroadcastID); s.kills[bs].Scope != "" {
 			return bs, true
 		}
 	}
 	if sc.Topic != "" {
-		if ts := TopicScope(sc.Topic); s.kills[ts].Scope != "" {
+		if ts := api.TopicScope(sc.Topic); s.kills[ts].Scope != "" {
 			return ts, true
 		}
 	}
@@ -157,7 +113,7 @@ end
 return {changed, v}
 `)
 
-func (k *Kills) change(ctx context.Context, op, scope string, kill Kill, revokeKey string) (bool, int64, error) {
+func (k *Kills) change(ctx context.Context, op, scope string, kill api.Kill, revokeKey string) (bool, int64, error) {
 	kj, err := json.Marshal(kill)
 	if err != nil {
 		return false, 0, fmt.Errorf("encode kill: %w", err)
@@ -182,7 +138,7 @@ func parseKillEvent(payload string) (version int64, scope string, err error) {
 	if version, err = strconv.ParseInt(v, 10, 64); err != nil {
 		return 0, "", fmt.Errorf("kill event: %w", err)
 	}
-	if op, sc, ok := strings.Cut(rest, " "); ok && op == "kill" && ValidateScope(sc) == nil {
+	if op, sc, ok := strings.Cut(rest, " "); ok && op == "kill" && api.ValidateScope(sc) == nil {
 		scope = sc
 	}
 	return version, scope, nil
@@ -191,18 +147,18 @@ func parseKillEvent(payload string) (version int64, scope string, err error) {
 // Kill makes a scope's kill durable and announces it. It returns the new
 // kill version, which workers acknowledge once applied.
 func (k *Kills) Kill(ctx context.Context, scope, reason, by string) (int64, error) {
-	_, v, err := k.change(ctx, "kill", scope, Kill{Scope: scope, Reason: reason, By: by, At: k.now().UTC()}, "")
+	_, v, err := k.change(ctx, "kill", scope, api.Kill{Scope: scope, Reason: reason, By: by, At: k.now().UTC()}, "")
 	return v, err
 }
 
 // Resume lifts a kill. It reports whether the kill was active.
 func (k *Kills) Resume(ctx context.Context, scope string) (bool, int64, error) {
-	return k.change(ctx, "resume", scope, Kill{}, "")
+	return k.change(ctx, "resume", scope, api.Kill{}, "")
 }
 
 // Revoke revokes a key and kills everything it submitted, in one change.
 func (k *Kills) Revoke(ctx context.Context, keyID, reason, by string) (int64, error) {
-	kill := Kill{Scope: KeyScope(keyID), Reason: reason, By: by, At: k.now().UTC()}
+	kill := api.Kill{Scope: api.KeyScope(keyID), Reason: reason, By: by, At: k.now().UTC()}
 	_, v, err := k.change(ctx, "kill", kill.Scope, kill, keyID)
 	return v, err
 }
@@ -218,16 +174,16 @@ func (k *Kills) Revoked(ctx context.Context, keyID string) (bool, error) {
 }
 
 // Active returns the active kills, oldest first.
-func (k *Kills) Active(ctx context.Context) ([]Kill, error) {
+func (k *Kills) Active(ctx context.Context) ([]api.Kill, error) {
 	st, err := k.load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Kill, 0, len(st.kills))
+	out := make([]api.Kill, 0, len(st.kills))
 	for _, kl := range st.kills {
 		out = append(out, kl)
 	}
-	slices.SortFunc(out, func(a, b Kill) int { return a.At.Compare(b.At) })
+	slices.SortFunc(out, func(a, b api.Kill) int { return a.At.Compare(b.At) })
 	return out, nil
 }
 
@@ -267,12 +223,12 @@ func (k *Kills) load(ctx context.Context) (*killState, error) {
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read kill state: %w", err)
 	}
-	st := &killState{kills: map[string]Kill{}, revoked: map[string]bool{}}
+	st := &killState{kills: map[string]api.Kill{}, revoked: map[string]bool{}}
 	st.version, _ = strconv.ParseInt(ver.Val(), 10, 64)
 	for scope, raw := range kills.Val() {
-		var kl Kill
+		var kl api.Kill
 		if json.Unmarshal([]byte(raw), &kl) != nil {
-			kl = Kill{Reason: "unreadable kill entry"}
+			kl = api.Kill{Reason: "unreadable kill entry"}
 		}
 		kl.Scope = scope
 		st.kills[scope] = kl
@@ -283,15 +239,50 @@ func (k *Kills) load(ctx context.Context) (*killState, error) {
 	return st, nil
 }
 
-// AckReport says which live workers acknowledged a kill version.
-type AckReport struct {
-	Version      int64         `json:"version"`
-	Acknowledged bool          `json:"acknowledged"`
-	Workers      int           `json:"workers"`
-	Missing      []string      `json:"missing,omitempty"`
-	Waited       time.Duration `json:"-"`
-	// WaitedMS is Waited in milliseconds, for JSON.
-	WaitedMS float64 `json:"waited_ms"`
+// subscribe opens a subscription to the kill channel.
+func (k *Kills) subscribe(ctx context.Context) *redis.PubSub {
+	return k.rdb.Subscribe(ctx, k.keys.KillChannel())
+}
+
+// ack records and announces that worker has applied kill version.
+func (k *Kills) ack(ctx context.Context, worker string, version int64) error {
+	_, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, k.keys.WorkerAcks(), worker, version)
+		p.Publish(ctx, k.keys.AckChannel(), worker+" "+strconv.FormatInt(version, 10))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("acknowledge kill version %d: %w", version, err)
+	}
+	return nil
+}
+
+// heartbeat records that worker is live, and forgets workers gone for a
+// minute.
+func (k *Kills) heartbeat(ctx context.Context, worker string) error {
+	now := k.now()
+	_, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, k.keys.Workers(), redis.Z{Score: float64(now.UnixMilli()), Member: worker})
+		p.ZRemRangeByScore(ctx, k.keys.Workers(), "-inf", strconv.FormatInt(now.Add(-time.Minute).UnixMilli(), 10))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	return nil
+}
+
+// leave removes worker from the live set and its acknowledgements.
+func (k *Kills) leave(ctx context.Context, worker string) error {
+	_, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, k.keys.Workers(), worker)
+		p.HDel(ctx, k.keys.WorkerAcks(), worker)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("leave the live set: %w", err)
+	}
+	return nil
 }
 
 // liveWindow is how recent a heartbeat must be for a worker to count as
@@ -317,7 +308,7 @@ func (k *Kills) subscribeAcks(ctx context.Context) (*ackSubscription, error) {
 // waitAcks waits until every live worker has applied version, or timeout;
 // on timeout the report names the workers that did not answer. sub only
 // hastens the wait; it may be nil.
-func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int64, timeout time.Duration) (AckReport, error) {
+func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int64, timeout time.Duration) (api.AckReport, error) {
 	start := k.now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -329,8 +320,7 @@ func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int6
 	}
 	for {
 		rep, err := k.ackReport(ctx, version)
-		rep.Waited = k.now().Sub(start)
-		rep.WaitedMS = float64(rep.Waited.Microseconds()) / 1000
+		rep.WaitedMS = float64(k.now().Sub(start).Microseconds()) / 1000
 		if err != nil || rep.Acknowledged {
 			return rep, err
 		}
@@ -346,8 +336,8 @@ func (k *Kills) waitAcks(ctx context.Context, sub *ackSubscription, version int6
 }
 
 // ackReport compares live workers' acknowledged versions with version.
-func (k *Kills) ackReport(ctx context.Context, version int64) (AckReport, error) {
-	rep := AckReport{Version: version}
+func (k *Kills) ackReport(ctx context.Context, version int64) (api.AckReport, error) {
+	rep := api.AckReport{Version: version}
 	since := strconv.FormatInt(k.now().Add(-liveWindow).UnixMilli(), 10)
 	var live *redis.StringSliceCmd
 	var acks *redis.MapStringStringCmd

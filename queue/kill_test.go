@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
 )
@@ -30,19 +31,19 @@ func TestValidateScope(t *testing.T) {
 		{"", false},
 	}
 	for _, tt := range tests {
-		err := ValidateScope(tt.give)
+		err := api.ValidateScope(tt.give)
 		if got := err == nil; got != tt.want {
-			t.Errorf("ValidateScope(%q) = %v, want ok=%v", tt.give, err, tt.want)
+			t.Errorf("api.ValidateScope(%q) = %v, want ok=%v", tt.give, err, tt.want)
 		}
 	}
 }
 
 func TestKillStateMatch(t *testing.T) {
 	st := &killState{
-		kills: map[string]Kill{
-			KeyScope("k1"):       {Scope: KeyScope("k1")},
-			BroadcastScope("b1"): {Scope: BroadcastScope("b1")},
-			TopicScope("news"):   {Scope: TopicScope("news")},
+		kills: map[string]api.Kill{
+			api.KeyScope("k1"):       {Scope: api.KeyScope("k1")},
+			api.BroadcastScope("b1"): {Scope: api.BroadcastScope("b1")},
+			api.TopicScope("news"):   {Scope: api.TopicScope("news")},
 		},
 		revoked: map[string]bool{"k9": true},
 	}
@@ -51,10 +52,10 @@ func TestKillStateMatch(t *testing.T) {
 		want string
 	}{
 		{Scope{BroadcastID: "b2", KeyID: "k2", Topic: "sports"}, ""},
-		{Scope{BroadcastID: "b2", KeyID: "k1"}, KeyScope("k1")},
-		{Scope{BroadcastID: "b1", KeyID: "k2"}, BroadcastScope("b1")},
-		{Scope{BroadcastID: "b2", KeyID: "k2", Topic: "news"}, TopicScope("news")},
-		{Scope{BroadcastID: "b2", KeyID: "k9"}, KeyScope("k9")},
+		{Scope{BroadcastID: "b2", KeyID: "k1"}, api.KeyScope("k1")},
+		{Scope{BroadcastID: "b1", KeyID: "k2"}, api.BroadcastScope("b1")},
+		{Scope{BroadcastID: "b2", KeyID: "k2", Topic: "news"}, api.TopicScope("news")},
+		{Scope{BroadcastID: "b2", KeyID: "k9"}, api.KeyScope("k9")},
 	}
 	for _, tt := range tests {
 		got, _ := st.match(tt.give)
@@ -62,8 +63,8 @@ func TestKillStateMatch(t *testing.T) {
 			t.Errorf("match(%+v) = %q, want %q", tt.give, got, tt.want)
 		}
 	}
-	st.kills[ScopeGlobal] = Kill{Scope: ScopeGlobal}
-	if got, _ := st.match(Scope{BroadcastID: "b2"}); got != ScopeGlobal {
+	st.kills[api.ScopeGlobal] = api.Kill{Scope: api.ScopeGlobal}
+	if got, _ := st.match(Scope{BroadcastID: "b2"}); got != api.ScopeGlobal {
 		t.Errorf("with a global kill, match = %q", got)
 	}
 }
@@ -82,7 +83,7 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "bad"))
 	waitFor(t, "first deliveries", func() bool { return len(f.fcm.sent("bad"))+len(f.apns.sent("bad")) > 100 })
 
-	res, err := f.svc.Kill(context.Background(), "admin", BroadcastScope(st.ID), "wrong text", true)
+	res, err := f.svc.Kill(context.Background(), "admin", api.BroadcastScope(st.ID), "wrong text", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	if !res.Ack.Acknowledged || res.Ack.Workers != 2 {
 		t.Fatalf("ack = %+v, want acknowledged by 2 workers", res.Ack)
 	}
-	done := f.waitState(st.ID, StateKilled)
+	done := f.waitState(st.ID, api.StateKilled)
 	waitFor(t, "the killed broadcast to finish", func() bool {
 		s, _ := f.svc.Get(context.Background(), st.ID)
 		return !s.FinishedAt.IsZero()
@@ -110,7 +111,7 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	if c.Sent != int64(len(f.fcm.sent("bad"))+len(f.apns.sent("bad"))) {
 		t.Errorf("ledger says %d sent, providers saw %d", c.Sent, len(f.fcm.sent("bad"))+len(f.apns.sent("bad")))
 	}
-	t.Logf("kill acknowledged after %s; %d sent before it", res.Ack.Waited, c.Sent)
+	t.Logf("kill acknowledged after %.1fms; %d sent before it", res.Ack.WaitedMS, c.Sent)
 }
 
 func TestRevokedKeyIsRefusedAndItsBroadcastsKilled(t *testing.T) {
@@ -123,17 +124,17 @@ func TestRevokedKeyIsRefusedAndItsBroadcastsKilled(t *testing.T) {
 	if _, err := f.svc.Revoke(context.Background(), "admin", "sender", "key leaked"); err != nil {
 		t.Fatal(err)
 	}
-	done := f.waitState(st.ID, StateKilled)
-	if done.KilledBy != KeyScope("sender") {
-		t.Errorf("killed_by = %q, want %q", done.KilledBy, KeyScope("sender"))
+	done := f.waitState(st.ID, api.StateKilled)
+	if done.KilledBy != api.KeyScope("sender") {
+		t.Errorf("killed_by = %q, want %q", done.KilledBy, api.KeyScope("sender"))
 	}
-	_, _, err := f.signed(f.sender, "POST", "/v1/broadcasts", []byte(broadcastBody(`{"topic":"citizens"}`, "again")))
+	_, _, err := f.signed(f.sender, "POST", api.PathBroadcasts, []byte(broadcastBody(`{"topic":"citizens"}`, "again")))
 	var se *signing.Error
 	if !errors.As(err, &se) || se.Code != "revoked_key" {
 		t.Errorf("request after revocation: err = %v, want revoked_key", err)
 	}
-	if _, err := f.svc.Resume(context.Background(), "admin", KeyScope("sender"), ""); CodeOf(err) != CodeNotResumable {
-		t.Errorf("resume of a revoked key: err = %v, want %s", err, CodeNotResumable)
+	if _, err := f.svc.Resume(context.Background(), "admin", api.KeyScope("sender"), ""); api.CodeOf(err) != api.CodeNotResumable {
+		t.Errorf("resume of a revoked key: err = %v, want %s", err, api.CodeNotResumable)
 	}
 }
 
@@ -144,7 +145,7 @@ func TestForgedTasksDeliverNothing(t *testing.T) {
 	w := f.startWorker("w1")
 	ctx := context.Background()
 	genuine := f.mustSubmit(broadcastBody(`{"topic":"t-small"}`, "genuine"))
-	f.waitState(genuine.ID, StateCompleted)
+	f.waitState(genuine.ID, api.StateCompleted)
 
 	// 1. Someone with Redis access alters a stored envelope's body to reach
 	// a bigger topic with their own text, then enqueues a plan task.
@@ -160,7 +161,7 @@ func TestForgedTasksDeliverNothing(t *testing.T) {
 	altered, _ := json.Marshal(env)
 	forgedID := "bforged000000000000000000"
 	f.rdb.Set(ctx, f.keys.Envelope(forgedID), altered, 0)
-	f.rdb.HSet(ctx, f.keys.Broadcast(forgedID), "state", StateQueued)
+	f.rdb.HSet(ctx, f.keys.Broadcast(forgedID), "state", api.StateQueued)
 	plan := func(id string) {
 		b, _ := json.Marshal(planPayload{Broadcast: id})
 		if _, err := w.enqueuer.Enqueue(asynq.NewTask(TypePlan, b), asynq.Queue(QueuePlan)); err != nil {
@@ -208,21 +209,21 @@ func TestRecallReplaceReachesExactlyTheReachedDevices(t *testing.T) {
 	f.startWorker("w1")
 	ctx := context.Background()
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "wrong"))
-	f.waitState(st.ID, StateCompleted)
+	f.waitState(st.ID, api.StateCompleted)
 
 	body := []byte(`{"mode":"replace","replacement":{"title":"corrected","body":"sorry"}}`)
-	v, env, err := f.signed(f.admin, "POST", "/v1/broadcasts/"+st.ID+"/recall", body)
+	v, env, err := f.signed(f.admin, "POST", api.RecallPath(st.ID), body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rr, err := ParseRecallRequest(body)
+	rr, err := api.ParseRecallRequest(body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.Recall(ctx, v.Key.ID, st.ID, env, rr); err != nil {
 		t.Fatal(err)
 	}
-	done := f.waitState(st.ID, StateRecalled)
+	done := f.waitState(st.ID, api.StateRecalled)
 	if done.Counters.Recalled != 50 {
 		t.Errorf("recalled = %d, want 50", done.Counters.Recalled)
 	}
@@ -255,17 +256,17 @@ func TestRecallRemoveSendsSilentMessage(t *testing.T) {
 	f.startWorker("w1")
 	ctx := context.Background()
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "oops"))
-	f.waitState(st.ID, StateCompleted)
+	f.waitState(st.ID, api.StateCompleted)
 	body := []byte(`{"mode":"remove"}`)
-	v, env, err := f.signed(f.admin, "POST", "/v1/broadcasts/"+st.ID+"/recall", body)
+	v, env, err := f.signed(f.admin, "POST", api.RecallPath(st.ID), body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rr, _ := ParseRecallRequest(body)
+	rr, _ := api.ParseRecallRequest(body)
 	if _, err := f.svc.Recall(ctx, v.Key.ID, st.ID, env, rr); err != nil {
 		t.Fatal(err)
 	}
-	f.waitState(st.ID, StateRecalled)
+	f.waitState(st.ID, api.StateRecalled)
 	silent := 0
 	for _, r := range append(f.fcm.records(), f.apns.records()...) {
 		if r.msg.RecallOf == st.ID {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/internal/redistest"
 )
 
@@ -18,7 +19,7 @@ func TestParseKillEvent(t *testing.T) {
 	}{
 		{give: "7", wantV: 7},
 		{give: "7 kill broadcast:b1", wantV: 7, wantScope: "broadcast:b1"},
-		{give: "8 kill global", wantV: 8, wantScope: ScopeGlobal},
+		{give: "8 kill global", wantV: 8, wantScope: api.ScopeGlobal},
 		{give: "9 kill key:city-alerts", wantV: 9, wantScope: "key:city-alerts"},
 		{give: "9 kill nonsense", wantV: 9},
 		{give: "9 resume topic:news", wantV: 9},
@@ -56,13 +57,13 @@ func TestKillAnnouncementNamesItsScope(t *testing.T) {
 		}
 	}
 
-	if _, err := kills.Kill(ctx, TopicScope("news"), "test", "admin"); err != nil {
+	if _, err := kills.Kill(ctx, api.TopicScope("news"), "test", "admin"); err != nil {
 		t.Fatal(err)
 	}
 	if got := next(); got != "1 kill topic:news" {
 		t.Errorf("kill announced %q, want %q", got, "1 kill topic:news")
 	}
-	if _, _, err := kills.Resume(ctx, TopicScope("news")); err != nil {
+	if _, _, err := kills.Resume(ctx, api.TopicScope("news")); err != nil {
 		t.Fatal(err)
 	}
 	if got := next(); got != "2" {
@@ -82,13 +83,13 @@ func TestStopNowStopsAnnouncedScope(t *testing.T) {
 	defer hit.end()
 	defer other.end()
 
-	ks.stopNow(BroadcastScope("b1"))
+	ks.stopNow(api.BroadcastScope("b1"))
 
 	if hit.Enter() || hit.Commit() {
 		t.Error("a running flight of the announced scope still admits calls")
 	}
-	if got := hit.killed(); got != BroadcastScope("b1") {
-		t.Errorf("flight killed by %q, want %q", got, BroadcastScope("b1"))
+	if got := hit.killed(); got != api.BroadcastScope("b1") {
+		t.Errorf("flight killed by %q, want %q", got, api.BroadcastScope("b1"))
 	}
 	if !other.Enter() || !other.Commit() {
 		t.Error("a flight of another broadcast was stopped")

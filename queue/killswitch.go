@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +80,7 @@ func (ks *KillSwitch) Version() int64 {
 // cancelled. It loads the state before returning from its first iteration,
 // so a worker should call Sync before taking tasks.
 func (ks *KillSwitch) Run(ctx context.Context) error {
-	ps := ks.kills.rdb.Subscribe(ctx, ks.kills.keys.KillChannel())
+	ps := ks.kills.subscribe(ctx)
 	defer ps.Close()
 	msgs := ps.Channel(redis.WithChannelSize(64))
 	poll := time.NewTicker(time.Second)
@@ -211,12 +210,7 @@ func (ks *KillSwitch) wait(ctx context.Context, flights []*flight, ch func(*flig
 }
 
 func (ks *KillSwitch) ack(ctx context.Context, version int64) {
-	_, err := ks.kills.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, ks.kills.keys.WorkerAcks(), ks.workerID, version)
-		p.Publish(ctx, ks.kills.keys.AckChannel(), ks.workerID+" "+strconv.FormatInt(version, 10))
-		return nil
-	})
-	if err != nil && ctx.Err() == nil {
+	if err := ks.kills.ack(ctx, ks.workerID, version); err != nil && ctx.Err() == nil {
 		ks.logger.Warn("kill switch: acknowledge failed", "version", version, "err", err)
 		return
 	}
@@ -228,13 +222,7 @@ func (ks *KillSwitch) ack(ctx context.Context, version int64) {
 // heartbeat records that this worker is live, and forgets workers gone
 // for a minute.
 func (ks *KillSwitch) heartbeat(ctx context.Context) {
-	now := ks.now()
-	_, err := ks.kills.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, ks.kills.keys.Workers(), redis.Z{Score: float64(now.UnixMilli()), Member: ks.workerID})
-		p.ZRemRangeByScore(ctx, ks.kills.keys.Workers(), "-inf", strconv.FormatInt(now.Add(-time.Minute).UnixMilli(), 10))
-		return nil
-	})
-	if err != nil && ctx.Err() == nil {
+	if err := ks.kills.heartbeat(ctx, ks.workerID); err != nil && ctx.Err() == nil {
 		ks.logger.Warn("kill switch: heartbeat failed", "err", err)
 	}
 }
@@ -243,8 +231,9 @@ func (ks *KillSwitch) heartbeat(ctx context.Context) {
 func (ks *KillSwitch) leave() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	ks.kills.rdb.ZRem(ctx, ks.kills.keys.Workers(), ks.workerID)
-	ks.kills.rdb.HDel(ctx, ks.kills.keys.WorkerAcks(), ks.workerID)
+	if err := ks.kills.leave(ctx, ks.workerID); err != nil {
+		ks.logger.Warn("kill switch: leaving the live set failed; kills wait for this worker until its heartbeat ages out", "err", err)
+	}
 }
 
 // begin registers a flight: the provider calls of one task in scope sc.

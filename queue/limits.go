@@ -11,25 +11,16 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
-// Rate is a number of events per period. The zero Rate is unlimited.
-type Rate struct {
-	Count int
-	Per   time.Duration
-	// Burst is how many events may happen at once; zero means one
-	// second's worth (at least 1).
-	Burst int
-}
+// unlimited reports whether r sets no limit: the zero signing.Rate.
+func unlimited(r signing.Rate) bool { return r.Count <= 0 || r.Per <= 0 }
 
-// Unlimited reports whether r sets no limit.
-func (r Rate) Unlimited() bool { return r.Count <= 0 || r.Per <= 0 }
-
-func (r Rate) limit() redis_rate.Limit {
-	burst := r.Burst
-	if burst <= 0 {
-		burst = max(1, int(float64(r.Count)*float64(time.Second)/float64(r.Per)))
-	}
+// gcra is r as a GCRA limit that allows a burst of one second's worth
+// (at least one).
+func gcra(r signing.Rate) redis_rate.Limit {
+	burst := max(1, int(float64(r.Count)*float64(time.Second)/float64(r.Per)))
 	return redis_rate.Limit{Rate: r.Count, Period: r.Per, Burst: burst}
 }
 
@@ -41,7 +32,7 @@ type limiter struct {
 	rdb      redis.UniversalClient
 	rl       *redis_rate.Limiter
 	keys     Keys
-	provider map[providers.Platform]Rate
+	provider map[providers.Platform]signing.Rate
 	// deviceMax pushes per deviceWindow; deviceMax <= 0 disables it.
 	deviceMax    int
 	deviceWindow time.Duration
@@ -51,13 +42,13 @@ type limiter struct {
 // take asks for n tokens from the limits of platform and sender key. It
 // returns how many may be sent now and, when fewer than n, how long to wait
 // before asking for the rest.
-func (l *limiter) take(ctx context.Context, platform providers.Platform, keyID string, keyRate Rate, n int) (int, time.Duration, error) {
+func (l *limiter) take(ctx context.Context, platform providers.Platform, keyID string, keyRate signing.Rate, n int) (int, time.Duration, error) {
 	allowed, wait := n, time.Duration(0)
-	step := func(key string, r Rate) error {
-		if r.Unlimited() || allowed == 0 {
+	step := func(key string, r signing.Rate) error {
+		if unlimited(r) || allowed == 0 {
 			return nil
 		}
-		res, err := l.rl.AllowAtMost(ctx, key, r.limit(), allowed)
+		res, err := l.rl.AllowAtMost(ctx, key, gcra(r), allowed)
 		if err != nil {
 			return fmt.Errorf("rate limit: %w", err)
 		}

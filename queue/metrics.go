@@ -37,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"task", "reason"}),
 		killsApplied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pushgate_kill_versions_applied_total",
-			Help: "Kill-state versions this worker applied and acknowledged.",
+			Help: "api.Kill-state versions this worker applied and acknowledged.",
 		}),
 	}
 	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied)

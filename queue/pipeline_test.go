@@ -10,6 +10,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 )
 
@@ -24,7 +25,7 @@ func TestTopicBroadcastReachesEveryDeviceOnce(t *testing.T) {
 	f.startWorker("w1")
 
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "hello"))
-	done := f.waitState(st.ID, StateCompleted)
+	done := f.waitState(st.ID, api.StateCompleted)
 
 	got := map[string]int{}
 	for tok, n := range f.fcm.sent("hello") {
@@ -37,11 +38,11 @@ func TestTopicBroadcastReachesEveryDeviceOnce(t *testing.T) {
 		t.Errorf("%d devices received it, want %d", len(got), len(devs))
 	}
 	for _, d := range devs {
-		if got[d.Member()] != 1 {
-			t.Errorf("%s received it %d times, want 1", d.Member(), got[d.Member()])
+		if got[member(d)] != 1 {
+			t.Errorf("%s received it %d times, want 1", member(d), got[member(d)])
 		}
 	}
-	want := Counters{Targeted: 1250, Planned: 1250, Sent: 1250}
+	want := api.Counters{Targeted: 1250, Planned: 1250, Sent: 1250}
 	if done.Counters != want {
 		t.Errorf("counters = %+v, want %+v", done.Counters, want)
 	}
@@ -62,13 +63,13 @@ func TestTokenBroadcastAndInvalidTokensArePruned(t *testing.T) {
 		}
 		return providers.Result{Class: providers.Sent}
 	}
-	if err := f.svc.Registry().Put(context.Background(), Device{Platform: providers.FCM, Token: "gone-1"}, []string{"citizens"}); err != nil {
+	if err := f.svc.Registry().Put(context.Background(), api.Device{Platform: providers.FCM, Token: "gone-1"}, []string{"citizens"}); err != nil {
 		t.Fatal(err)
 	}
 	f.startWorker("w1")
 	st := f.mustSubmit(broadcastBody(`{"tokens":[{"platform":"fcm","token":"gone-1"},{"platform":"fcm","token":"fcm-citizens-00000"}]}`, "direct"))
-	done := f.waitState(st.ID, StateCompleted)
-	if want := (Counters{Targeted: 2, Planned: 2, Sent: 1, InvalidToken: 1}); done.Counters != want {
+	done := f.waitState(st.ID, api.StateCompleted)
+	if want := (api.Counters{Targeted: 2, Planned: 2, Sent: 1, InvalidToken: 1}); done.Counters != want {
 		t.Errorf("counters = %+v, want %+v", done.Counters, want)
 	}
 	n, err := f.svc.Registry().Count(context.Background(), "citizens")
@@ -94,8 +95,8 @@ func TestRetryableDevicesAreRetriedAfterRetryAfter(t *testing.T) {
 	}
 	f.startWorker("w1")
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "retry"))
-	done := f.waitState(st.ID, StateCompleted)
-	if want := (Counters{Targeted: 20, Planned: 20, Sent: 20, Retries: 2}); done.Counters != want {
+	done := f.waitState(st.ID, api.StateCompleted)
+	if want := (api.Counters{Targeted: 20, Planned: 20, Sent: 20, Retries: 2}); done.Counters != want {
 		t.Errorf("counters = %+v, want %+v", done.Counters, want)
 	}
 	f.fcm.mu.Lock()
@@ -136,8 +137,8 @@ func TestRetriesGiveUpAfterMaxAttempts(t *testing.T) {
 	}
 	f.startWorker("w1")
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "flaky"))
-	done := f.waitState(st.ID, StateCompleted)
-	if want := (Counters{Targeted: 2, Planned: 2, Sent: 1, Failed: 1, Retries: 2}); done.Counters != want {
+	done := f.waitState(st.ID, api.StateCompleted)
+	if want := (api.Counters{Targeted: 2, Planned: 2, Sent: 1, Failed: 1, Retries: 2}); done.Counters != want {
 		t.Errorf("counters = %+v, want %+v", done.Counters, want)
 	}
 }
@@ -158,7 +159,7 @@ func TestBatchRetriedAfterPartialSuccessResendsToNobody(t *testing.T) {
 	// No worker is started: the test drives the handlers itself, as asynq
 	// would when it retries a task.
 	w, err := NewWorker(WorkerConfig{Config: f.config(),
-		Senders: map[providers.Platform]providers.Sender{providers.FCM: f.fcm, providers.APNs: f.apns}})
+		Senders: map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,13 +175,12 @@ func TestBatchRetriedAfterPartialSuccessResendsToNobody(t *testing.T) {
 		}
 		return providers.Result{Class: providers.Sent}
 	}
-	_, err = w.claim(ctx, f.keys.Ledger(st.ID), f.keys.Broadcast(st.ID), 0, "targeted", "skipped_duplicate",
+	_, err = w.store.claim(ctx, st.ID, ledgerDelivery, 0,
 		[]string{"fcm:" + toks[0], "fcm:" + toks[1], "fcm:" + toks[2], "fcm:" + toks[3]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := recordScript.Run(ctx, f.rdb, []string{f.keys.Ledger(st.ID), f.keys.Broadcast(st.ID), f.keys.Timeline(st.ID)},
-		0, time.Now().UnixMilli(), "", "fcm:"+toks[0], "s", "fcm:"+toks[1], "s").Result(); err != nil {
+	if _, err := w.store.recordOutcomes(ctx, st.ID, 0, time.Now(), "", []any{"fcm:" + toks[0], "s", "fcm:" + toks[1], "s"}, counts{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -225,12 +225,12 @@ func TestAudienceCapStopsPlanning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.waitState(sub.Status.ID, StateCompleted)
+	f.waitState(sub.Status.ID, api.StateCompleted)
 	// ...but not once the topic has grown past the cap.
 	f.register("citizens", 10, 0)
 	_, err = f.submit(f.signers["small"], broadcastBody(`{"topic":"citizens"}`, "capped2"))
-	if CodeOf(err) != CodeAudienceOverCap {
-		t.Fatalf("submit over cap: err = %v, want %s", err, CodeAudienceOverCap)
+	if api.CodeOf(err) != api.CodeAudienceOverCap {
+		t.Fatalf("submit over cap: err = %v, want %s", err, api.CodeAudienceOverCap)
 	}
 }
 
@@ -249,8 +249,8 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Errorf("repeat: created=%v id=%s, want the existing %s", again.Created, again.Status.ID, first.Status.ID)
 	}
 	changed := strings.Replace(body, `"b"}`, `"other"}`, 1)
-	if _, err := f.submit(f.sender, changed); CodeOf(err) != CodeIdempotencyConflict {
-		t.Errorf("changed body: err = %v, want %s", err, CodeIdempotencyConflict)
+	if _, err := f.submit(f.sender, changed); api.CodeOf(err) != api.CodeIdempotencyConflict {
+		t.Errorf("changed body: err = %v, want %s", err, api.CodeIdempotencyConflict)
 	}
 	list, err := f.svc.List(context.Background(), "", 10, "")
 	if err != nil {
@@ -264,23 +264,23 @@ func TestIdempotencyKey(t *testing.T) {
 func TestGlobalKillRefusesSubmissions(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	if _, err := f.svc.Kill(ctx, "admin", ScopeGlobal, "drill", false); err != nil {
+	if _, err := f.svc.Kill(ctx, "admin", api.ScopeGlobal, "drill", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); CodeOf(err) != CodeKillSwitchActive {
-		t.Fatalf("err = %v, want %s", err, CodeKillSwitchActive)
+	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); api.CodeOf(err) != api.CodeKillSwitchActive {
+		t.Fatalf("err = %v, want %s", err, api.CodeKillSwitchActive)
 	}
-	if _, err := f.svc.Resume(ctx, "admin", ScopeGlobal, "over"); err != nil {
+	if _, err := f.svc.Resume(ctx, "admin", api.ScopeGlobal, "over"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); err != nil {
 		t.Fatalf("after resume: %v", err)
 	}
-	entries, err := f.svc.Audit().List(ctx, 10)
+	entries, err := f.svc.AuditLog(ctx, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 2 || entries[0].Action != "resume" || entries[1].Action != "kill" || entries[1].Target != ScopeGlobal {
+	if len(entries) != 2 || entries[0].Action != "resume" || entries[1].Action != "kill" || entries[1].Target != api.ScopeGlobal {
 		t.Errorf("audit = %+v, want resume then kill of global", entries)
 	}
 }
@@ -289,12 +289,12 @@ func TestDeviceLimitThrottlesExcess(t *testing.T) {
 	f := newFixture(t, func(p *Policy) { p.DeviceLimit = 2; p.DeviceWindow = time.Hour })
 	f.register("citizens", 3, 0)
 	f.startWorker("w1")
-	var last *Status
+	var last *api.Status
 	for i := range 3 {
 		st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, fmt.Sprintf("n%d", i)))
-		last = f.waitState(st.ID, StateCompleted)
+		last = f.waitState(st.ID, api.StateCompleted)
 	}
-	if want := (Counters{Targeted: 3, Planned: 3, Throttled: 3}); last.Counters != want {
+	if want := (api.Counters{Targeted: 3, Planned: 3, Throttled: 3}); last.Counters != want {
 		t.Errorf("third broadcast counters = %+v, want %+v", last.Counters, want)
 	}
 	if n := len(f.fcm.sent("n2")); n != 0 {

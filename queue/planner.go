@@ -10,33 +10,12 @@ import (
 	"strconv"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
-	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/api"
 )
 
 // scanCount is the COUNT hint of each SSCAN/HSCAN page the planners read.
 const scanCount = 2000
-
-// planProgress is a planner's saved position: resuming from it never
-// enqueues a batch twice.
-type planProgress struct {
-	cursor uint64
-	seq    int64
-	done   bool
-}
-
-func (w *Worker) loadProgress(ctx context.Context, key string) (planProgress, error) {
-	f, err := w.rdb.HGetAll(ctx, key).Result()
-	if err != nil {
-		return planProgress{}, fmt.Errorf("read plan progress: %w", err)
-	}
-	var p planProgress
-	p.cursor, _ = strconv.ParseUint(f["cursor"], 10, 64)
-	p.seq, _ = strconv.ParseInt(f["seq"], 10, 64)
-	p.done = f["done"] == "1"
-	return p, nil
-}
 
 // batchTaskID names a batch generation by its devices, so that re-planning
 // the same page collides with the batches it already enqueued.
@@ -52,10 +31,10 @@ func batchTaskID(kind string, p *batchPayload) string {
 // chunk splits members into batches of one platform and at most MaxBatch
 // devices, numbering them from seq.
 func chunk(broadcastID string, members []string, seq int64) []*batchPayload {
-	by := map[providers.Platform][]string{}
-	var order []providers.Platform
+	by := map[api.Platform][]string{}
+	var order []api.Platform
 	for _, m := range members {
-		d, err := ParseMember(m)
+		d, err := parseMember(m)
 		if err != nil {
 			continue // not a device: registry sets hold nothing else unless tampered with
 		}
@@ -94,19 +73,15 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 	if by, ok := w.ks.Killed(vb.scope()); ok {
 		return w.planDone(ctx, id, by)
 	}
-	if _, err := w.transition(ctx, id, StateSending, "", "", StateQueued); err != nil {
+	if _, err := w.transition(ctx, id, api.StateSending, "", "", api.StateQueued); err != nil {
 		return err
 	}
-	prog, err := w.loadProgress(ctx, w.keys.Plan(id))
+	prog, err := w.store.loadProgress(ctx, id, ledgerDelivery)
 	if err != nil || prog.done {
 		return err
 	}
 
 	limit := int64(vb.maxAudience)
-	planned, err := w.rdb.HGet(ctx, w.keys.Broadcast(id), "planned").Int64()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("read planned: %w", err)
-	}
 	tokens := vb.req.Audience.Tokens
 	for {
 		var page []string
@@ -115,7 +90,7 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 			start := min(int(prog.cursor), len(tokens))
 			end := min(start+scanCount, len(tokens))
 			for _, d := range tokens[start:end] {
-				page = append(page, d.Member())
+				page = append(page, member(d))
 			}
 			if end < len(tokens) {
 				next = uint64(end)
@@ -127,36 +102,34 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 			}
 		}
 		capped := false
-		if planned+int64(len(page)) > limit {
-			page = page[:max(0, limit-planned)]
+		if prog.planned+int64(len(page)) > limit {
+			page = page[:max(0, limit-prog.planned)]
 			capped = true
 		}
 		batches := chunk(id, page, prog.seq)
 		n := 0
 		for _, b := range batches {
-			payload, _ := json.Marshal(b)
+			payload, err := json.Marshal(b)
+			if err != nil {
+				return fmt.Errorf("encode batch: %w", err)
+			}
 			if err := w.enqueue(ctx, TypeDeliver, payload, asynq.Queue(QueueDeliver),
-				asynq.TaskID(batchTaskID("deliver", b)), asynq.MaxRetry(w.taskRetries)); err != nil {
+				asynq.TaskID(batchTaskID(TypeDeliver, b)), asynq.MaxRetry(w.taskRetries)); err != nil {
 				return err
 			}
 			n += len(b.Tokens)
 		}
 		prog.seq += int64(len(batches))
 		prog.cursor = next
-		planned += int64(n)
-		_, err = w.rdb.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-			pl.HSet(ctx, w.keys.Plan(id), "cursor", prog.cursor, "seq", prog.seq)
-			pl.HIncrBy(ctx, w.keys.Broadcast(id), "planned", int64(n))
-			w.store.touchExpiry(ctx, pl, id)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("save plan progress: %w", err)
+		prog.planned += int64(n)
+		if err := w.store.saveProgress(ctx, id, ledgerDelivery, prog, int64(n)); err != nil {
+			return err
 		}
 		if capped {
 			w.logger.Warn("audience capped at the key's max_audience", "broadcast_id", id, "key_id", vb.keyID, "max_audience", limit)
-			w.rdb.RPush(ctx, w.keys.Timeline(id), timelineJSON(w.now().UnixMilli(), "audience_capped",
-				"stopped at max_audience "+strconv.FormatInt(limit, 10)))
+			if err := w.store.note(ctx, id, w.now(), "audience_capped", "stopped at max_audience "+strconv.FormatInt(limit, 10)); err != nil {
+				return err
+			}
 			break
 		}
 		if by, ok := w.ks.Killed(vb.scope()); ok {
@@ -172,24 +145,23 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 // planDone marks planning finished; killedBy names a kill that cut it
 // short.
 func (w *Worker) planDone(ctx context.Context, id, killedBy string) error {
-	st, err := planDoneScript.Run(ctx, w.rdb, []string{w.keys.Plan(id), w.keys.Broadcast(id), w.keys.Timeline(id)},
-		"", w.now().UnixMilli(), killedBy).Text()
+	st, err := w.store.planDone(ctx, id, w.now(), killedBy)
 	if err != nil {
-		return fmt.Errorf("finish planning: %w", err)
+		return err
 	}
 	w.metrics.transition(st)
 	return nil
 }
 
 func timelineJSON(at int64, event, detail string) string {
-	b, _ := json.Marshal(Event{At: at, Event: event, Detail: detail})
+	b, _ := json.Marshal(api.Event{At: at, Event: event, Detail: detail})
 	return string(b)
 }
 
 // loadBroadcast reads and verifies a broadcast's envelope.
 func (w *Worker) loadBroadcast(ctx context.Context, id string) (*verifiedBroadcast, error) {
 	raw, err := w.store.envelope(ctx, w.keys.Envelope(id))
-	if CodeOf(err) == CodeNotFound {
+	if api.CodeOf(err) == api.CodeNotFound {
 		return nil, fmt.Errorf("%w: no envelope for broadcast %s", errForged, id)
 	}
 	if err != nil {
@@ -206,22 +178,4 @@ func (w *Worker) refuseOrRetry(ctx context.Context, task, id string, err error) 
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
 	return err
-}
-
-// transition changes a broadcast's state and counts it.
-func (w *Worker) transition(ctx context.Context, id, to, detail, flag string, from ...string) (bool, error) {
-	ok, _, err := w.store.transition(ctx, id, to, detail, flag, w.now(), from...)
-	if ok {
-		w.metrics.transition(to)
-	}
-	return ok, err
-}
-
-// containsAll is a helper for audience checks of explicit-token audiences.
-func containsAll(set map[string]struct{}, members []string) []bool {
-	out := make([]bool, len(members))
-	for i, m := range members {
-		_, out[i] = set[m]
-	}
-	return out
 }

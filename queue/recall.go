@@ -6,9 +6,10 @@ import (
 	"strings"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // openGate admits every call: recalls are not stopped by kills, since a
@@ -30,7 +31,7 @@ func recallMessage(vb *verifiedBroadcast, vr *verifiedRecall) providers.Message 
 		Priority:    providers.PriorityHigh,
 		CollapseID:  vb.msg.CollapseID,
 	}
-	if vr.req.Mode == RecallRemove {
+	if vr.req.Mode == api.RecallRemove {
 		m.RecallOf = vb.id
 		m.Silent = true
 		return m
@@ -56,7 +57,7 @@ func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast,
 		return nil, nil, err
 	}
 	raw, err := w.store.envelope(ctx, w.keys.RecallEnvelope(id))
-	if CodeOf(err) == CodeNotFound {
+	if api.CodeOf(err) == api.CodeNotFound {
 		return nil, nil, fmt.Errorf("%w: no recall envelope for broadcast %s", errForged, id)
 	}
 	if err != nil {
@@ -81,19 +82,19 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 	if _, _, err := w.loadRecall(ctx, id); err != nil {
 		return w.refuseOrRetry(ctx, TypeRecallPlan, id, err)
 	}
-	prog, err := w.loadProgress(ctx, w.keys.RecallPlan(id))
+	prog, err := w.store.loadProgress(ctx, id, ledgerRecall)
 	if err != nil || prog.done {
 		return err
 	}
 	for {
-		fields, next, err := w.rdb.HScan(ctx, w.keys.Ledger(id), prog.cursor, "", scanCount).Result()
+		members, values, next, err := w.store.scanLedger(ctx, id, prog.cursor, scanCount)
 		if err != nil {
-			return fmt.Errorf("scan ledger: %w", err)
+			return err
 		}
 		var reached []string
-		for i := 0; i+1 < len(fields); i += 2 {
-			if mayHaveReached(fields[i+1]) {
-				reached = append(reached, fields[i])
+		for i, v := range values {
+			if mayHaveReached(v) {
+				reached = append(reached, members[i])
 			}
 		}
 		batches := chunk(id, reached, prog.seq)
@@ -106,23 +107,16 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		}
 		prog.seq += int64(len(batches))
 		prog.cursor = next
-		_, err = w.rdb.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-			pl.HSet(ctx, w.keys.RecallPlan(id), "cursor", prog.cursor, "seq", prog.seq)
-			pl.HIncrBy(ctx, w.keys.Broadcast(id), "recall_planned", int64(n))
-			w.store.touchExpiry(ctx, pl, id) // the recall's keys expire with the broadcast
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("save recall progress: %w", err)
+		if err := w.store.saveProgress(ctx, id, ledgerRecall, prog, int64(n)); err != nil {
+			return err
 		}
 		if next == 0 {
 			break
 		}
 	}
-	st, err := recallPlanDoneScript.Run(ctx, w.rdb,
-		[]string{w.keys.RecallPlan(id), w.keys.Broadcast(id), w.keys.Timeline(id)}, "", w.now().UnixMilli()).Text()
+	st, err := w.store.recallPlanDone(ctx, id, w.now())
 	if err != nil {
-		return fmt.Errorf("finish recall planning: %w", err)
+		return err
 	}
 	w.metrics.transition(st)
 	return nil
@@ -131,91 +125,78 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 // recallDeliver sends one recall batch, under the provider rate limits but
 // not the kill-switch.
 func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
-	p, err := decodeBatch(t.Payload())
+	b, err := decodeBatch(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypeRecallDeliver, "", err)
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
-	vb, vr, err := w.loadRecall(ctx, p.Broadcast)
+	vb, vr, err := w.loadRecall(ctx, b.Broadcast)
 	if err != nil {
-		return w.refuseOrRetry(ctx, TypeRecallDeliver, p.Broadcast, err)
+		return w.refuseOrRetry(ctx, TypeRecallDeliver, b.Broadcast, err)
 	}
-	sender := w.senders[p.Platform]
+	sender := w.senders[b.Platform]
 	if sender == nil {
-		return fmt.Errorf("%w: no sender configured for platform %s", asynq.SkipRetry, p.Platform)
+		return fmt.Errorf("%w: no sender configured for platform %s", asynq.SkipRetry, b.Platform)
 	}
 	id := vb.id
-	members := p.members()
 	// Only devices the ledger says this broadcast reached may get a recall.
-	states, err := w.rdb.HMGet(ctx, w.keys.Ledger(id), members...).Result()
-	if err != nil {
-		return fmt.Errorf("read ledger: %w", err)
-	}
-	var reached []string
-	for i, s := range states {
-		if v, _ := s.(string); mayHaveReached(v) {
-			reached = append(reached, members[i])
-		}
-	}
-	if len(reached) < len(members) {
-		w.securityEvent(ctx, TypeRecallDeliver, id, fmt.Errorf("%w: %d devices not reached by the broadcast",
-			errOutsideAudience, len(members)-len(reached)))
-	}
-	claims, err := w.claim(ctx, w.keys.RecallLedger(id), w.keys.Broadcast(id), p.Seq, "recall_targeted", "recall_duplicate", reached)
+	states, err := w.store.ledgerValues(ctx, id, b.members)
 	if err != nil {
 		return err
 	}
-	var send []string
-	for i, m := range reached {
-		if claims[i] == claimNew || claims[i] == claimOwn {
-			send = append(send, m)
+	var reached []int
+	for i, v := range states {
+		if mayHaveReached(v) {
+			reached = append(reached, i)
+		}
+	}
+	if len(reached) < len(b.members) {
+		w.securityEvent(ctx, TypeRecallDeliver, id, fmt.Errorf("%w: %d devices not reached by the broadcast",
+			errOutsideAudience, len(b.members)-len(reached)))
+	}
+	claims, err := w.store.claim(ctx, id, ledgerRecall, b.Seq, b.pick(reached))
+	if err != nil {
+		return err
+	}
+	var send []int
+	for j, i := range reached {
+		if claims[j] == claimNew || claims[j] == claimOwn {
+			send = append(send, i)
 		}
 	}
 	var out outcomes
 	if len(send) > 0 {
-		n, wait, err := w.limits.take(ctx, p.Platform, "", Rate{}, len(send))
+		n, wait, err := w.limits.take(ctx, b.Platform, "", signing.Rate{}, len(send))
 		if err != nil {
 			return err
 		}
-		for _, m := range send[n:] {
-			out.deferred = append(out.deferred, tokenOf(m))
-		}
-		out.wait = wait
+		out.deferred, out.wait = send[n:], wait
 		send = send[:n]
 	}
 	if len(send) > 0 {
 		msg := recallMessage(vb, vr)
-		tokens := make([]string, len(send))
-		for i, m := range send {
-			tokens[i] = tokenOf(m)
-		}
-		results := sender.Send(ctx, openGate{}, &msg, tokens)
-		w.classify(p, send, results, false, &out)
+		results := sender.Send(ctx, openGate{}, &msg, b.tokens(send))
+		w.classify(b.Platform, send, results, false, &out)
 	}
-	return w.finishRecallBatch(ctx, id, p, &out)
+	return w.finishRecallBatch(ctx, id, b, &out)
 }
 
 // finishRecallBatch mirrors finishBatch for the recall ledger: recalled
 // ("s") or recall_failed ("f", invalid tokens included).
-func (w *Worker) finishRecallBatch(ctx context.Context, id string, p *batchPayload, out *outcomes) error {
-	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, p, out); err != nil {
+func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out *outcomes) error {
+	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, b, out); err != nil {
 		return err
 	}
 	// Only sent and failed exist for recalls; an invalid token failed.
-	pairs := out.pairs
-	for i := 1; i < len(pairs); i += 2 {
-		if pairs[i] != outSent {
-			pairs[i] = outFailed
+	for i := range out.final {
+		if out.final[i].letter != outSent {
+			out.final[i].letter = outFailed
 		}
 	}
-	if len(pairs) > 0 {
-		args := append([]any{p.Seq, w.now().UnixMilli()}, pairs...)
-		st, err := recallRecordScript.Run(ctx, w.rdb,
-			[]string{w.keys.RecallLedger(id), w.keys.Broadcast(id), w.keys.Timeline(id)}, args...).Text()
-		if err != nil {
-			return fmt.Errorf("record recall outcomes: %w", err)
-		}
-		w.metrics.transition(st)
+	st, err := w.store.recordRecallOutcomes(ctx, id, b.Seq, w.now(), b.pairs(out.final))
+	if err != nil {
+		return err
 	}
+	w.metrics.transition(st)
 	return nil
 }

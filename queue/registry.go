@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/api"
 )
-
-// MaxTopicsPerDevice bounds the topics one device may subscribe to.
-const MaxTopicsPerDevice = 100
 
 // Registry is the device registry: every device, and the devices of each
 // topic, as Redis sets of "<platform>:<token>" members.
@@ -25,83 +23,27 @@ func NewRegistry(rdb redis.UniversalClient, keys Keys) *Registry {
 	return &Registry{rdb: rdb, keys: keys}
 }
 
-// DeviceRequest is the body of PUT /v1/devices/{platform}/{token}.
-type DeviceRequest struct {
-	Topics []string `json:"topics"`
-}
+// member is a device's member string in registry sets and ledger fields:
+// "<platform>:<token>".
+func member(d api.Device) string { return string(d.Platform) + ":" + d.Token }
 
-// ImportRequest is the body of POST /v1/devices/import.
-type ImportRequest struct {
-	Devices []ImportDevice `json:"devices"`
-}
-
-// ImportDevice is one device of an import, with the topics it joins.
-type ImportDevice struct {
-	Platform string   `json:"platform"`
-	Token    string   `json:"token"`
-	Topics   []string `json:"topics"`
-}
-
-// ParseDeviceRequest decodes and validates a device registration body.
-func ParseDeviceRequest(body []byte) (*DeviceRequest, error) {
-	var r DeviceRequest
-	if err := DecodeJSON(body, &r); err != nil {
-		return nil, err
+// parseMember splits a registry member back into a device, refusing one
+// that is not well formed (Redis contents are not trusted).
+func parseMember(m string) (api.Device, error) {
+	p, tok, ok := strings.Cut(m, ":")
+	d := api.Device{Platform: api.Platform(p), Token: tok}
+	if !ok {
+		return d, api.Errorf(api.CodeInvalidDevice, "device has no platform prefix")
 	}
-	if p := topicsProblem(r.Topics); p != "" {
-		return nil, newError(CodeInvalidTopic, "%s", p)
-	}
-	return &r, nil
-}
-
-// ParseImportRequest decodes and validates a device import body.
-func ParseImportRequest(body []byte) (*ImportRequest, error) {
-	var r ImportRequest
-	if err := DecodeJSON(body, &r); err != nil {
-		return nil, err
-	}
-	if len(r.Devices) == 0 {
-		return nil, newError(CodeInvalidDevice, "devices is empty")
-	}
-	if len(r.Devices) > MaxTokens {
-		return nil, newError(CodeTooManyTokens, "%d devices; at most %d per import", len(r.Devices), MaxTokens)
-	}
-	for i, d := range r.Devices {
-		if p := (Device{Platform: providers.Platform(d.Platform), Token: d.Token}).problem(); p != "" {
-			return nil, newError(CodeInvalidDevice, "devices[%d]: %s", i, p)
-		}
-		if p := topicsProblem(d.Topics); p != "" {
-			return nil, newError(CodeInvalidTopic, "devices[%d]: %s", i, p)
-		}
-	}
-	return &r, nil
-}
-
-// topicsProblem describes what is wrong with a topic list, or returns "".
-func topicsProblem(topics []string) string {
-	if len(topics) > MaxTopicsPerDevice {
-		return fmt.Sprintf("%d topics; at most %d", len(topics), MaxTopicsPerDevice)
-	}
-	for _, t := range topics {
-		if !ValidTopic(t) {
-			return fmt.Sprintf("topic %q must be 1 to 128 of A-Z a-z 0-9 _ . ~ -", t)
-		}
-	}
-	return ""
-}
-
-// NewDevice validates a platform and token taken from a URL path.
-func NewDevice(platform, token string) (Device, error) {
-	d := Device{Platform: providers.Platform(platform), Token: token}
-	if p := d.problem(); p != "" {
-		return d, newError(CodeInvalidDevice, "%s", p)
+	if why := d.Invalid(); why != "" {
+		return d, api.Errorf(api.CodeInvalidDevice, "%s", why)
 	}
 	return d, nil
 }
 
 // Put registers a device with exactly the given topics.
-func (r *Registry) Put(ctx context.Context, d Device, topics []string) error {
-	m := d.Member()
+func (r *Registry) Put(ctx context.Context, d api.Device, topics []string) error {
+	m := member(d)
 	old, err := r.rdb.SMembers(ctx, r.keys.DeviceTopics(m)).Result()
 	if err != nil {
 		return fmt.Errorf("register device: %w", err)
@@ -133,10 +75,10 @@ func (r *Registry) add(ctx context.Context, p redis.Pipeliner, m string, topics 
 
 // Import registers devices, adding the topics listed for each to those it
 // already has. It writes in one pipeline per call.
-func (r *Registry) Import(ctx context.Context, devices []ImportDevice) error {
+func (r *Registry) Import(ctx context.Context, devices []api.ImportDevice) error {
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, d := range devices {
-			r.add(ctx, p, Device{Platform: providers.Platform(d.Platform), Token: d.Token}.Member(), d.Topics)
+			r.add(ctx, p, member(d.Device()), d.Topics)
 		}
 		return nil
 	})
@@ -146,11 +88,15 @@ func (r *Registry) Import(ctx context.Context, devices []ImportDevice) error {
 	return nil
 }
 
-// Delete removes devices (members) from every topic and from the registry.
+// Delete removes devices from every topic and from the registry.
 // It reports how many were registered.
-func (r *Registry) Delete(ctx context.Context, members ...string) (int, error) {
-	if len(members) == 0 {
+func (r *Registry) Delete(ctx context.Context, devices ...api.Device) (int, error) {
+	if len(devices) == 0 {
 		return 0, nil
+	}
+	members := make([]string, len(devices))
+	for i, d := range devices {
+		members[i] = member(d)
 	}
 	topics := make([]*redis.StringSliceCmd, len(members))
 	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -190,8 +136,8 @@ func (r *Registry) Count(ctx context.Context, topic string) (int64, error) {
 }
 
 // Topics returns the topics a device is subscribed to.
-func (r *Registry) Topics(ctx context.Context, d Device) ([]string, error) {
-	ts, err := r.rdb.SMembers(ctx, r.keys.DeviceTopics(d.Member())).Result()
+func (r *Registry) Topics(ctx context.Context, d api.Device) ([]string, error) {
+	ts, err := r.rdb.SMembers(ctx, r.keys.DeviceTopics(member(d))).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read device topics: %w", err)
 	}

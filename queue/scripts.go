@@ -32,7 +32,7 @@ end
 // planning is done and every planned device has a final outcome (or was a
 // duplicate of another batch), the broadcast leaves queued/sending for
 // completed, or killed when a kill dropped part of it, or cancelled.
-// KEYS[1] record, KEYS[3] timeline; ARGV[2] now in ms.
+// finish(record, timeline, now in ms).
 const finishLua = `
 local function finish(rec, tl, now)
   local f = redis.call('HMGET', rec, 'plan_done', 'planned', 'sent', 'failed', 'invalid_token',
@@ -88,30 +88,33 @@ return out
 `)
 
 // recordScript records final outcomes of devices still claimed by the
-// batch, counts them, and completes the broadcast when it can.
-// KEYS[1] ledger, KEYS[2] record, KEYS[3] timeline; ARGV[1] batch
-// sequence, ARGV[2] now in ms, ARGV[3] a kill scope to remember ("" for
-// none), ARGV[4..] pairs of member and outcome letter. Letters map to
-// counters: s sent, f failed, i invalid_token, x cancelled, t throttled,
-// u cancelled in flight (maybe delivered; counted as cancelled).
-// Returns the state the broadcast entered, or "".
+// batch, counts them with the batch's other counters, and completes the
+// broadcast when it can. KEYS[1] ledger, KEYS[2] record, KEYS[3]
+// timeline; ARGV[1] batch sequence, ARGV[2] now in ms, ARGV[3] a kill
+// scope to remember ("" for none), ARGV[4] devices retried, ARGV[5]
+// devices deferred by a rate limit, ARGV[6..] pairs of member and outcome
+// letter. Letters map to counters: s sent, f failed, i invalid_token, x
+// cancelled, t throttled, u cancelled in flight (maybe delivered; counted
+// as cancelled). Returns the state the broadcast entered, or "".
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
-record_outcomes(KEYS[1], KEYS[2], ARGV[1], 4,
+record_outcomes(KEYS[1], KEYS[2], ARGV[1], 6,
   {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled'})
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
+if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end
+if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'rate_limited_retries', ARGV[5]) end
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[2])
 return finish(KEYS[2], KEYS[3], ARGV[2])
 `)
 
 // planDoneScript marks planning finished and completes the broadcast when
 // every planned device already has an outcome (or none was planned).
-// KEYS[1] plan, KEYS[2] record, KEYS[3] timeline; ARGV[1] unused, ARGV[2]
-// now in ms, ARGV[3] kill scope that stopped planning, or "".
+// KEYS[1] plan, KEYS[2] record, KEYS[3] timeline; ARGV[1] now in ms,
+// ARGV[2] kill scope that stopped planning, or "".
 var planDoneScript = redis.NewScript(finishLua + `
 redis.call('HSET', KEYS[1], 'done', '1')
-redis.call('HSET', KEYS[2], 'plan_done', '1', 'updated_at', ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
-return finish(KEYS[2], KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[2], 'plan_done', '1', 'updated_at', ARGV[1])
+if ARGV[2] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[2]) end
+return finish(KEYS[2], KEYS[3], ARGV[1])
 `)
 
 // transitionScript moves a broadcast to a new state when its current state
@@ -161,11 +164,11 @@ end
 
 // recallPlanDoneScript marks recall planning finished and completes the
 // recall when it can. KEYS[1] recall plan, KEYS[2] record, KEYS[3]
-// timeline; ARGV[1] unused, ARGV[2] now in ms.
+// timeline; ARGV[1] now in ms.
 var recallPlanDoneScript = redis.NewScript(recallFinishLua + `
 redis.call('HSET', KEYS[1], 'done', '1')
-redis.call('HSET', KEYS[2], 'recall_plan_done', '1', 'updated_at', ARGV[2])
-return recallFinish(KEYS[2], KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[2], 'recall_plan_done', '1', 'updated_at', ARGV[1])
+return recallFinish(KEYS[2], KEYS[3], ARGV[1])
 `)
 
 // swapScript sets a key to a new value only if it still holds the old one.

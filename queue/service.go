@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -30,18 +31,42 @@ func NewService(cfg Config) (*Service, error) {
 	return &Service{core: c}, nil
 }
 
-// Registry returns the device registry.
+// Registry returns the device registry, for tests that look behind the
+// API.
 func (s *Service) Registry() *Registry { return s.registry }
 
-// Kills returns the durable kill state.
+// Kills returns the durable kill state, for tests that look behind the
+// API.
 func (s *Service) Kills() *Kills { return s.kills }
 
-// Audit returns the audit log.
-func (s *Service) Audit() *Audit { return s.audit }
+// PutDevice registers a device with exactly the given topics.
+func (s *Service) PutDevice(ctx context.Context, d api.Device, topics []string) error {
+	return s.registry.Put(ctx, d, topics)
+}
+
+// DeleteDevices removes devices from every topic and from the registry,
+// and reports how many were registered.
+func (s *Service) DeleteDevices(ctx context.Context, devices ...api.Device) (int, error) {
+	return s.registry.Delete(ctx, devices...)
+}
+
+// ImportDevices registers devices, adding the topics listed for each to
+// those it already has.
+func (s *Service) ImportDevices(ctx context.Context, devices []api.ImportDevice) error {
+	return s.registry.Import(ctx, devices)
+}
+
+// ActiveKills returns the active kills, oldest first.
+func (s *Service) ActiveKills(ctx context.Context) ([]api.Kill, error) { return s.kills.Active(ctx) }
+
+// AuditLog returns up to limit audit entries, newest first.
+func (s *Service) AuditLog(ctx context.Context, limit int) ([]api.AuditEntry, error) {
+	return s.audit.List(ctx, limit)
+}
 
 // Submission is the outcome of a broadcast submission.
 type Submission struct {
-	Status *Status
+	Status *api.Status
 	// Created is false when an earlier submission with the same
 	// idempotency key and body is returned instead.
 	Created bool
@@ -51,18 +76,18 @@ type Submission struct {
 // and audience cap and the global kill, applies the idempotency key, stores
 // the record and the envelope (the signed request as received), and
 // enqueues planning. A refused submission writes nothing.
-func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *BroadcastRequest) (*Submission, error) {
+func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *api.BroadcastRequest) (*Submission, error) {
 	key := v.Key
 	if err := authorize(key, &req.Audience); err != nil {
 		return nil, err
 	}
-	for _, scope := range []string{ScopeGlobal, KeyScope(key.ID)} {
+	for _, scope := range []string{api.ScopeGlobal, api.KeyScope(key.ID)} {
 		active, err := s.kills.IsActive(ctx, scope)
 		if err != nil {
 			return nil, err
 		}
 		if active {
-			return nil, newError(CodeKillSwitchActive, "kill switch %s is active; broadcasts are refused until an admin resumes", scope)
+			return nil, api.Errorf(api.CodeKillSwitchActive, "kill switch %s is active; broadcasts are refused until an admin resumes", scope)
 		}
 	}
 	if kind := req.Audience.Kind(); kind == "topic" || kind == "all" {
@@ -71,7 +96,7 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 			return nil, err
 		}
 		if n > int64(key.MaxAudience) {
-			return nil, newError(CodeAudienceOverCap, "the audience has %d devices; key %s may reach at most %d", n, key.ID, key.MaxAudience)
+			return nil, api.Errorf(api.CodeAudienceOverCap, "the audience has %d devices; key %s may reach at most %d", n, key.ID, key.MaxAudience)
 		}
 	}
 	env, err := json.Marshal(envelope)
@@ -87,7 +112,7 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 		}
 		if !fresh {
 			if got.bodyHash != hash {
-				return nil, newError(CodeIdempotencyConflict, "idempotency_key %q was used with a different body", req.IdempotencyKey)
+				return nil, api.Errorf(api.CodeIdempotencyConflict, "idempotency_key %q was used with a different body", req.IdempotencyKey)
 			}
 			st, err := s.store.get(ctx, got.id, false)
 			if err != nil {
@@ -96,7 +121,7 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 			// A crash after creating but before enqueuing leaves a queued
 			// broadcast with no plan task; enqueueing again heals it (the
 			// task id makes it a no-op otherwise).
-			if st.State == StateQueued {
+			if st.State == api.StateQueued {
 				if err := s.enqueuePlan(ctx, got.id); err != nil {
 					return nil, err
 				}
@@ -104,7 +129,7 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 			return &Submission{Status: st}, nil
 		}
 	}
-	ttl, err := req.Message.ttl(s.policy.MaxTTL)
+	ttl, err := req.Message.ParseTTL(s.policy.MaxTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -114,14 +139,14 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 	}
 	if err := s.store.create(ctx, rec, env); err != nil {
 		if errors.Is(err, errExists) {
-			return nil, newError(CodeIdempotencyConflict, "broadcast %s already exists", id)
+			return nil, api.Errorf(api.CodeIdempotencyConflict, "broadcast %s already exists", id)
 		}
 		return nil, err
 	}
 	if err := s.enqueuePlan(ctx, id); err != nil {
 		return nil, err
 	}
-	s.metrics.transition(StateQueued)
+	s.metrics.transition(api.StateQueued)
 	st, err := s.store.get(ctx, id, false)
 	if err != nil {
 		return nil, err
@@ -130,23 +155,29 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 }
 
 func (s *Service) enqueuePlan(ctx context.Context, id string) error {
-	payload, _ := json.Marshal(planPayload{Broadcast: id})
-	return s.enqueue(ctx, TypePlan, payload, asynq.Queue(QueuePlan), asynq.TaskID("plan:"+id), asynq.MaxRetry(25))
+	t := PlanTask(id)
+	return s.enqueue(ctx, t.Type(), t.Payload(), asynq.Queue(QueuePlan), asynq.TaskID("plan:"+id), asynq.MaxRetry(25))
+}
+
+// SecurityEvents returns the counts of refused tasks by task type and
+// reason ("pushgate:plan:envelope", ...), as every worker recorded them.
+func (s *Service) SecurityEvents(ctx context.Context) (map[string]int64, error) {
+	return s.store.securityEvents(ctx)
 }
 
 // Get returns a broadcast's status with its timeline.
-func (s *Service) Get(ctx context.Context, id string) (*Status, error) {
-	if !validID(id) {
-		return nil, newError(CodeNotFound, "no broadcast %q", id)
+func (s *Service) Get(ctx context.Context, id string) (*api.Status, error) {
+	if !api.ValidBroadcastID(id) {
+		return nil, api.Errorf(api.CodeNotFound, "no broadcast %q", id)
 	}
 	return s.store.get(ctx, id, true)
 }
 
 // List returns a page of broadcasts newest first, optionally only those in
 // state, after a cursor from a previous page ("" for the first page).
-func (s *Service) List(ctx context.Context, state string, limit int, after string) (*ListPage, error) {
-	if state != "" && !validState(state) {
-		return nil, newError(CodeInvalidQuery, "state %q is not a broadcast state", state)
+func (s *Service) List(ctx context.Context, state string, limit int, after string) (*api.ListPage, error) {
+	if state != "" && !api.ValidState(state) {
+		return nil, api.Errorf(api.CodeInvalidQuery, "state %q is not a broadcast state", state)
 	}
 	return s.store.list(ctx, state, limit, after)
 }
@@ -157,17 +188,17 @@ func (s *Service) MaxTTL() time.Duration { return s.policy.MaxTTL }
 
 // KillResult reports a kill and, when waited for, its acknowledgement.
 type KillResult struct {
-	Kill    Kill      `json:"kill"`
-	Version int64     `json:"version"`
-	Ack     AckReport `json:"ack"`
-	Waited  bool      `json:"waited"`
+	Kill    api.Kill      `json:"kill"`
+	Version int64         `json:"version"`
+	Ack     api.AckReport `json:"ack"`
+	Waited  bool          `json:"waited"`
 }
 
 // Kill stops a scope everywhere. The kill is durable before Kill returns;
 // with wait it also waits until every live worker has acknowledged it (or
 // the policy's KillWait passes, which the result reports).
 func (s *Service) Kill(ctx context.Context, by, scope, reason string, wait bool) (*KillResult, error) {
-	if err := ValidateScope(scope); err != nil {
+	if err := api.ValidateScope(scope); err != nil {
 		return nil, err
 	}
 	return s.kill(ctx, by, scope, reason, wait, func(ctx context.Context) (int64, error) {
@@ -203,9 +234,9 @@ func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool,
 	if subErr != nil && ctx.Err() == nil {
 		s.logger.Warn("kill: no acknowledgement subscription; polling for acknowledgements", "err", subErr)
 	}
-	res := &KillResult{Kill: Kill{Scope: scope, Reason: reason, By: by, At: s.now().UTC()}, Version: version, Waited: wait}
-	if id, ok := strings.CutPrefix(scope, scopeBroadcast); ok {
-		if _, err := s.transitionFrom(ctx, id, StateKilled, reason, "", StateQueued, StateSending); err != nil {
+	res := &KillResult{Kill: api.Kill{Scope: scope, Reason: reason, By: by, At: s.now().UTC()}, Version: version, Waited: wait}
+	if id, ok := strings.CutPrefix(scope, api.ScopeBroadcastPrefix); ok {
+		if _, err := s.transition(ctx, id, api.StateKilled, reason, "", api.StateQueued, api.StateSending); err != nil {
 			return nil, err
 		}
 	}
@@ -219,26 +250,26 @@ func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool,
 	if wait {
 		outcome = fmt.Sprintf("acknowledged=%t workers=%d missing=%d", res.Ack.Acknowledged, res.Ack.Workers, len(res.Ack.Missing))
 	}
-	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "kill", Target: scope, Reason: reason, Outcome: outcome})
+	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "kill", Target: scope, Reason: reason, Outcome: outcome})
 	return res, nil
 }
 
 // Resume lifts a global, key or topic kill. Broadcast kills are final: a
 // killed broadcast is resubmitted, not resumed.
 func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, error) {
-	if err := ValidateScope(scope); err != nil {
+	if err := api.ValidateScope(scope); err != nil {
 		return 0, err
 	}
-	if _, ok := strings.CutPrefix(scope, scopeBroadcast); ok {
-		return 0, newError(CodeNotResumable, "a killed broadcast is not resumed; submit it again")
+	if _, ok := strings.CutPrefix(scope, api.ScopeBroadcastPrefix); ok {
+		return 0, api.Errorf(api.CodeNotResumable, "a killed broadcast is not resumed; submit it again")
 	}
-	if id, ok := strings.CutPrefix(scope, scopeKey); ok {
+	if id, ok := strings.CutPrefix(scope, api.ScopeKeyPrefix); ok {
 		revoked, err := s.kills.Revoked(ctx, id)
 		if err != nil {
 			return 0, err
 		}
 		if revoked {
-			return 0, newError(CodeNotResumable, "key %s is revoked", id)
+			return 0, api.Errorf(api.CodeNotResumable, "key %s is revoked", id)
 		}
 	}
 	existed, version, err := s.kills.Resume(ctx, scope)
@@ -246,9 +277,9 @@ func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, 
 		return 0, err
 	}
 	if !existed {
-		return 0, newError(CodeNotFound, "no active kill for scope %s", scope)
+		return 0, api.Errorf(api.CodeNotFound, "no active kill for scope %s", scope)
 	}
-	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "resume", Target: scope, Reason: reason})
+	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "resume", Target: scope, Reason: reason})
 	return version, nil
 }
 
@@ -256,15 +287,15 @@ func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, 
 // queued tasks are refused, and its running broadcasts are killed.
 func (s *Service) Revoke(ctx context.Context, by, keyID, reason string) (*KillResult, error) {
 	if _, ok := s.verifier.Keys().Lookup(keyID); !ok {
-		return nil, newError(CodeNotFound, "no key %q in the keyring", keyID)
+		return nil, api.Errorf(api.CodeNotFound, "no key %q in the keyring", keyID)
 	}
-	res, err := s.kill(ctx, by, KeyScope(keyID), reason, true, func(ctx context.Context) (int64, error) {
+	res, err := s.kill(ctx, by, api.KeyScope(keyID), reason, true, func(ctx context.Context) (int64, error) {
 		return s.kills.Revoke(ctx, keyID, reason, by)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "revoke", Target: keyID, Reason: reason})
+	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "revoke", Target: keyID, Reason: reason})
 	return res, nil
 }
 
@@ -276,85 +307,74 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 		return nil, err
 	}
 	if st.KeyID != by.ID && !by.Has(signing.RoleAdmin) {
-		return nil, newError(CodeForbidden, "only the submitting key or an admin may cancel this broadcast")
+		return nil, api.Errorf(api.CodeForbidden, "only the submitting key or an admin may cancel this broadcast")
 	}
 	if st.Terminal() {
-		return nil, newError(CodeInvalidState, "broadcast is %s", st.State)
+		return nil, api.Errorf(api.CodeInvalidState, "broadcast is %s", st.State)
 	}
-	ok, err := s.transitionFrom(ctx, id, StateCancelled, reason, "cancel_requested", StateQueued, StateSending)
+	ok, err := s.transition(ctx, id, api.StateCancelled, reason, "cancel_requested", api.StateQueued, api.StateSending)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, newError(CodeInvalidState, "broadcast finished while it was being cancelled")
+		return nil, api.Errorf(api.CodeInvalidState, "broadcast finished while it was being cancelled")
 	}
-	scope := BroadcastScope(id)
+	scope := api.BroadcastScope(id)
 	res, err := s.kill(ctx, by.ID, scope, "cancelled: "+reason, true, func(ctx context.Context) (int64, error) {
 		return s.kills.Kill(ctx, scope, "cancelled: "+reason, by.ID)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.recordAudit(ctx, AuditEntry{Actor: by.ID, Action: "cancel", Target: id, Reason: reason})
+	s.recordAudit(ctx, api.AuditEntry{Actor: by.ID, Action: "cancel", Target: id, Reason: reason})
 	return res, nil
 }
 
 // Recall kills a broadcast and, once every worker has acknowledged, sends
 // the verified recall request's replacement or removal to every device the
 // ledger says it reached.
-func (s *Service) Recall(ctx context.Context, by string, id string, envelope *signing.Request, req *RecallRequest) (*Status, error) {
+func (s *Service) Recall(ctx context.Context, by string, id string, envelope *signing.Request, req *api.RecallRequest) (*api.Status, error) {
 	st, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if st.State == StateRecalling || st.State == StateRecalled {
-		return nil, newError(CodeInvalidState, "broadcast is already %s", st.State)
+	if st.State == api.StateRecalling || st.State == api.StateRecalled {
+		return nil, api.Errorf(api.CodeInvalidState, "broadcast is already %s", st.State)
 	}
 	env, err := json.Marshal(envelope)
 	if err != nil {
 		return nil, fmt.Errorf("encode envelope: %w", err)
 	}
-	scope := BroadcastScope(id)
+	scope := api.BroadcastScope(id)
 	reason := "recall (" + req.Mode + ")"
 	if _, err := s.kill(ctx, by, scope, reason, true, func(ctx context.Context) (int64, error) {
 		return s.kills.Kill(ctx, scope, reason, by)
 	}); err != nil {
 		return nil, err
 	}
-	if err := s.rdb.Set(ctx, s.keys.RecallEnvelope(id), env, recordRetention).Err(); err != nil {
-		return nil, fmt.Errorf("store recall: %w", err)
+	if err := s.store.saveRecall(ctx, id, env, req.Mode); err != nil {
+		return nil, err
 	}
-	if err := s.rdb.HSet(ctx, s.keys.Broadcast(id), "recall_mode", req.Mode).Err(); err != nil {
-		return nil, fmt.Errorf("store recall: %w", err)
-	}
-	ok, err := s.transitionFrom(ctx, id, StateRecalling, req.Mode, "",
-		StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled)
+	ok, err := s.transition(ctx, id, api.StateRecalling, req.Mode, "",
+		api.StateQueued, api.StateSending, api.StateCompleted, api.StateCancelled, api.StateKilled)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, newError(CodeInvalidState, "broadcast changed state during the recall; read it and try again")
+		return nil, api.Errorf(api.CodeInvalidState, "broadcast changed state during the recall; read it and try again")
 	}
 	payload, _ := json.Marshal(planPayload{Broadcast: id})
 	if err := s.enqueue(ctx, TypeRecallPlan, payload, asynq.Queue(QueueRecall), asynq.TaskID("recall:"+id), asynq.MaxRetry(25)); err != nil {
 		return nil, err
 	}
-	s.recordAudit(ctx, AuditEntry{Actor: by, Action: "recall", Target: id, Reason: req.Mode})
+	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "recall", Target: id, Reason: req.Mode})
 	return s.Get(ctx, id)
-}
-
-func (s *Service) transitionFrom(ctx context.Context, id, to, detail, flag string, from ...string) (bool, error) {
-	ok, _, err := s.store.transition(ctx, id, to, detail, flag, s.now(), from...)
-	if ok {
-		s.metrics.transition(to)
-	}
-	return ok, err
 }
 
 // recordAudit writes an audit entry. The action has happened by then, so a
 // failure to audit is logged loudly rather than turned into an error the
 // caller might retry.
-func (s *Service) recordAudit(ctx context.Context, e AuditEntry) {
+func (s *Service) recordAudit(ctx context.Context, e api.AuditEntry) {
 	if err := s.audit.Record(ctx, e); err != nil {
 		s.logger.Error("audit write failed", "action", e.Action, "target", e.Target, "err", err)
 	}

@@ -12,29 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/redis/go-redis/v9"
 )
 
-// Broadcast states.
-const (
-	StateQueued     = "queued"
-	StateSending    = "sending"
-	StateCompleted  = "completed"
-	StateCancelled  = "cancelled"
-	StateKilled     = "killed"
-	StateRecalling  = "recalling"
-	StateRecalled   = "recalled"
-	stateUnknown    = ""
-	recordRetention = 7 * 24 * time.Hour
-)
-
-func validState(s string) bool {
-	switch s {
-	case StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled:
-		return true
-	}
-	return false
-}
+// recordRetention is how long a broadcast's record, envelope, ledger and
+// timeline are kept.
+const recordRetention = 7 * 24 * time.Hour
 
 // BroadcastID derives a broadcast's id from the key that signed it and the
 // signature's nonce. Because a worker recomputes it from the verified
@@ -47,58 +31,6 @@ func BroadcastID(keyID, nonce string) string {
 // CollapseID is the collapse identity every copy of a broadcast carries,
 // recall replacements included.
 func CollapseID(broadcastID string) string { return "pg-" + broadcastID }
-
-// Counters are a broadcast's delivery figures.
-type Counters struct {
-	Targeted           int64 `json:"targeted"`
-	Planned            int64 `json:"planned"`
-	Sent               int64 `json:"sent"`
-	Failed             int64 `json:"failed"`
-	InvalidToken       int64 `json:"invalid_token"`
-	SkippedDuplicate   int64 `json:"skipped_duplicate"`
-	RateLimitedRetries int64 `json:"rate_limited_retries"`
-	Retries            int64 `json:"retries"`
-	Cancelled          int64 `json:"cancelled"`
-	Throttled          int64 `json:"throttled"`
-	Recalled           int64 `json:"recalled"`
-	RecallFailed       int64 `json:"recall_failed"`
-}
-
-// Event is one entry of a broadcast's timeline.
-type Event struct {
-	At     int64  `json:"at"`
-	Event  string `json:"event"`
-	Detail string `json:"detail,omitempty"`
-}
-
-// Status is what the API reports about a broadcast. It is read from Redis
-// and describes; it never decides what reaches a phone.
-type Status struct {
-	ID         string    `json:"id"`
-	State      string    `json:"state"`
-	KeyID      string    `json:"key_id"`
-	Audience   string    `json:"audience"`
-	Topic      string    `json:"topic,omitempty"`
-	Title      string    `json:"title,omitempty"`
-	TTL        string    `json:"ttl"`
-	CreatedAt  time.Time `json:"created_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	KilledBy   string    `json:"killed_by,omitempty"`
-	RecallMode string    `json:"recall_mode,omitempty"`
-	Counters   Counters  `json:"counters"`
-	Timeline   []Event   `json:"timeline,omitempty"`
-}
-
-// Terminal reports whether the broadcast will send nothing more (recall
-// aside).
-func (s *Status) Terminal() bool {
-	switch s.State {
-	case StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled:
-		return true
-	}
-	return false
-}
 
 // store reads and writes broadcast records, envelopes and timelines.
 type store struct {
@@ -127,10 +59,10 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 	if !ok {
 		return errExists
 	}
-	ev, _ := json.Marshal(Event{At: r.created.UnixMilli(), Event: StateQueued})
+	ev, _ := json.Marshal(api.Event{At: r.created.UnixMilli(), Event: api.StateQueued})
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		rec := s.keys.Broadcast(r.id)
-		p.HSet(ctx, rec, "key_id", r.keyID, "state", StateQueued, "audience", r.audience, "topic", r.topic,
+		p.HSet(ctx, rec, "key_id", r.keyID, "state", api.StateQueued, "audience", r.audience, "topic", r.topic,
 			"title", r.title, "idempotency_key", r.idemKey, "ttl_ms", r.ttl.Milliseconds(),
 			"created_at", now, "updated_at", now)
 		p.Set(ctx, s.keys.Envelope(r.id), envelope, 0)
@@ -167,7 +99,7 @@ func (s *store) touchExpiry(ctx context.Context, p redis.Pipeliner, id string) {
 func (s *store) envelope(ctx context.Context, key string) ([]byte, error) {
 	b, err := s.rdb.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
-		return nil, newError(CodeNotFound, "no envelope")
+		return nil, api.Errorf(api.CodeNotFound, "no envelope")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read envelope: %w", err)
@@ -176,7 +108,7 @@ func (s *store) envelope(ctx context.Context, key string) ([]byte, error) {
 }
 
 // get returns a broadcast's status, with its timeline when asked.
-func (s *store) get(ctx context.Context, id string, timeline bool) (*Status, error) {
+func (s *store) get(ctx context.Context, id string, timeline bool) (*api.Status, error) {
 	var rec *redis.MapStringStringCmd
 	var tl *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -191,12 +123,12 @@ func (s *store) get(ctx context.Context, id string, timeline bool) (*Status, err
 	}
 	fields := rec.Val()
 	if fields["state"] == "" {
-		return nil, newError(CodeNotFound, "no broadcast %q", id)
+		return nil, api.Errorf(api.CodeNotFound, "no broadcast %q", id)
 	}
 	st := statusFromRecord(id, fields)
 	if timeline {
 		for _, raw := range tl.Val() {
-			var ev Event
+			var ev api.Event
 			if json.Unmarshal([]byte(raw), &ev) == nil {
 				st.Timeline = append(st.Timeline, ev)
 			}
@@ -207,7 +139,7 @@ func (s *store) get(ctx context.Context, id string, timeline bool) (*Status, err
 
 // statusFromRecord reads a record hash. Redis contents are not trusted:
 // malformed numbers read as zero rather than failing the whole view.
-func statusFromRecord(id string, f map[string]string) *Status {
+func statusFromRecord(id string, f map[string]string) *api.Status {
 	num := func(k string) int64 {
 		n, _ := strconv.ParseInt(f[k], 10, 64)
 		return n
@@ -218,7 +150,7 @@ func statusFromRecord(id string, f map[string]string) *Status {
 		}
 		return time.Time{}
 	}
-	return &Status{
+	return &api.Status{
 		ID:         id,
 		State:      f["state"],
 		KeyID:      f["key_id"],
@@ -231,7 +163,7 @@ func statusFromRecord(id string, f map[string]string) *Status {
 		FinishedAt: ms("finished_at"),
 		KilledBy:   f["killed_by"],
 		RecallMode: f["recall_mode"],
-		Counters: Counters{
+		Counters: api.Counters{
 			Targeted:           num("targeted"),
 			Planned:            num("planned"),
 			Sent:               num("sent"),
@@ -248,28 +180,21 @@ func statusFromRecord(id string, f map[string]string) *Status {
 	}
 }
 
-// ListPage is one page of broadcasts, newest first. Next, when not empty,
-// is the cursor of the following page.
-type ListPage struct {
-	Broadcasts []*Status `json:"broadcasts"`
-	Next       string    `json:"next,omitempty"`
-}
-
 // list returns broadcasts newest first, optionally only those in a state,
 // after the cursor `after` (from a previous page's Next; "" starts at the
 // newest). A cursor is the creation time in ms and the id of the last
 // broadcast seen, so broadcasts created in the same millisecond are
 // neither skipped nor repeated.
-func (s *store) list(ctx context.Context, state string, limit int, after string) (*ListPage, error) {
+func (s *store) list(ctx context.Context, state string, limit int, after string) (*api.ListPage, error) {
 	maxScore, lastID := "+inf", ""
 	if after != "" {
 		ms, id, ok := strings.Cut(after, "-")
-		if _, err := strconv.ParseInt(ms, 10, 64); !ok || err != nil || !validID(id) {
-			return nil, newError(CodeInvalidQuery, "cursor %q is not one this API returned", after)
+		if _, err := strconv.ParseInt(ms, 10, 64); !ok || err != nil || !api.ValidBroadcastID(id) {
+			return nil, api.Errorf(api.CodeInvalidQuery, "cursor %q is not one this API returned", after)
 		}
 		maxScore, lastID = ms, id
 	}
-	page := &ListPage{Broadcasts: []*Status{}}
+	page := &api.ListPage{Broadcasts: []*api.Status{}}
 	offset := int64(0)
 	// Filtering by state happens after reading, so read the index in
 	// chunks until the page is full or the index runs out.

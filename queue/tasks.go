@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/pushgate/pushgate/providers"
+	"github.com/hibiken/asynq"
+	"github.com/pushgate/pushgate/api"
 )
 
 // Task types.
@@ -32,24 +33,29 @@ type planPayload struct {
 	Broadcast string `json:"b"`
 }
 
-// batchPayload is one batch of devices of one platform. Everything about
-// what to send comes from the broadcast's verified envelope; the payload
-// only says to whom, and it is checked against the audience.
-type batchPayload struct {
-	Broadcast string             `json:"b"`
-	Seq       int64              `json:"s"`
-	Gen       int                `json:"g"`
-	Attempt   int                `json:"a"`
-	Platform  providers.Platform `json:"p"`
-	Tokens    []string           `json:"t"`
+// PlanTask returns the task that plans broadcast id, as the API enqueues it
+// (on QueuePlan). The demo and the tests enqueue such tasks by hand to play
+// someone who can write to the queue: a worker plans only what a verified
+// envelope says, whatever the task claims.
+func PlanTask(id string) *asynq.Task {
+	payload, err := json.Marshal(planPayload{Broadcast: id})
+	if err != nil {
+		panic(fmt.Sprintf("queue: encode plan task: %v", err)) // a struct of one string always encodes
+	}
+	return asynq.NewTask(TypePlan, payload)
 }
 
-func (p *batchPayload) members() []string {
-	out := make([]string, len(p.Tokens))
-	for i, t := range p.Tokens {
-		out[i] = string(p.Platform) + ":" + t
-	}
-	return out
+// batchPayload is one batch of devices of one platform, as a task
+// carries it. Everything about what to send comes from the broadcast's
+// verified envelope; the payload only says to whom, and it is checked
+// against the audience.
+type batchPayload struct {
+	Broadcast string       `json:"b"`
+	Seq       int64        `json:"s"`
+	Gen       int          `json:"g"`
+	Attempt   int          `json:"a"`
+	Platform  api.Platform `json:"p"`
+	Tokens    []string     `json:"t"`
 }
 
 // taskID is the asynq task id of a batch generation: a retried plan or
@@ -59,44 +65,86 @@ func (p *batchPayload) taskID(kind string) string {
 	return kind + ":" + p.Broadcast + ":" + strconv.FormatInt(p.Seq, 10) + ":" + strconv.Itoa(p.Gen)
 }
 
+// batch is a decoded batch task. Along one delivery a device is its index
+// in the batch: its token is Tokens[i] and its registry and ledger member
+// members[i], built once.
+type batch struct {
+	batchPayload
+	members []string
+}
+
+// pick returns the members of the devices at indices.
+func (b *batch) pick(indices []int) []string {
+	out := make([]string, len(indices))
+	for j, i := range indices {
+		out[j] = b.members[i]
+	}
+	return out
+}
+
+// tokens returns the tokens of the devices at indices.
+func (b *batch) tokens(indices []int) []string {
+	out := make([]string, len(indices))
+	for j, i := range indices {
+		out[j] = b.Tokens[i]
+	}
+	return out
+}
+
+// devices returns the devices at indices.
+func (b *batch) devices(indices []int) []api.Device {
+	out := make([]api.Device, len(indices))
+	for j, i := range indices {
+		out[j] = api.Device{Platform: b.Platform, Token: b.Tokens[i]}
+	}
+	return out
+}
+
+// pairs returns member, letter pairs of final outcomes, as the ledger
+// scripts take them.
+func (b *batch) pairs(fs []final) []any {
+	out := make([]any, 0, 2*len(fs))
+	for _, f := range fs {
+		out = append(out, b.members[f.i], f.letter)
+	}
+	return out
+}
+
+// next is the follow-up generation of the batch for the devices at
+// indices.
+func (b *batch) next(attempt int, indices []int) *batchPayload {
+	return &batchPayload{Broadcast: b.Broadcast, Seq: b.Seq, Gen: b.Gen + 1, Attempt: attempt,
+		Platform: b.Platform, Tokens: b.tokens(indices)}
+}
+
+// decodePlan decodes a plan task's payload. Task payloads come from Redis
+// and are not trusted: anything malformed is forged.
 func decodePlan(b []byte) (*planPayload, error) {
 	var p planPayload
-	if err := json.Unmarshal(b, &p); err != nil || !validID(p.Broadcast) {
+	if err := json.Unmarshal(b, &p); err != nil || !api.ValidBroadcastID(p.Broadcast) {
 		return nil, fmt.Errorf("%w: malformed plan task", errForged)
 	}
 	return &p, nil
 }
 
-func decodeBatch(b []byte) (*batchPayload, error) {
-	var p batchPayload
-	if err := json.Unmarshal(b, &p); err != nil {
+// decodeBatch decodes a batch task's payload, refusing anything that is
+// not a well-formed batch of one platform's devices.
+func decodeBatch(raw []byte) (*batch, error) {
+	var b batch
+	if err := json.Unmarshal(raw, &b.batchPayload); err != nil {
 		return nil, fmt.Errorf("%w: malformed batch task", errForged)
 	}
-	if !validID(p.Broadcast) || p.Seq < 0 || p.Gen < 0 || p.Attempt < 0 || !p.Platform.Valid() ||
-		len(p.Tokens) == 0 || len(p.Tokens) > MaxBatch {
+	if !api.ValidBroadcastID(b.Broadcast) || b.Seq < 0 || b.Gen < 0 || b.Attempt < 0 || !b.Platform.Valid() ||
+		len(b.Tokens) == 0 || len(b.Tokens) > MaxBatch {
 		return nil, fmt.Errorf("%w: malformed batch task", errForged)
 	}
-	for _, t := range p.Tokens {
-		if (Device{Platform: p.Platform, Token: t}).problem() != "" {
+	b.members = make([]string, len(b.Tokens))
+	for i, t := range b.Tokens {
+		d := api.Device{Platform: b.Platform, Token: t}
+		if d.Invalid() != "" {
 			return nil, fmt.Errorf("%w: malformed device in batch task", errForged)
 		}
+		b.members[i] = member(d)
 	}
-	return &p, nil
+	return &b, nil
 }
-
-// validID accepts broadcast ids as BroadcastID makes them.
-func validID(id string) bool {
-	if len(id) < 2 || len(id) > 64 || id[0] != 'b' {
-		return false
-	}
-	for i := 1; i < len(id); i++ {
-		c := id[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'v') {
-			return false
-		}
-	}
-	return true
-}
-
-// ValidBroadcastID reports whether id has the shape of a broadcast id.
-func ValidBroadcastID(id string) bool { return validID(id) }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
 )
@@ -21,21 +22,16 @@ import (
 // events and never retried.
 var errForged = errors.New("envelope does not verify")
 
-// broadcastPath and recallPath are the API paths whose signed requests a
-// worker accepts as envelopes.
-const broadcastPath = "/v1/broadcasts"
-
-func recallPath(id string) string { return "/v1/broadcasts/" + id + "/recall" }
 
 // verifiedBroadcast is what a worker knows about a broadcast from its
 // verified envelope and nothing else.
 type verifiedBroadcast struct {
 	id      string
 	keyID   string
-	keyRate Rate
+	keyRate signing.Rate
 	// maxAudience is the signing key's cap on devices per broadcast.
 	maxAudience int
-	req         *BroadcastRequest
+	req         *api.BroadcastRequest
 	msg         providers.Message
 	// tokens holds the members of an explicit-token audience.
 	tokens map[string]struct{}
@@ -48,7 +44,7 @@ func (v *verifiedBroadcast) scope() Scope {
 // verifiedRecall is a verified recall request.
 type verifiedRecall struct {
 	adminID string
-	req     *RecallRequest
+	req     *api.RecallRequest
 }
 
 // envelopeVerifier verifies stored envelopes and remembers verdicts by
@@ -135,25 +131,25 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 		}
 		return vb, nil
 	}
-	v, req, err := ev.reverify(ctx, raw, broadcastPath, signing.RoleBroadcast)
+	v, req, err := ev.reverify(ctx, raw, api.PathBroadcasts, signing.RoleBroadcast)
 	if err != nil {
 		return nil, err
 	}
 	if got := BroadcastID(v.Key.ID, v.Nonce); got != id {
 		return nil, fmt.Errorf("%w: envelope belongs to broadcast %s", errForged, got)
 	}
-	br, err := ParseBroadcastRequest(req.Body, ev.maxTTL)
+	br, err := api.ParseBroadcastRequest(req.Body, ev.maxTTL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: body: %v", errForged, err)
 	}
 	if err := authorize(v.Key, &br.Audience); err != nil {
 		return nil, fmt.Errorf("%w: %v", errForged, err)
 	}
-	ttl, _ := br.Message.ttl(ev.maxTTL)
+	ttl, _ := br.Message.ParseTTL(ev.maxTTL)
 	vb := &verifiedBroadcast{
 		id:          id,
 		keyID:       v.Key.ID,
-		keyRate:     Rate{Count: v.Key.Rate.Count, Per: v.Key.Rate.Per},
+		keyRate:     v.Key.Rate,
 		maxAudience: v.Key.MaxAudience,
 		req:         br,
 		msg: providers.Message{
@@ -169,7 +165,7 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 	if br.Audience.Tokens != nil {
 		vb.tokens = make(map[string]struct{}, len(br.Audience.Tokens))
 		for _, d := range br.Audience.Tokens {
-			vb.tokens[d.Member()] = struct{}{}
+			vb.tokens[member(d)] = struct{}{}
 		}
 	}
 	ev.remember(d, vb)
@@ -185,11 +181,11 @@ func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (
 		}
 		return nil, fmt.Errorf("%w: not a recall envelope", errForged)
 	}
-	v, req, err := ev.reverify(ctx, raw, recallPath(id), signing.RoleAdmin)
+	v, req, err := ev.reverify(ctx, raw, api.RecallPath(id), signing.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
-	rr, err := ParseRecallRequest(req.Body)
+	rr, err := api.ParseRecallRequest(req.Body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: body: %v", errForged, err)
 	}
@@ -202,19 +198,19 @@ func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (
 // one of its patterns, "all" needs the pattern "*", and an explicit list
 // fits its audience cap. The size of a topic is checked by the caller,
 // which can count it.
-func authorize(k *signing.Key, a *Audience) error {
+func authorize(k *signing.Key, a *api.Audience) error {
 	switch a.Kind() {
 	case "topic":
 		if !k.AllowsTopic(a.Topic) {
-			return newError(CodeTopicNotAllowed, "key %s may not send to topic %q", k.ID, a.Topic)
+			return api.Errorf(api.CodeTopicNotAllowed, "key %s may not send to topic %q", k.ID, a.Topic)
 		}
 	case "all":
 		if !k.AllowsAll() {
-			return newError(CodeTopicNotAllowed, "key %s may not send to every device", k.ID)
+			return api.Errorf(api.CodeTopicNotAllowed, "key %s may not send to every device", k.ID)
 		}
 	case "tokens":
 		if len(a.Tokens) > k.MaxAudience {
-			return newError(CodeAudienceOverCap, "%d devices exceed key %s's max_audience of %d", len(a.Tokens), k.ID, k.MaxAudience)
+			return api.Errorf(api.CodeAudienceOverCap, "%d devices exceed key %s's max_audience of %d", len(a.Tokens), k.ID, k.MaxAudience)
 		}
 	}
 	return nil

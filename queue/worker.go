@@ -15,11 +15,26 @@ import (
 	"github.com/pushgate/pushgate/providers"
 )
 
+// Sender delivers one message to a batch of devices of one platform:
+// providers.FCMSender and providers.APNsSender. Send returns one result
+// per token, in order, only once every call it started has returned;
+// per-device failures are results, not errors. Every call is admitted by
+// gate first, so that a kill stops a batch between any two calls.
+type Sender interface {
+	Platform() providers.Platform
+	Send(ctx context.Context, gate providers.Gate, msg *providers.Message, tokens []string) []providers.Result
+}
+
+var (
+	_ Sender = (*providers.FCMSender)(nil)
+	_ Sender = (*providers.APNsSender)(nil)
+)
+
 // WorkerConfig configures a worker process's pool.
 type WorkerConfig struct {
 	Config
 	// Senders deliver per platform; a platform without one is refused.
-	Senders map[providers.Platform]providers.Sender
+	Senders map[providers.Platform]Sender
 	// Concurrency is how many tasks run at once (each task sends its batch
 	// with the sender's own concurrency).
 	Concurrency int
@@ -42,7 +57,7 @@ type WorkerConfig struct {
 // with a kill switch that follows the kill state.
 type Worker struct {
 	*core
-	senders     map[providers.Platform]providers.Sender
+	senders     map[providers.Platform]Sender
 	ks          *KillSwitch
 	limits      *limiter
 	verify      *envelopeVerifier

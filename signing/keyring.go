@@ -3,6 +3,8 @@ package signing
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -310,6 +312,48 @@ func parseKey(n *yaml.Node) (*Key, error) {
 		return nil, fmt.Errorf("rate: %w", err)
 	}
 	return &k, nil
+}
+
+// KeyEntry is one key of a keyring file as it is written: what keygen
+// appends and the local stack writes. ParseKeyring is the judge of a valid
+// entry.
+type KeyEntry struct {
+	ID          string   `yaml:"id"`
+	PublicKey   string   `yaml:"public_key"`
+	Roles       []string `yaml:"roles,flow"`
+	Topics      []string `yaml:"topics,flow,omitempty"`
+	MaxAudience int      `yaml:"max_audience,omitempty"`
+	Rate        string   `yaml:"rate,omitempty"`
+}
+
+// MarshalKeyring writes entries as a keyring document: "keys:" followed by
+// one list item per entry, indented by two spaces.
+func MarshalKeyring(entries []KeyEntry) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(entries); err != nil {
+		return nil, fmt.Errorf("encode keyring: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode keyring: %w", err)
+	}
+	out := []byte("keys:\n")
+	for line := range strings.Lines(buf.String()) {
+		out = append(out, "  "...)
+		out = append(out, line...)
+	}
+	return out, nil
+}
+
+// EncodePublicKey returns pub in the compact form a keyring's public_key
+// takes: base64 of its SPKI DER, the body of its PEM on one line.
+func EncodePublicKey(pub ed25519.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("marshal public key: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(der), nil
 }
 
 // validKeyID reports whether id is a usable key id: it appears in file

@@ -227,3 +227,32 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestMarshalKeyringParses(t *testing.T) {
+	pub, _, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := EncodePublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := MarshalKeyring([]KeyEntry{
+		{ID: "city-alerts", PublicKey: enc, Roles: []string{"broadcast"}, Topics: []string{"citizens", "district-*"}, MaxAudience: 100, Rate: "60/min"},
+		{ID: "ops-admin", PublicKey: enc, Roles: []string{"admin"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := ParseKeyring(doc)
+	if err != nil {
+		t.Fatalf("ParseKeyring(MarshalKeyring(...)): %v\n%s", err, doc)
+	}
+	k, ok := kr.Lookup("city-alerts")
+	if !ok || !k.Public.Equal(pub) || !k.AllowsTopic("district-9") || k.MaxAudience != 100 || k.Rate != (Rate{60, time.Minute}) {
+		t.Fatalf("key = %+v, want the entry written", k)
+	}
+	if a, ok := kr.Lookup("ops-admin"); !ok || !a.Has(RoleAdmin) {
+		t.Fatalf("admin = %+v", a)
+	}
+}

@@ -16,9 +16,9 @@
 //     are plain wrapped errors, never an *Error.
 //   - A Keyring is immutable once built.
 //
-// Redis: the package owns no key names. RedisReplayGuard writes one key per
-// claimed nonce, named by a builder the caller injects (the queue package
-// names every Redis key in one file), with an expiry of twice the skew.
+// It owns no Redis keys and links no Redis client: the nonce memory
+// (ReplayGuard) and the revocations (Revocations) are interfaces that the
+// queue package implements on Redis.
 //
 // It imports nothing else of pushgate.
 package signing

@@ -31,7 +31,7 @@ func codeOf(err error) Code {
 }
 
 // memReplay is an in-memory ReplayGuard for tests that are not about
-// Redis; RedisReplayGuard has its own tests against a real server.
+// Redis; queue.ReplayGuard has its own tests against a real server.
 type memReplay struct {
 	mu   sync.Mutex
 	seen map[string]bool

@@ -15,9 +15,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/providers"
-	"github.com/pushgate/pushgate/queue"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -58,9 +58,9 @@ func runAs(ctx context.Context, gw *gatewaytest.Env, key string, args ...string)
 // writeDevices writes a devices file as the simulator does.
 func writeDevices(t *testing.T, n int, prefix string) string {
 	t.Helper()
-	devices := make([]queue.Device, n)
+	devices := make([]api.Device, n)
 	for i := range devices {
-		devices[i] = queue.Device{Platform: providers.FCM, Token: fmt.Sprintf("%s-%05d", prefix, i)}
+		devices[i] = api.Device{Platform: providers.FCM, Token: fmt.Sprintf("%s-%05d", prefix, i)}
 	}
 	b, err := json.Marshal(devices)
 	if err != nil {
@@ -74,7 +74,7 @@ func writeDevices(t *testing.T, n int, prefix string) string {
 }
 
 // listBroadcasts returns the stored broadcasts, newest first.
-func listBroadcasts(t *testing.T, gw *gatewaytest.Env) []*queue.Status {
+func listBroadcasts(t *testing.T, gw *gatewaytest.Env) []*api.Status {
 	t.Helper()
 	page, err := gw.Service.List(context.Background(), "", 100, "")
 	if err != nil {
@@ -92,7 +92,7 @@ func TestClientCommands(t *testing.T) {
 	tokens := writeDevices(t, 3, "direct")
 	imports := writeDevices(t, 25, "imp")
 	for i := range 3 {
-		d := queue.Device{Platform: providers.FCM, Token: fmt.Sprintf("cit-%d", i)}
+		d := api.Device{Platform: providers.FCM, Token: fmt.Sprintf("cit-%d", i)}
 		if err := gw.Service.Registry().Put(ctx, d, []string{"citizens"}); err != nil {
 			t.Fatal(err)
 		}
@@ -166,7 +166,7 @@ func TestClientCommands(t *testing.T) {
 			name: "recall remove", key: gatewaytest.Admin, args: []string{"recall", "{send with idempotency key}", "--mode", "remove"},
 			wantOut: `^recall \(remove\) of broadcast b[0-9a-v]+ started`,
 			check: func(t *testing.T) {
-				if st, _ := gw.Service.Get(ctx, ids["send with idempotency key"]); st.RecallMode != queue.RecallRemove {
+				if st, _ := gw.Service.Get(ctx, ids["send with idempotency key"]); st.RecallMode != api.RecallRemove {
 					t.Errorf("recall mode %q", st.RecallMode)
 				}
 			},
@@ -362,6 +362,13 @@ func TestSendWait(t *testing.T) {
 				if _, err := gw.Service.Cancel(context.Background(), admin, id, "test"); err != nil {
 					t.Error(err)
 				}
+				// No worker runs here; write what the worker whose plan
+				// task meets the kill writes: planning done, nothing left.
+				err := gw.Redis.HSet(context.Background(), gw.Keys.Broadcast(id),
+					"plan_done", 1, "finished_at", time.Now().UnixMilli()).Err()
+				if err != nil {
+					t.Error(err)
+				}
 			},
 			wantCode: 1,
 			wantOut:  `broadcast b[0-9a-v]+ cancelled after`,
@@ -372,7 +379,8 @@ func TestSendWait(t *testing.T) {
 				// No worker runs here; write what a finishing worker
 				// writes to the record.
 				err := gw.Redis.HSet(context.Background(), gw.Keys.Broadcast(id),
-					"state", queue.StateCompleted, "targeted", 3, "planned", 3, "sent", 3).Err()
+					"state", api.StateCompleted, "targeted", 3, "planned", 3, "sent", 3, "plan_done", 1,
+					"finished_at", time.Now().UnixMilli()).Err()
 				if err != nil {
 					t.Error(err)
 				}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"runtime/debug"
 	"strings"
+
+	"github.com/pushgate/pushgate/internal/app"
 )
 
 // env is everything a subcommand may touch of the outside world. Commands
@@ -77,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return nil
 		}
 		if rest[0] == "config" {
-			printConfigHelp(e.stdout)
+			app.PrintConfigHelp(e.stdout)
 			return nil
 		}
 		name, rest = rest[0], []string{"-h"}

@@ -9,24 +9,55 @@ import (
 	"testing"
 )
 
-// TestImportsFlowOneWay enforces the package layering of DESIGN.md: cmd →
-// gateway → queue → providers; signing imports nothing of ours; and
-// nothing the binary links imports the testing package.
+const module = "github.com/pushgate/pushgate/"
+
+// layer is what one package may import of the module, and why.
+type layer struct {
+	imports []string // packages of the module it may import (without the module prefix); nil: anything
+	why     string
+}
+
+// layering is the package layering of docs/ARCHITECTURE.md: cmd → internal
+// wiring → gateway → queue → providers, with api and signing beside.
+func layering() map[string]layer {
+	return map[string]layer{
+		"signing": {[]string{}, "the signature code is reviewed on its own and links no Redis or provider SDK"},
+		"api": {[]string{"signing"},
+			"the wire contract is what Go backends import through the client: it must not drag the pipeline in"},
+		"client": {[]string{"api", "signing"},
+			"backends import the client; it speaks the contract and signs, nothing more"},
+		"providers": {[]string{"api"},
+			"the senders know the contract's platforms and nothing of the queue that drives them"},
+		"providers/sim": {[]string{"providers", "api"},
+			"the simulators imitate the providers; they must not know what pushgate sends"},
+		"queue": {[]string{"api", "providers", "signing"},
+			"the pipeline sits below the HTTP API and above the senders"},
+		"gateway": {[]string{"api", "queue", "signing"},
+			"the API decides who may ask; the queue does it"},
+		"gateway/gatewaytest": {nil, "test support: a real API for tests, never linked by the binary"},
+		"internal/redistest":  {[]string{}, "test support: a private Redis database per test"},
+		"internal/app": {[]string{"gateway", "queue", "providers", "signing", "api"},
+			"process wiring builds the parts, never the other way round"},
+		"internal/stack": {[]string{"internal/app", "api", "client", "providers", "providers/sim", "signing"},
+			"the local stack is the one door from the binary to the simulators"},
+		"internal/demo": {[]string{"internal/stack", "internal/app", "api", "client", "queue", "providers", "providers/sim", "signing"},
+			"the demo runs the stack and plays the attacker against it"},
+		"internal/bench": {[]string{"internal/stack", "internal/app", "api", "client", "queue", "providers", "providers/sim"},
+			"the bench runs the stack and a bare SDK loop beside it"},
+		"cmd/pushgate": {[]string{"api", "client", "signing", "internal/app", "internal/stack", "internal/demo", "internal/bench"},
+			"main only parses flags and calls packages; the simulators come through internal/stack"},
+	}
+}
+
+// TestImportsFlowOneWay enforces the layering, keeps the client free of
+// provider SDKs and Redis, and keeps the testing package out of
+// everything the binary links.
 func TestImportsFlowOneWay(t *testing.T) {
-	out, err := exec.Command("go", "list", "-json", "github.com/pushgate/pushgate/...").Output()
+	out, err := exec.Command("go", "list", "-json", module+"...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	allowed := map[string][]string{
-		"github.com/pushgate/pushgate/signing":             {},
-		"github.com/pushgate/pushgate/providers":           {},
-		"github.com/pushgate/pushgate/providers/sim":       {"github.com/pushgate/pushgate/providers"},
-		"github.com/pushgate/pushgate/queue":               {"github.com/pushgate/pushgate/providers", "github.com/pushgate/pushgate/signing"},
-		"github.com/pushgate/pushgate/gateway":             {"github.com/pushgate/pushgate/queue", "github.com/pushgate/pushgate/signing", "github.com/pushgate/pushgate/providers"},
-		"github.com/pushgate/pushgate/gateway/gatewaytest": nil, // test support: anything
-		"github.com/pushgate/pushgate/internal/redistest":  {},
-		"github.com/pushgate/pushgate/cmd/pushgate":        nil, // main wires everything
-	}
+	table := layering()
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	seen := 0
 	for {
@@ -41,24 +72,33 @@ func TestImportsFlowOneWay(t *testing.T) {
 			t.Fatal(err)
 		}
 		seen++
-		want, known := allowed[p.ImportPath]
+		name := strings.TrimPrefix(p.ImportPath, module)
+		l, known := table[name]
 		if !known {
-			t.Errorf("package %s is not in the layering table; add it deliberately", p.ImportPath)
+			t.Errorf("package %s is not in the layering table; add it deliberately, with a reason", name)
 			continue
 		}
-		if want != nil {
+		if l.imports != nil {
 			for _, imp := range p.Imports {
-				if strings.HasPrefix(imp, "github.com/pushgate/pushgate/") && !slices.Contains(want, imp) {
-					t.Errorf("%s imports %s, which the layering forbids", p.ImportPath, imp)
+				if dep, ours := strings.CutPrefix(imp, module); ours && !slices.Contains(l.imports, dep) {
+					t.Errorf("%s imports %s, which the layering forbids: %s", name, dep, l.why)
 				}
 			}
 		}
-		if p.ImportPath != "github.com/pushgate/pushgate/gateway/gatewaytest" && p.ImportPath != "github.com/pushgate/pushgate/internal/redistest" &&
-			slices.Contains(p.Deps, "testing") {
-			t.Errorf("%s links the testing package", p.ImportPath)
+		if name != "gateway/gatewaytest" && name != "internal/redistest" && slices.Contains(p.Deps, "testing") {
+			t.Errorf("%s links the testing package", name)
+		}
+		if name == "client" || name == "api" {
+			for _, dep := range p.Deps {
+				for _, heavy := range []string{"firebase.google.com/", "github.com/sideshow/apns2", "github.com/redis/go-redis", "github.com/hibiken/asynq"} {
+					if strings.HasPrefix(dep, heavy) {
+						t.Errorf("%s links %s: a Go backend importing the client would too", name, dep)
+					}
+				}
+			}
 		}
 	}
-	if seen < len(allowed) {
-		t.Errorf("go list saw %d packages, the table names %d", seen, len(allowed))
+	if seen < len(table) {
+		t.Errorf("go list saw %d packages, the table names %d", seen, len(table))
 	}
 }

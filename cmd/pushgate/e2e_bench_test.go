@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/internal/app"
+	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/pushgate/pushgate/queue"
 )
 
@@ -15,11 +18,11 @@ import (
 //	./scripts/bench Recall100k ./cmd/pushgate/ -benchtime 1x
 func BenchmarkRecall100k(b *testing.B) {
 	const devices = 100000
-	e := newE2E(b, stackOptions{devices: devices, androidShare: 0.6, seed: 9, settings: map[string]string{
+	e := newE2E(b, stack.Options{Devices: devices, AndroidShare: 0.6, Seed: 9, Settings: map[string]string{
 		"limits.fcm_rate": "unlimited", "limits.apns_rate": "unlimited",
-	}}, roles{api: true, worker: true})
+	}}, app.Roles{API: true, Worker: true})
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		b.Fatal(err)
 	}
 	var total time.Duration
@@ -29,13 +32,13 @@ func BenchmarkRecall100k(b *testing.B) {
 			b.Fatalf("broadcast sent %d, want %d", st.Counters.Sent, devices)
 		}
 		start := time.Now()
-		if _, err := e.admin.do(ctx, "POST", "/v1/broadcasts/"+id+"/recall", nil,
-			map[string]any{"mode": "replace", "replacement": map[string]string{"title": "right", "body": "corrected"}}, nil); err != nil {
+		if _, err := e.admin.Recall(ctx, id, &api.RecallRequest{Mode: api.RecallReplace,
+			Replacement: &api.MessageSpec{Title: "right", Body: "corrected"}}); err != nil {
 			b.Fatal(err)
 		}
-		waitUntil(b, "the recall", func() bool { return e.status(id).State == queue.StateRecalled })
+		waitUntil(b, "the recall", func() bool { return e.status(id).State == api.StateRecalled })
 		total += time.Since(start)
-		for _, s := range e.st.sim.Showing(queue.CollapseID(id)) {
+		for _, s := range e.st.Sim.Showing(queue.CollapseID(id)) {
 			if s.Title != "right" || s.Phones != devices {
 				b.Fatalf("after the recall %d phones show %q, want all %d showing the correction", s.Phones, s.Title, devices)
 			}

@@ -16,6 +16,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/internal/app"
+	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/pushgate/pushgate/providers/sim"
 	"github.com/pushgate/pushgate/queue"
 )
@@ -120,7 +123,7 @@ func (e *e2e) startWorkers(n int) []*process {
 	e.t.Helper()
 	var ps []*process
 	for range n {
-		ps = append(ps, startProcess(e.t, "worker", "--config", e.st.configPath))
+		ps = append(ps, startProcess(e.t, "worker", "--config", e.st.ConfigPath))
 	}
 	e.waitWorkers(n)
 	return ps
@@ -130,7 +133,7 @@ func (e *e2e) startWorkers(n int) []*process {
 // with wait=true waits for all of them.
 func (e *e2e) waitWorkers(n int) {
 	e.t.Helper()
-	opts, err := redis.ParseURL(e.st.redisURL)
+	opts, err := redis.ParseURL(e.st.RedisURL)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -161,12 +164,12 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 // in half the time the shared limit allows.
 func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 	const rate, devices = 300, 3000
-	e := newE2E(t, stackOptions{devices: devices, androidShare: 1, seed: 2, settings: map[string]string{
+	e := newE2E(t, stack.Options{Devices: devices, AndroidShare: 1, Seed: 2, Settings: map[string]string{
 		"limits.fcm_rate": "300/s",
-	}}, roles{api: true})
+	}}, app.Roles{API: true})
 	e.startWorkers(2)
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
 	// The simulator stamps deliveries with this process's clock.
@@ -177,7 +180,7 @@ func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 		t.Fatalf("sent %d, want %d", st.Counters.Sent, devices)
 	}
 	var times []time.Time
-	for _, d := range e.st.sim.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == queue.CollapseID(id) }) {
+	for _, d := range e.st.Sim.Deliveries(func(d sim.Delivery) bool { return d.CollapseID == queue.CollapseID(id) }) {
 		times = append(times, d.Time)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
@@ -210,12 +213,12 @@ func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newE2E(t, stackOptions{devices: 1000, androidShare: 0.6, seed: 3}, roles{api: true, worker: true})
+			e := newE2E(t, stack.Options{Devices: 1000, AndroidShare: 0.6, Seed: 3}, app.Roles{API: true, Worker: true})
 			ctx := context.Background()
-			if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+			if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 				t.Fatal(err)
 			}
-			if err := e.st.sim.SetFaults(sim.Faults{ErrorRate: 0.1, ErrorOutcome: tt.outcome, RetryAfter: 2, Seed: 7}); err != nil {
+			if err := e.st.Sim.SetFaults(sim.Faults{ErrorRate: 0.1, ErrorOutcome: tt.outcome, RetryAfter: 2, Seed: 7}); err != nil {
 				t.Fatal(err)
 			}
 			id := e.submit(e.owner, topicBroadcast("citizens", "retry-after"))
@@ -224,8 +227,8 @@ func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
 				t.Fatalf("counters %+v, want all 1000 sent", st.Counters)
 			}
 			delayed := 0
-			for _, d := range e.st.devices {
-				v, _ := e.st.sim.Device(d.Token)
+			for _, d := range e.st.Devices {
+				v, _ := e.st.Sim.Device(d.Token)
 				if len(v.Attempts) == 0 {
 					if v.Requests != 1 {
 						t.Errorf("%s device never refused got %d requests, want 1", d.Platform, v.Requests)
@@ -265,24 +268,21 @@ func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
 // acknowledged the kill.
 func TestKillWithThreeWorkerProcesses(t *testing.T) {
 	const devices = 200000
-	e := newE2E(t, stackOptions{devices: devices, androidShare: 0.6, seed: 4, latency: 3 * time.Millisecond},
-		roles{api: true})
+	e := newE2E(t, stack.Options{Devices: devices, AndroidShare: 0.6, Seed: 4, Latency: 3 * time.Millisecond},
+		app.Roles{API: true})
 	e.startWorkers(3)
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "bad text"))
 	collapse := queue.CollapseID(id)
 	waitUntil(t, "the broadcast to reach phones", func() bool {
-		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= 5000
+		return e.st.Sim.DeliveriesAfter(time.Time{}, collapse) >= 5000
 	})
-	var res struct {
-		Ack queue.AckReport `json:"ack"`
-	}
 	start := time.Now()
-	if _, err := e.admin.do(ctx, "POST", "/v1/kill", map[string][]string{"wait": {"true"}},
-		map[string]string{"scope": queue.BroadcastScope(id), "reason": "wrong text"}, &res); err != nil {
+	res, err := e.admin.Kill(ctx, api.BroadcastScope(id), "wrong text", true)
+	if err != nil {
 		t.Fatal(err)
 	}
 	acked := time.Now()
@@ -290,14 +290,14 @@ func TestKillWithThreeWorkerProcesses(t *testing.T) {
 		t.Fatalf("ack = %+v, want acknowledged by 3 workers", res.Ack)
 	}
 	st := e.waitFinished(id)
-	if after := e.st.sim.DeliveriesAfter(acked, collapse); after != 0 {
+	if after := e.st.Sim.DeliveriesAfter(acked, collapse); after != 0 {
 		t.Errorf("%d deliveries after the kill was acknowledged", after)
 	}
 	c := st.Counters
-	if st.State != queue.StateKilled || c.Sent+c.Cancelled+c.Failed != c.Targeted || c.Sent >= devices {
+	if st.State != api.StateKilled || c.Sent+c.Cancelled+c.Failed != c.Targeted || c.Sent >= devices {
 		t.Errorf("state %s, counters %+v: want killed with sent + cancelled + failed = targeted", st.State, c)
 	}
-	reached := e.st.sim.DeliveriesAfter(time.Time{}, collapse)
+	reached := e.st.Sim.DeliveriesAfter(time.Time{}, collapse)
 	if int64(reached) > c.Sent+c.Cancelled {
 		t.Errorf("simulators saw %d deliveries, the ledger %d sent (+%d cancelled, some in flight)", reached, c.Sent, c.Cancelled)
 	}
@@ -310,20 +310,20 @@ func TestKillWithThreeWorkerProcesses(t *testing.T) {
 func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 	t.Parallel() // mostly waiting for asynq to recover the dead worker's tasks
 	const devices = 20000
-	e := newE2E(t, stackOptions{devices: devices, androidShare: 0.6, seed: 5, latency: 2 * time.Millisecond},
-		roles{api: true})
+	e := newE2E(t, stack.Options{Devices: devices, AndroidShare: 0.6, Seed: 5, Latency: 2 * time.Millisecond},
+		app.Roles{API: true})
 	ps := e.startWorkers(1)
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "crash"))
 	collapse := queue.CollapseID(id)
 	waitUntil(t, "the broadcast to be under way", func() bool {
-		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
+		return e.st.Sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
 	})
 	ps[0].stop(syscall.SIGKILL)
-	before := e.st.sim.DeliveriesAfter(time.Time{}, collapse)
+	before := e.st.Sim.DeliveriesAfter(time.Time{}, collapse)
 	e.startWorkers(1)
 	// This is the suite's longest wait, 60 to 90 s: asynq hands a dead
 	// worker's tasks out again only once their lease (30 s, fixed in asynq
@@ -331,10 +331,10 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 	// fixed), has seen it. Neither is a setting, so the test runs in
 	// parallel with the others instead.
 	st := e.waitFinished(id)
-	if st.State != queue.StateCompleted || st.Counters.Sent != devices {
+	if st.State != api.StateCompleted || st.Counters.Sent != devices {
 		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
 	}
-	shown := e.st.sim.Showing(collapse)
+	shown := e.st.Sim.Showing(collapse)
 	total := 0
 	for _, s := range shown {
 		if s.Title != "crash" {
@@ -345,8 +345,8 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 	if total != devices {
 		t.Errorf("%d phones show the broadcast, want all %d", total, devices)
 	}
-	for _, d := range e.st.devices[:2000] {
-		v, _ := e.st.sim.Device(d.Token)
+	for _, d := range e.st.Devices[:2000] {
+		v, _ := e.st.Sim.Device(d.Token)
 		n := 0
 		for _, s := range v.Screen {
 			if s.CollapseID == collapse {
@@ -357,7 +357,7 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 			t.Fatalf("phone %s… shows the broadcast %d times, want once", d.Token[:12], n)
 		}
 	}
-	dups := e.st.sim.Stats().RawDuplicates
+	dups := e.st.Sim.Stats().RawDuplicates
 	t.Logf("killed the worker after %d deliveries; %d raw duplicates re-sent from the crash window, none visible", before, dups)
 	// Duplicates come only from batches in flight at the crash: at most
 	// the worker's concurrent batches, 500 devices each.
@@ -372,17 +372,17 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 // reached exactly once — no loss, and no duplicate even at the raw level.
 func TestWorkerDrainsOnSIGTERM(t *testing.T) {
 	const devices = 20000
-	e := newE2E(t, stackOptions{devices: devices, androidShare: 0.6, seed: 8, latency: 2 * time.Millisecond},
-		roles{api: true})
+	e := newE2E(t, stack.Options{Devices: devices, AndroidShare: 0.6, Seed: 8, Latency: 2 * time.Millisecond},
+		app.Roles{API: true})
 	ps := e.startWorkers(1)
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "drain"))
 	collapse := queue.CollapseID(id)
 	waitUntil(t, "the broadcast to be under way", func() bool {
-		return e.st.sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
+		return e.st.Sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
 	})
 	ps[0].stop(syscall.SIGTERM)
 	if code := ps[0].cmd.ProcessState.ExitCode(); code != 0 {
@@ -393,16 +393,16 @@ func TestWorkerDrainsOnSIGTERM(t *testing.T) {
 	}
 	e.startWorkers(1)
 	st := e.waitFinished(id)
-	if st.State != queue.StateCompleted || st.Counters.Sent != devices {
+	if st.State != api.StateCompleted || st.Counters.Sent != devices {
 		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
 	}
-	got := deliveriesPerPhone(e.st.sim, id, "drain")
-	for _, d := range e.st.devices {
+	got := deliveriesPerPhone(e.st.Sim, id, "drain")
+	for _, d := range e.st.Devices {
 		if got[d.Token] != 1 {
 			t.Fatalf("phone %s… got the broadcast %d times, want 1", d.Token[:12], got[d.Token])
 		}
 	}
-	if dups := e.st.sim.Stats().RawDuplicates; dups != 0 {
+	if dups := e.st.Sim.Stats().RawDuplicates; dups != 0 {
 		t.Errorf("%d raw duplicates after a graceful stop, want 0", dups)
 	}
 }
@@ -410,41 +410,41 @@ func TestWorkerDrainsOnSIGTERM(t *testing.T) {
 // TestRecallReplaceAndRemove recalls broadcasts that reached online and
 // offline phones.
 func TestRecallReplaceAndRemove(t *testing.T) {
-	e := newE2E(t, stackOptions{devices: 2000, androidShare: 0.6, seed: 6}, roles{api: true, worker: true})
+	e := newE2E(t, stack.Options{Devices: 2000, AndroidShare: 0.6, Seed: 6}, app.Roles{API: true, Worker: true})
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
-	offline := e.st.devices[:400]
+	offline := e.st.Devices[:400]
 	for _, d := range offline {
-		e.st.sim.SetOnline(d.Token, false)
+		e.st.Sim.SetOnline(d.Token, false)
 	}
-	recall := func(id string, body map[string]any) *queue.Status {
+	recall := func(id string, req *api.RecallRequest) *api.Status {
 		t.Helper()
-		if _, err := e.admin.do(ctx, "POST", "/v1/broadcasts/"+id+"/recall", nil, body, nil); err != nil {
+		if _, err := e.admin.Recall(ctx, id, req); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "the recall", func() bool { return e.status(id).State == queue.StateRecalled })
+		waitUntil(t, "the recall", func() bool { return e.status(id).State == api.StateRecalled })
 		return e.status(id)
 	}
 
 	id := e.submit(e.owner, topicBroadcast("citizens", "wrong"))
 	e.waitFinished(id)
-	st := recall(id, map[string]any{"mode": "replace", "replacement": map[string]string{"title": "right", "body": "corrected"}})
+	st := recall(id, &api.RecallRequest{Mode: api.RecallReplace, Replacement: &api.MessageSpec{Title: "right", Body: "corrected"}})
 	if st.Counters.Recalled != 2000 {
 		t.Errorf("recalled %d, want 2000 (offline phones' held copies included)", st.Counters.Recalled)
 	}
 	for _, d := range offline {
-		e.st.sim.SetOnline(d.Token, true)
+		e.st.Sim.SetOnline(d.Token, true)
 	}
 	collapse := queue.CollapseID(id)
-	for _, s := range e.st.sim.Showing(collapse) {
+	for _, s := range e.st.Sim.Showing(collapse) {
 		if s.Title != "right" {
 			t.Errorf("%d phones show %q; after a replace every phone shows the correction", s.Phones, s.Title)
 		}
 	}
 	for _, d := range offline[:50] {
-		v, _ := e.st.sim.Device(d.Token)
+		v, _ := e.st.Sim.Device(d.Token)
 		for _, l := range v.Log {
 			if l.CollapseID == collapse && l.Title == "wrong" {
 				t.Fatalf("offline phone %s… received the original when it came online", d.Token[:12])
@@ -454,12 +454,12 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 
 	id2 := e.submit(e.owner, topicBroadcast("citizens", "remove me"))
 	e.waitFinished(id2)
-	st2 := recall(id2, map[string]any{"mode": "remove"})
+	st2 := recall(id2, &api.RecallRequest{Mode: api.RecallRemove})
 	if st2.Counters.Recalled != 2000 {
 		t.Errorf("remove: recalled %d, want 2000", st2.Counters.Recalled)
 	}
 	silent := map[string]bool{}
-	for _, d := range e.st.sim.Deliveries(func(d sim.Delivery) bool {
+	for _, d := range e.st.Sim.Deliveries(func(d sim.Delivery) bool {
 		// FCM data-only messages carry no notification tag; both carry
 		// the recall instruction in their pushgate data.
 		return d.Silent && strings.Contains(d.Data["pushgate"], `"recall":"`+id2+`"`)
@@ -469,7 +469,7 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 	if len(silent) != 2000 {
 		t.Errorf("%d phones got the silent recall, want 2000", len(silent))
 	}
-	if n := len(e.st.sim.Showing(queue.CollapseID(id2))); n != 0 {
-		t.Errorf("after remove, phones still show the broadcast: %+v", e.st.sim.Showing(queue.CollapseID(id2)))
+	if n := len(e.st.Sim.Showing(queue.CollapseID(id2))); n != 0 {
+		t.Errorf("after remove, phones still show the broadcast: %+v", e.st.Sim.Showing(queue.CollapseID(id2)))
 	}
 }

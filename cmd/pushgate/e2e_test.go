@@ -11,7 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/client"
+	"github.com/pushgate/pushgate/internal/app"
 	"github.com/pushgate/pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
 	"github.com/pushgate/pushgate/queue"
@@ -22,35 +26,35 @@ import (
 // operator would write.
 type e2e struct {
 	t     testing.TB
-	st    *stack
-	app   *runningApp
-	owner *apiClient // the sender key
-	admin *apiClient
+	st    *stack.Stack
+	app   *stack.RunningApp
+	owner *client.Client // the sender key
+	admin *client.Client
 }
 
-func newE2E(t testing.TB, o stackOptions, r roles) *e2e {
+func newE2E(t testing.TB, o stack.Options, r app.Roles) *e2e {
 	t.Helper()
-	o.dir = t.TempDir()
-	o.redisURL = redistest.URL(t)
-	if o.settings == nil {
-		o.settings = map[string]string{}
+	o.Dir = t.TempDir()
+	o.RedisURL = redistest.URL(t)
+	if o.Settings == nil {
+		o.Settings = map[string]string{}
 	}
-	if _, ok := o.settings["limits.device_rate"]; !ok {
-		o.settings["limits.device_rate"] = "unlimited"
+	if _, ok := o.Settings["limits.device_rate"]; !ok {
+		o.Settings["limits.device_rate"] = "unlimited"
 	}
 	// How long a kill waits for every worker's acknowledgement is a hang
 	// guard in these tests: a busy machine may take seconds to answer.
-	if _, ok := o.settings["limits.kill_wait"]; !ok {
-		o.settings["limits.kill_wait"] = hangGuard.String()
+	if _, ok := o.Settings["limits.kill_wait"]; !ok {
+		o.Settings["limits.kill_wait"] = hangGuard.String()
 	}
-	st, err := newStack(o)
+	st, err := stack.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &e2e{t: t, st: st}
-	if r.api || r.worker {
-		e.app, err = startApp(context.Background(), st.configPath, r, testLogger(t))
+	if r.API || r.Worker {
+		e.app, err = stack.StartApp(context.Background(), st.ConfigPath, r, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,19 +64,19 @@ func newE2E(t testing.TB, o stackOptions, r roles) *e2e {
 			}
 		})
 	}
-	if e.app != nil && e.app.url != "" {
-		e.owner = e.client(keySender)
-		e.admin = e.client(keyAdmin)
+	if e.app != nil && e.app.URL != "" {
+		e.owner = e.client(stack.KeySender)
+		e.admin = e.client(stack.KeyAdmin)
 	}
 	return e
 }
 
-func (e *e2e) client(name string) *apiClient {
-	c, err := e.st.client(name, e.app.url)
+func (e *e2e) client(name string) *client.Client {
+	c, err := e.st.Client(name, e.app.URL)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(c.close)
+	e.t.Cleanup(c.Close)
 	return c
 }
 
@@ -89,32 +93,30 @@ func (w testWriter) Write(b []byte) (int, error) {
 }
 
 // submit sends a broadcast and returns its id.
-func (e *e2e) submit(c *apiClient, body map[string]any) string {
+func (e *e2e) submit(c *client.Client, req *api.BroadcastRequest) string {
 	e.t.Helper()
-	var out struct {
-		ID string `json:"id"`
-	}
-	if _, err := c.do(context.Background(), "POST", "/v1/broadcasts", nil, body, &out); err != nil {
+	sub, err := c.Submit(context.Background(), req)
+	if err != nil {
 		e.t.Fatalf("submit: %v", err)
 	}
-	return out.ID
+	return sub.ID
 }
 
-func topicBroadcast(topic, title string) map[string]any {
-	return map[string]any{
-		"audience": map[string]any{"topic": topic},
-		"message":  map[string]any{"title": title, "body": "body of " + title, "ttl": "15m"},
+func topicBroadcast(topic, title string) *api.BroadcastRequest {
+	return &api.BroadcastRequest{
+		Audience: api.Audience{Topic: topic},
+		Message:  api.MessageSpec{Title: title, Body: "body of " + title, TTL: "15m"},
 	}
 }
 
 // status reads a broadcast.
-func (e *e2e) status(id string) *queue.Status {
+func (e *e2e) status(id string) *api.Status {
 	e.t.Helper()
-	var st queue.Status
-	if _, err := e.owner.do(context.Background(), "GET", "/v1/broadcasts/"+id, nil, nil, &st); err != nil {
+	st, err := e.owner.Status(context.Background(), id)
+	if err != nil {
 		e.t.Fatalf("status: %v", err)
 	}
-	return &st
+	return st
 }
 
 // hangGuard bounds every wait in these tests. It guards against a hang and
@@ -124,12 +126,12 @@ const hangGuard = 5 * time.Minute
 
 // waitFinished polls a broadcast until every planned device has an
 // outcome, and returns it.
-func (e *e2e) waitFinished(id string) *queue.Status {
+func (e *e2e) waitFinished(id string) *api.Status {
 	e.t.Helper()
 	deadline := time.Now().Add(hangGuard)
 	for {
 		st := e.status(id)
-		if !st.FinishedAt.IsZero() && st.State != queue.StateRecalling {
+		if !st.FinishedAt.IsZero() && st.State != api.StateRecalling {
 			return st
 		}
 		if time.Now().After(deadline) {
@@ -152,39 +154,39 @@ func deliveriesPerPhone(s *sim.Sim, id, title string) map[string]int {
 }
 
 func TestEndToEndDelivery(t *testing.T) {
-	e := newE2E(t, stackOptions{devices: 10000, androidShare: 0.6, seed: 1}, roles{api: true, worker: true})
+	e := newE2E(t, stack.Options{Devices: 10000, AndroidShare: 0.6, Seed: 1}, app.Roles{API: true, Worker: true})
 	ctx := context.Background()
-	if err := e.st.importDevices(ctx, e.owner, "citizens"); err != nil {
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
 	}
 	// Devices the providers no longer know: FCM by the simulator's
 	// "unreg-" prefix, APNs by tokens it never issued.
-	var gone []queue.ImportDevice
+	var gone []api.ImportDevice
 	for i := range 30 {
-		gone = append(gone, queue.ImportDevice{Platform: "fcm", Token: fmt.Sprintf("unreg-%03d", i), Topics: []string{"citizens"}})
-		gone = append(gone, queue.ImportDevice{Platform: "apns", Token: fmt.Sprintf("%064x", 0xdead0000+i), Topics: []string{"citizens"}})
+		gone = append(gone, api.ImportDevice{Platform: "fcm", Token: fmt.Sprintf("unreg-%03d", i), Topics: []string{"citizens"}})
+		gone = append(gone, api.ImportDevice{Platform: "apns", Token: fmt.Sprintf("%064x", 0xdead0000+i), Topics: []string{"citizens"}})
 	}
-	if _, err := e.owner.do(ctx, "POST", "/v1/devices/import", nil, queue.ImportRequest{Devices: gone}, nil); err != nil {
+	if _, err := e.owner.ImportDevices(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
 
 	id := e.submit(e.owner, topicBroadcast("citizens", "flood warning"))
 	st := e.waitFinished(id)
-	if st.State != queue.StateCompleted {
+	if st.State != api.StateCompleted {
 		t.Fatalf("state = %s, want completed", st.State)
 	}
-	got := deliveriesPerPhone(e.st.sim, id, "flood warning")
-	for _, d := range e.st.devices {
+	got := deliveriesPerPhone(e.st.Sim, id, "flood warning")
+	for _, d := range e.st.Devices {
 		if got[d.Token] != 1 {
 			t.Errorf("phone %s… (%s) got the broadcast %d times, want 1", d.Token[:12], d.Platform, got[d.Token])
 			break
 		}
 	}
-	want := queue.Counters{Targeted: 10060, Planned: 10060, Sent: 10000, InvalidToken: 60}
+	want := api.Counters{Targeted: 10060, Planned: 10060, Sent: 10000, InvalidToken: 60}
 	if st.Counters != want {
 		t.Errorf("counters = %+v, want %+v", st.Counters, want)
 	}
-	if stats := e.st.sim.Stats(); stats.RawDuplicates != 0 || stats.Deliveries != 10000 {
+	if stats := e.st.Sim.Stats(); stats.RawDuplicates != 0 || stats.Deliveries != 10000 {
 		t.Errorf("simulator saw %d deliveries and %d raw duplicates, want 10000 and 0", stats.Deliveries, stats.RawDuplicates)
 	}
 	// The gone devices were pruned from the registry: a second broadcast
@@ -195,16 +197,16 @@ func TestEndToEndDelivery(t *testing.T) {
 	}
 
 	// An explicit-token broadcast reaches exactly its list.
-	var list []map[string]string
-	for _, d := range e.st.devices[:150] {
-		list = append(list, map[string]string{"platform": string(d.Platform), "token": d.Token})
+	var list []api.Device
+	for _, d := range e.st.Devices[:150] {
+		list = append(list, api.Device{Platform: d.Platform, Token: d.Token})
 	}
-	id3 := e.submit(e.owner, map[string]any{
-		"audience": map[string]any{"tokens": list},
-		"message":  map[string]any{"title": "direct", "body": "to a list"},
+	id3 := e.submit(e.owner, &api.BroadcastRequest{
+		Audience: api.Audience{Tokens: list},
+		Message:  api.MessageSpec{Title: "direct", Body: "to a list"},
 	})
 	st3 := e.waitFinished(id3)
-	direct := deliveriesPerPhone(e.st.sim, id3, "direct")
+	direct := deliveriesPerPhone(e.st.Sim, id3, "direct")
 	if st3.Counters.Sent != 150 || len(direct) != 150 {
 		t.Errorf("explicit list: %d sent, %d phones reached, want 150 and 150", st3.Counters.Sent, len(direct))
 	}
@@ -215,8 +217,8 @@ func TestEndToEndDelivery(t *testing.T) {
 	}
 
 	// The process's metrics agree with the simulators.
-	metrics := scrape(t, e.app.url+"/metrics")
-	stats := e.st.sim.Stats()
+	metrics := scrape(t, e.app.URL+"/metrics")
+	stats := e.st.Sim.Stats()
 	sentFCM := stats.Requests[providers.FCM][200]
 	for _, tt := range []struct {
 		series string

@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/pushgate/pushgate/internal/app"
 )
 
 func main() {
@@ -24,15 +26,16 @@ func main() {
 }
 
 // exitCode prints err as one line and maps it to the process status: 0 for
-// success, 2 for bad usage (flags, arguments, unreadable inputs), 1 for
-// anything else.
+// success, 2 for bad usage (flags, arguments, unreadable inputs, a
+// configuration a process cannot start with), 1 for anything else.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
 	fmt.Fprintf(stderr, "pushgate: %v\n", err)
 	var u *usageError
-	if errors.As(err, &u) {
+	var c *app.ConfigError
+	if errors.As(err, &u) || errors.As(err, &c) {
 		return 2
 	}
 	return 1

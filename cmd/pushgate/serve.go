@@ -2,51 +2,25 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
-	"os"
-	"os/signal"
-	"sync"
-	"sync/atomic"
-	"syscall"
-	"time"
 
-	"github.com/hibiken/asynq"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/pushgate/pushgate/gateway"
-	"github.com/pushgate/pushgate/providers"
-	"github.com/pushgate/pushgate/queue"
-	"github.com/pushgate/pushgate/signing"
+	"github.com/pushgate/pushgate/internal/app"
 )
 
-// roles says which parts a process runs.
-type roles struct {
-	api    bool
-	worker bool
-}
-
 func runServe(ctx context.Context, e *env, args []string) error {
-	return runProcess(ctx, e, args, "serve", roles{api: true, worker: true})
+	return runProcess(ctx, e, args, "serve", app.Roles{API: true, Worker: true})
 }
 
 func runAPI(ctx context.Context, e *env, args []string) error {
-	return runProcess(ctx, e, args, "api", roles{api: true})
+	return runProcess(ctx, e, args, "api", app.Roles{API: true})
 }
 
 func runWorker(ctx context.Context, e *env, args []string) error {
-	return runProcess(ctx, e, args, "worker", roles{worker: true})
+	return runProcess(ctx, e, args, "worker", app.Roles{Worker: true})
 }
 
-func runProcess(ctx context.Context, e *env, args []string, name string, r roles) error {
+// runProcess is serve, api and worker: it loads the configuration and runs
+// the process's parts until ctx is cancelled (SIGINT, SIGTERM).
+func runProcess(ctx context.Context, e *env, args []string, name string, r app.Roles) error {
 	fs := newFlagSet(e, name, "[--config FILE]")
 	path := fs.String("config", e.getenv("PUSHGATE_CONFIG"), "YAML configuration file (env PUSHGATE_CONFIG); settings also come from PUSHGATE_* variables, see pushgate help config")
 	if err := parseFlags(fs, args); err != nil {
@@ -55,282 +29,13 @@ func runProcess(ctx context.Context, e *env, args []string, name string, r roles
 	if fs.NArg() > 0 {
 		return usagef("%s takes no arguments", name)
 	}
-	cfg, err := loadConfig(*path, e.getenv)
+	cfg, err := app.LoadConfig(*path, e.getenv)
 	if err != nil {
 		return &usageError{err}
 	}
-	logger := newLogger(e.stderr, cfg)
-	a, err := newApp(ctx, cfg, logger, r)
+	a, err := app.New(ctx, cfg, app.NewLogger(e.stderr, cfg), r)
 	if err != nil {
 		return err
 	}
-	return a.run(ctx)
-}
-
-func newLogger(w io.Writer, cfg *config) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// keyringHolder serves the current keyring and swaps in a new one on
-// reload, so SIGHUP changes keys without a restart.
-type keyringHolder struct {
-	path string
-	ring atomic.Pointer[signing.Keyring]
-}
-
-var _ signing.KeyLookup = (*keyringHolder)(nil)
-
-func loadKeyringHolder(path string) (*keyringHolder, error) {
-	h := &keyringHolder{path: path}
-	if err := h.reload(); err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
-// Lookup implements signing.KeyLookup.
-func (h *keyringHolder) Lookup(id string) (*signing.Key, bool) { return h.ring.Load().Lookup(id) }
-
-func (h *keyringHolder) reload() error {
-	kr, err := signing.LoadKeyring(h.path)
-	if err != nil {
-		return err
-	}
-	h.ring.Store(kr)
-	return nil
-}
-
-// app is one gateway process: the API, a worker pool, or both, sharing a
-// Redis client, a keyring, a verifier and a metrics registry.
-type app struct {
-	cfg     *config
-	logger  *slog.Logger
-	roles   roles
-	rdb     *redis.Client
-	keyring *keyringHolder
-	reg     *prometheus.Registry
-	svc     *queue.Service
-	worker  *queue.Worker
-	closers []func()
-	api     *http.Server
-	metrics *http.Server
-	// apiListener, when set, is used instead of listening on cfg.Listen
-	// (the demo and tests pass a listener on port 0).
-	apiListener net.Listener
-}
-
-// newApp builds a process from its configuration. Nothing listens or runs
-// until run.
-func newApp(ctx context.Context, cfg *config, logger *slog.Logger, r roles) (*app, error) {
-	if cfg.KeyringFile == "" {
-		return nil, &usageError{errors.New("config: keyring_file: required")}
-	}
-	kr, err := loadKeyringHolder(cfg.KeyringFile)
-	if err != nil {
-		return nil, &usageError{fmt.Errorf("config: keyring_file: %w", err)}
-	}
-	opts, err := redis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, &usageError{fmt.Errorf("config: redis_url: %w", err)}
-	}
-	a := &app{cfg: cfg, logger: logger, roles: r, keyring: kr, reg: prometheus.NewRegistry(), rdb: redis.NewClient(opts)}
-	a.closers = append(a.closers, func() { a.rdb.Close() })
-	ok := false
-	defer func() {
-		if !ok {
-			a.close()
-		}
-	}()
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := a.rdb.Ping(pingCtx).Err(); err != nil {
-		return nil, fmt.Errorf("redis %s: %w", redactURL(cfg.RedisURL), err)
-	}
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	keys := queue.NewKeys(cfg.KeyPrefix)
-	kills := queue.NewKills(a.rdb, keys, time.Now)
-	verifier := signing.NewVerifier(signing.VerifierConfig{
-		Profile:     signing.DefaultProfile(),
-		Keys:        kr,
-		Revocations: kills,
-		Replay:      signing.NewRedisReplayGuard(a.rdb, keys.Nonce),
-	})
-	qcfg := queue.Config{Redis: a.rdb, Keys: keys, Verifier: verifier, Policy: cfg.Policy,
-		Logger: logger, Metrics: queue.NewMetrics(a.reg)}
-	queue.RegisterQueueDepth(a.reg, asynq.NewInspectorFromRedisClient(a.rdb))
-
-	if r.api {
-		if a.svc, err = queue.NewService(qcfg); err != nil {
-			return nil, err
-		}
-		gw, err := gateway.New(gateway.Config{Service: a.svc, Verifier: verifier, Logger: logger,
-			Metrics: a.reg, Gatherer: a.reg})
-		if err != nil {
-			return nil, err
-		}
-		a.api = gateway.NewHTTPServer(cfg.Listen, gw.Handler())
-	}
-	if r.worker {
-		senders, err := a.newSenders(ctx)
-		if err != nil {
-			return nil, err
-		}
-		a.worker, err = queue.NewWorker(queue.WorkerConfig{Config: qcfg, Senders: senders,
-			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheck, ShutdownTimeout: cfg.ShutdownTimeout})
-		if err != nil {
-			return nil, err
-		}
-		if !r.api && cfg.MetricsListen != "" {
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-			a.metrics = &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		}
-	}
-	ok = true
-	return a, nil
-}
-
-// newSenders builds the provider senders the configuration enables.
-func (a *app) newSenders(ctx context.Context) (map[providers.Platform]providers.Sender, error) {
-	cfg := a.cfg
-	out := map[providers.Platform]providers.Sender{}
-	if cfg.FCM.ProjectID != "" {
-		s, err := providers.NewFCMSender(ctx, providers.FCMConfig{
-			CredentialsFile: cfg.FCM.CredentialsFile, ProjectID: cfg.FCM.ProjectID, Endpoint: cfg.FCM.Endpoint,
-			CAFile: cfg.FCM.CAFile, Concurrency: cfg.FCM.Concurrency, Logger: a.logger,
-		})
-		if err != nil {
-			return nil, &usageError{fmt.Errorf("config: fcm: %w", err)}
-		}
-		a.closers = append(a.closers, s.Close)
-		out[providers.FCM] = s
-	}
-	if cfg.APNs.KeyFile != "" {
-		tok, err := providers.NewAPNsToken(providers.APNsTokenConfig{KeyFile: cfg.APNs.KeyFile, KeyID: cfg.APNs.KeyID,
-			TeamID: cfg.APNs.TeamID, Logger: a.logger})
-		if err != nil {
-			return nil, &usageError{fmt.Errorf("config: apns: %w", err)}
-		}
-		s, err := providers.NewAPNsSender(providers.APNsConfig{Token: tok, Topic: cfg.APNs.Topic, Host: cfg.APNs.Host,
-			CAFile: cfg.APNs.CAFile, Concurrency: cfg.APNs.Concurrency})
-		if err != nil {
-			return nil, &usageError{fmt.Errorf("config: apns: %w", err)}
-		}
-		a.closers = append(a.closers, s.Close)
-		out[providers.APNs] = s
-	}
-	if len(out) == 0 {
-		return nil, &usageError{errors.New("config: a worker needs fcm.project_id or apns.key_file")}
-	}
-	return out, nil
-}
-
-// run starts the process's parts and blocks until ctx is cancelled, then
-// shuts down in order: the HTTP servers stop accepting and finish their
-// requests, the worker lets running batches finish, then the senders and
-// the Redis client close.
-func (a *app) run(ctx context.Context) error {
-	defer a.close()
-	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	serve := func(name string, srv *http.Server, ln net.Listener) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.logger.Info("listening", "server", name, "addr", ln.Addr().String())
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("%s server: %w", name, err)
-			}
-		}()
-	}
-	for _, s := range []struct {
-		name string
-		srv  *http.Server
-		ln   net.Listener
-	}{{"api", a.api, a.apiListener}, {"metrics", a.metrics, nil}} {
-		if s.srv == nil {
-			continue
-		}
-		ln := s.ln
-		if ln == nil {
-			var err error
-			if ln, err = net.Listen("tcp", s.srv.Addr); err != nil {
-				a.shutdownHTTP()
-				wg.Wait()
-				return fmt.Errorf("%s server: %w", s.name, err)
-			}
-		}
-		serve(s.name, s.srv, ln)
-	}
-	if a.worker != nil {
-		if err := a.worker.Start(ctx); err != nil {
-			a.shutdownHTTP()
-			wg.Wait()
-			return err
-		}
-		a.logger.Info("worker started", "worker_id", a.worker.ID())
-	}
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-errc:
-			runErr = err
-			break loop
-		case <-hup:
-			if err := a.keyring.reload(); err != nil {
-				a.logger.Error("keyring reload failed; keeping the previous keyring", "err", err)
-			} else {
-				a.logger.Info("keyring reloaded", "file", a.keyring.path)
-			}
-		}
-	}
-	a.logger.Info("shutting down")
-	a.shutdownHTTP()
-	wg.Wait()
-	if a.worker != nil {
-		a.worker.Shutdown()
-	}
-	a.logger.Info("stopped")
-	return runErr
-}
-
-func (a *app) shutdownHTTP() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, srv := range []*http.Server{a.api, a.metrics} {
-		if srv != nil {
-			if err := srv.Shutdown(ctx); err != nil {
-				a.logger.Warn("http shutdown", "err", err)
-			}
-		}
-	}
-}
-
-// close releases senders and the Redis client, last first.
-func (a *app) close() {
-	for i := len(a.closers) - 1; i >= 0; i-- {
-		a.closers[i]()
-	}
-	a.closers = nil
-}
-
-// redactURL hides a URL's password for messages.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
+	return a.Run(ctx)
 }

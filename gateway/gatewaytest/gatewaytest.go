@@ -132,7 +132,7 @@ func Start(tb testing.TB) *Env {
 		// The Service's Kills reads the same Redis hash; the verifier
 		// is built first because the Service needs it.
 		Revocations: queue.NewKills(rdb, env.Keys, time.Now),
-		Replay:      signing.NewRedisReplayGuard(rdb, env.Keys.Nonce),
+		Replay:      queue.NewReplayGuard(rdb, env.Keys),
 	})
 	svc, err := queue.NewService(queue.Config{
 		Redis: rdb, Keys: env.Keys, Verifier: verifier, Policy: queue.DefaultPolicy(), Logger: logger,

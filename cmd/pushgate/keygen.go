@@ -3,30 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/pushgate/pushgate/signing"
 )
-
-// keyringEntry is one key of a keyring file, as keygen writes it.
-type keyringEntry struct {
-	ID          string   `yaml:"id"`
-	PublicKey   string   `yaml:"public_key"`
-	Roles       []string `yaml:"roles,flow"`
-	Topics      []string `yaml:"topics,flow,omitempty"`
-	MaxAudience int      `yaml:"max_audience,omitempty"`
-	Rate        string   `yaml:"rate,omitempty"`
-}
 
 func runKeygen(ctx context.Context, e *env, args []string) error {
 	flags := newFlagSet(e, "keygen", "--id ID --roles ROLE,... --dir DIR [--keyring FILE] [--topics T,...] [--max-audience N] [--rate N/UNIT]")
@@ -61,9 +46,13 @@ func runKeygen(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	entry, err := marshalEntry(keyringEntry{
+	encoded, err := signing.EncodePublicKey(pub)
+	if err != nil {
+		return err
+	}
+	entry, err := marshalEntry(signing.KeyEntry{
 		ID:          *id,
-		PublicKey:   pemBody(pubPEM),
+		PublicKey:   encoded,
 		Roles:       splitList(*roles),
 		Topics:      splitList(*topics),
 		MaxAudience: *maxAudience,
@@ -113,22 +102,12 @@ func runKeygen(ctx context.Context, e *env, args []string) error {
 }
 
 // marshalEntry renders e as a list item indented to sit under "keys:".
-func marshalEntry(e keyringEntry) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode([]keyringEntry{e}); err != nil {
-		return nil, fmt.Errorf("encode keyring entry: %w", err)
+func marshalEntry(e signing.KeyEntry) ([]byte, error) {
+	doc, err := signing.MarshalKeyring([]signing.KeyEntry{e})
+	if err != nil {
+		return nil, err
 	}
-	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("encode keyring entry: %w", err)
-	}
-	var out []byte
-	for line := range strings.Lines(buf.String()) {
-		out = append(out, "  "...)
-		out = append(out, line...)
-	}
-	return out, nil
+	return bytes.TrimPrefix(doc, []byte("keys:\n")), nil
 }
 
 // appendEntry returns the keyring file's content with entry appended, or
@@ -214,18 +193,6 @@ func replaceFile(name string, data []byte) error {
 	return nil
 }
 
-// pemBody returns the base64 body of a one-block PEM file on one line, the
-// compact public_key form the keyring accepts.
-func pemBody(p []byte) string {
-	var b strings.Builder
-	for line := range strings.Lines(string(p)) {
-		if line = strings.TrimSpace(line); !strings.HasPrefix(line, "-----") {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
-
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
 	var out []string
@@ -235,85 +202,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func runSign(ctx context.Context, e *env, args []string) error {
-	flags := newFlagSet(e, "sign", "--key FILE --key-id ID --url URL [--method POST] [--body FILE|-] [--content-type TYPE]")
-	keyFile := flags.String("key", "", "PKCS#8 PEM private key file (default $PUSHGATE_KEY, a file name or the PEM itself)")
-	keyID := flags.String("key-id", "", "key id in the gateway's keyring (default $PUSHGATE_KEY_ID)")
-	method := flags.String("method", "POST", "HTTP method")
-	rawURL := flags.String("url", "", "full request URL, such as http://127.0.0.1:8080/v1/broadcasts (required)")
-	bodyFile := flags.String("body", "", "file with the exact body to send, - for standard input (default no body)")
-	contentType := flags.String("content-type", "application/json", "Content-Type the request will be sent with (signed)")
-	if err := parseFlags(flags, args); err != nil {
-		return err
-	}
-	if flags.NArg() > 0 {
-		return usagef("sign: unexpected argument %q", flags.Arg(0))
-	}
-	if *keyFile == "" {
-		*keyFile = e.getenv("PUSHGATE_KEY")
-	}
-	if *keyID == "" {
-		*keyID = e.getenv("PUSHGATE_KEY_ID")
-	}
-	switch {
-	case *keyFile == "":
-		return usagef("sign: --key (or PUSHGATE_KEY) is required")
-	case *keyID == "":
-		return usagef("sign: --key-id (or PUSHGATE_KEY_ID) is required")
-	case *rawURL == "":
-		return usagef("sign: --url is required")
-	}
-	if u, err := url.Parse(*rawURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return usagef("sign: --url %q: want an absolute http or https URL", *rawURL)
-	}
-
-	priv, err := readPrivateKey(*keyFile)
-	if err != nil {
-		return err
-	}
-	var body []byte
-	switch *bodyFile {
-	case "":
-	case "-":
-		if body, err = io.ReadAll(e.stdin); err != nil {
-			return usagef("sign: read body from standard input: %v", err)
-		}
-	default:
-		if body, err = os.ReadFile(*bodyFile); err != nil {
-			return usagef("sign: read body: %v", err)
-		}
-	}
-
-	s := &signing.Signer{KeyID: *keyID, Key: priv}
-	h, err := s.Headers(*method, *rawURL, *contentType, body)
-	if err != nil {
-		return usagef("%v", err)
-	}
-	for _, name := range []string{"Content-Digest", "Signature-Input", "Signature"} {
-		if v := h.Get(name); v != "" {
-			fmt.Fprintf(e.stdout, "%s: %s\n", name, v)
-		}
-	}
-	return nil
-}
-
-// readPrivateKey loads the signing key from a file, or from the PEM text
-// itself, which is how a secret usually arrives in PUSHGATE_KEY.
-func readPrivateKey(src string) (ed25519.PrivateKey, error) {
-	data := []byte(src)
-	name := "PUSHGATE_KEY"
-	if !strings.HasPrefix(strings.TrimSpace(src), "-----BEGIN") {
-		var err error
-		if data, err = os.ReadFile(src); err != nil {
-			return nil, usagef("sign: read key: %v", err)
-		}
-		name = src
-	}
-	priv, err := signing.ParsePrivateKeyPEM(data)
-	if err != nil {
-		return nil, usagef("sign: %s: %v", name, err)
-	}
-	return priv, nil
 }

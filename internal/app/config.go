@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"errors"
@@ -19,10 +19,10 @@ import (
 	"github.com/pushgate/pushgate/signing"
 )
 
-// config is a gateway process's configuration: one YAML file, then
+// Config is a gateway process's configuration: one YAML file, then
 // PUSHGATE_* environment variables, then defaults, in that order of
 // precedence from last to first (the environment wins over the file).
-type config struct {
+type Config struct {
 	Listen        string
 	MetricsListen string
 	RedisURL      string
@@ -31,8 +31,8 @@ type config struct {
 	LogLevel      slog.Level
 	LogFormat     string
 
-	FCM  fcmConfig
-	APNs apnsConfig
+	FCM  FCMConfig
+	APNs APNsConfig
 
 	WorkerConcurrency int
 	TaskCheck         time.Duration
@@ -41,11 +41,11 @@ type config struct {
 	// Policy holds the limits; its provider rates come from FCMRate and
 	// APNsRate.
 	Policy            queue.Policy
-	FCMRate, APNsRate queue.Rate
+	FCMRate, APNsRate signing.Rate
 }
 
-// fcmConfig configures the FCM sender; it is off when ProjectID is empty.
-type fcmConfig struct {
+// FCMConfig configures the FCM sender; it is off when ProjectID is empty.
+type FCMConfig struct {
 	ProjectID       string
 	CredentialsFile string
 	Endpoint        string
@@ -53,8 +53,8 @@ type fcmConfig struct {
 	Concurrency     int
 }
 
-// apnsConfig configures the APNs sender; it is off when KeyFile is empty.
-type apnsConfig struct {
+// APNsConfig configures the APNs sender; it is off when KeyFile is empty.
+type APNsConfig struct {
 	KeyFile     string
 	KeyID       string
 	TeamID      string
@@ -73,16 +73,16 @@ type option struct {
 	def    string
 	help   string
 	secret bool
-	set    func(c *config, v string) error
+	set    func(c *Config, v string) error
 }
 
 // options is the one table of settings.
 func options() []option {
-	str := func(p func(*config) *string) func(*config, string) error {
-		return func(c *config, v string) error { *p(c) = v; return nil }
+	str := func(p func(*Config) *string) func(*Config, string) error {
+		return func(c *Config, v string) error { *p(c) = v; return nil }
 	}
-	posInt := func(p func(*config) *int) func(*config, string) error {
-		return func(c *config, v string) error {
+	posInt := func(p func(*Config) *int) func(*Config, string) error {
+		return func(c *Config, v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n <= 0 {
 				return fmt.Errorf("must be a positive integer, got %q", v)
@@ -91,8 +91,8 @@ func options() []option {
 			return nil
 		}
 	}
-	dur := func(p func(*config) *time.Duration) func(*config, string) error {
-		return func(c *config, v string) error {
+	dur := func(p func(*Config) *time.Duration) func(*Config, string) error {
+		return func(c *Config, v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
 				return fmt.Errorf("must be a positive duration like 30s, got %q", v)
@@ -101,22 +101,22 @@ func options() []option {
 			return nil
 		}
 	}
-	rate := func(p func(*config) *queue.Rate) func(*config, string) error {
-		return func(c *config, v string) error {
+	rate := func(p func(*Config) *signing.Rate) func(*Config, string) error {
+		return func(c *Config, v string) error {
 			if v == "unlimited" {
-				*p(c) = queue.Rate{}
+				*p(c) = signing.Rate{}
 				return nil
 			}
 			r, err := signing.ParseRate(v)
 			if err != nil {
 				return err
 			}
-			*p(c) = queue.Rate{Count: r.Count, Per: r.Per}
+			*p(c) = signing.Rate{Count: r.Count, Per: r.Per}
 			return nil
 		}
 	}
-	addr := func(p func(*config) *string) func(*config, string) error {
-		return func(c *config, v string) error {
+	addr := func(p func(*Config) *string) func(*Config, string) error {
+		return func(c *Config, v string) error {
 			if v != "" {
 				if _, _, err := net.SplitHostPort(v); err != nil {
 					return fmt.Errorf("must be host:port, got %q", v)
@@ -127,12 +127,12 @@ func options() []option {
 		}
 	}
 	return []option{
-		{key: "listen", def: "127.0.0.1:8080", help: "address of the HTTP API", set: addr(func(c *config) *string { return &c.Listen })},
+		{key: "listen", def: "127.0.0.1:8080", help: "address of the HTTP API", set: addr(func(c *Config) *string { return &c.Listen })},
 		{key: "metrics_listen", help: "address serving /metrics for a worker-only process (api and serve expose /metrics on listen)",
-			set: addr(func(c *config) *string { return &c.MetricsListen })},
+			set: addr(func(c *Config) *string { return &c.MetricsListen })},
 		{key: "redis_url", def: "redis://127.0.0.1:6379/0", secret: true,
 			help: "Redis URL: redis:// or rediss:// (TLS), with user:password@ for ACL users",
-			set: func(c *config, v string) error {
+			set: func(c *Config, v string) error {
 				u, err := url.Parse(v)
 				if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
 					return errors.New("must be a redis://, rediss:// or unix:// URL")
@@ -141,13 +141,13 @@ func options() []option {
 				return nil
 			}},
 		{key: "keyring_file", help: "YAML keyring of the keys that may sign requests (reloaded on SIGHUP)",
-			set: str(func(c *config) *string { return &c.KeyringFile })},
+			set: str(func(c *Config) *string { return &c.KeyringFile })},
 		{key: "key_prefix", def: "pg", help: "prefix of every Redis key pushgate writes",
-			set: str(func(c *config) *string { return &c.KeyPrefix })},
-		{key: "log_level", def: "info", help: "debug, info, warn or error", set: func(c *config, v string) error {
+			set: str(func(c *Config) *string { return &c.KeyPrefix })},
+		{key: "log_level", def: "info", help: "debug, info, warn or error", set: func(c *Config, v string) error {
 			return c.LogLevel.UnmarshalText([]byte(v))
 		}},
-		{key: "log_format", def: "text", help: "text or json", set: func(c *config, v string) error {
+		{key: "log_format", def: "text", help: "text or json", set: func(c *Config, v string) error {
 			if v != "text" && v != "json" {
 				return fmt.Errorf("must be text or json, got %q", v)
 			}
@@ -155,58 +155,59 @@ func options() []option {
 			return nil
 		}},
 
-		{key: "fcm.project_id", help: "Firebase project id; empty disables FCM", set: str(func(c *config) *string { return &c.FCM.ProjectID })},
+		{key: "fcm.project_id", help: "Firebase project id; empty disables FCM", set: str(func(c *Config) *string { return &c.FCM.ProjectID })},
 		{key: "fcm.credentials_file", help: "service-account JSON file (its token_uri is honoured)",
-			set: str(func(c *config) *string { return &c.FCM.CredentialsFile })},
-		{key: "fcm.endpoint", help: "FCM API base URL; empty means Google's", set: str(func(c *config) *string { return &c.FCM.Endpoint })},
-		{key: "fcm.ca_file", help: "PEM roots to trust for FCM instead of the system's", set: str(func(c *config) *string { return &c.FCM.CAFile })},
-		{key: "fcm.concurrency", def: "64", help: "concurrent FCM requests per batch", set: posInt(func(c *config) *int { return &c.FCM.Concurrency })},
+			set: str(func(c *Config) *string { return &c.FCM.CredentialsFile })},
+		{key: "fcm.endpoint", help: "FCM API base URL; empty means Google's", set: str(func(c *Config) *string { return &c.FCM.Endpoint })},
+		{key: "fcm.ca_file", help: "PEM roots to trust for FCM instead of the system's", set: str(func(c *Config) *string { return &c.FCM.CAFile })},
+		{key: "fcm.concurrency", def: "64", help: "concurrent FCM requests per batch", set: posInt(func(c *Config) *int { return &c.FCM.Concurrency })},
 
-		{key: "apns.key_file", help: "APNs token-auth key (.p8); empty disables APNs", set: str(func(c *config) *string { return &c.APNs.KeyFile })},
-		{key: "apns.key_id", help: "APNs key id", set: str(func(c *config) *string { return &c.APNs.KeyID })},
-		{key: "apns.team_id", help: "Apple developer team id", set: str(func(c *config) *string { return &c.APNs.TeamID })},
-		{key: "apns.topic", help: "the app's bundle id", set: str(func(c *config) *string { return &c.APNs.Topic })},
+		{key: "apns.key_file", help: "APNs token-auth key (.p8); empty disables APNs", set: str(func(c *Config) *string { return &c.APNs.KeyFile })},
+		{key: "apns.key_id", help: "APNs key id", set: str(func(c *Config) *string { return &c.APNs.KeyID })},
+		{key: "apns.team_id", help: "Apple developer team id", set: str(func(c *Config) *string { return &c.APNs.TeamID })},
+		{key: "apns.topic", help: "the app's bundle id", set: str(func(c *Config) *string { return &c.APNs.Topic })},
 		{key: "apns.host", def: "https://api.push.apple.com", help: "APNs host: production, https://api.sandbox.push.apple.com, or any URL",
-			set: str(func(c *config) *string { return &c.APNs.Host })},
-		{key: "apns.ca_file", help: "PEM roots to trust for APNs instead of the system's", set: str(func(c *config) *string { return &c.APNs.CAFile })},
-		{key: "apns.concurrency", def: "64", help: "concurrent APNs requests per batch", set: posInt(func(c *config) *int { return &c.APNs.Concurrency })},
+			set: str(func(c *Config) *string { return &c.APNs.Host })},
+		{key: "apns.ca_file", help: "PEM roots to trust for APNs instead of the system's", set: str(func(c *Config) *string { return &c.APNs.CAFile })},
+		{key: "apns.concurrency", def: "64", help: "concurrent APNs requests per batch", set: posInt(func(c *Config) *int { return &c.APNs.Concurrency })},
 
 		{key: "worker.concurrency", def: "8", help: "batches a worker process sends at once",
-			set: posInt(func(c *config) *int { return &c.WorkerConcurrency })},
+			set: posInt(func(c *Config) *int { return &c.WorkerConcurrency })},
 		{key: "worker.task_check_interval", def: "20ms", help: "how often an idle worker polls for tasks (bounds small-broadcast latency)",
-			set: dur(func(c *config) *time.Duration { return &c.TaskCheck })},
+			set: dur(func(c *Config) *time.Duration { return &c.TaskCheck })},
 		{key: "worker.shutdown_timeout", def: "30s", help: "how long SIGTERM lets running batches finish",
-			set: dur(func(c *config) *time.Duration { return &c.ShutdownTimeout })},
+			set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
 
-		{key: "limits.max_ttl", def: "24h", help: "longest TTL a broadcast may ask for", set: dur(func(c *config) *time.Duration { return &c.Policy.MaxTTL })},
+		{key: "limits.max_ttl", def: "24h", help: "longest TTL a broadcast may ask for", set: dur(func(c *Config) *time.Duration { return &c.Policy.MaxTTL })},
 		{key: "limits.fcm_rate", def: "600000/min", help: "FCM sends across all workers (COUNT/s|min|h or unlimited)",
-			set: rate(func(c *config) *queue.Rate { return &c.FCMRate })},
+			set: rate(func(c *Config) *signing.Rate { return &c.FCMRate })},
 		{key: "limits.apns_rate", def: "600000/min", help: "APNs sends across all workers (COUNT/s|min|h or unlimited)",
-			set: rate(func(c *config) *queue.Rate { return &c.APNsRate })},
+			set: rate(func(c *Config) *signing.Rate { return &c.APNsRate })},
 		{key: "limits.device_rate", def: "10/h", help: "pushes one device may get (COUNT/s|min|h or unlimited); recalls do not count",
-			set: func(c *config, v string) error {
-				var r queue.Rate
-				if err := rate(func(*config) *queue.Rate { return &r })(c, v); err != nil {
+			set: func(c *Config, v string) error {
+				var r signing.Rate
+				if err := rate(func(*Config) *signing.Rate { return &r })(c, v); err != nil {
 					return err
 				}
 				c.Policy.DeviceLimit, c.Policy.DeviceWindow = r.Count, r.Per
 				return nil
 			}},
 		{key: "limits.max_attempts", def: "5", help: "tries per device before it counts as failed",
-			set: posInt(func(c *config) *int { return &c.Policy.MaxAttempts })},
+			set: posInt(func(c *Config) *int { return &c.Policy.MaxAttempts })},
 		{key: "limits.kill_wait", def: "2s", help: "how long a kill with wait=true waits for every worker",
-			set: dur(func(c *config) *time.Duration { return &c.Policy.KillWait })},
+			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
 	}
 }
 
-// envName is an option's environment variable.
-func envName(key string) string {
+// EnvName is the environment variable of a setting: PUSHGATE_ and the key
+// in upper case, dots as underscores.
+func EnvName(key string) string {
 	return "PUSHGATE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
-// loadConfig reads the YAML file (if path is not empty), then the
+// LoadConfig reads the YAML file (if path is not empty), then the
 // environment, then fills defaults, and validates. Errors name the setting.
-func loadConfig(path string, getenv func(string) string) (*config, error) {
+func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	values := map[string]string{}
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -219,16 +220,16 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 	}
 	opts := options()
 	for _, o := range opts {
-		if v := getenv(envName(o.key)); v != "" {
+		if v := getenv(EnvName(o.key)); v != "" {
 			values[o.key] = v // the environment wins over the file
 		}
 		if !o.secret {
 			continue
 		}
-		if f := getenv(envName(o.key) + "_FILE"); f != "" {
+		if f := getenv(EnvName(o.key) + "_FILE"); f != "" {
 			b, err := os.ReadFile(f)
 			if err != nil {
-				return nil, fmt.Errorf("config: %s_FILE: %w", envName(o.key), err)
+				return nil, fmt.Errorf("config: %s_FILE: %w", EnvName(o.key), err)
 			}
 			values[o.key] = strings.TrimSpace(string(b))
 		}
@@ -242,7 +243,7 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 			return nil, fmt.Errorf("config: unknown setting %q (run pushgate help config)", k)
 		}
 	}
-	c := &config{Policy: queue.DefaultPolicy()}
+	c := &Config{Policy: queue.DefaultPolicy()}
 	for _, o := range opts {
 		v, ok := values[o.key]
 		if !ok {
@@ -255,7 +256,7 @@ func loadConfig(path string, getenv func(string) string) (*config, error) {
 			return nil, fmt.Errorf("config: %s: %w", o.key, err)
 		}
 	}
-	c.Policy.ProviderRates = map[providers.Platform]queue.Rate{providers.FCM: c.FCMRate, providers.APNs: c.APNsRate}
+	c.Policy.ProviderRates = map[providers.Platform]signing.Rate{providers.FCM: c.FCMRate, providers.APNs: c.APNsRate}
 	return c, c.validate()
 }
 
@@ -298,7 +299,7 @@ func flattenYAML(data []byte, into map[string]string) error {
 }
 
 // validate checks settings that depend on each other.
-func (c *config) validate() error {
+func (c *Config) validate() error {
 	if c.FCM.ProjectID != "" && c.FCM.CredentialsFile == "" {
 		return errors.New("config: fcm.credentials_file: required when fcm.project_id is set")
 	}
@@ -312,17 +313,18 @@ func (c *config) validate() error {
 	return nil
 }
 
-// printConfigHelp writes the settings table.
-func printConfigHelp(w io.Writer) {
+// PrintConfigHelp writes the settings table: every YAML key, its
+// environment variable, default and meaning.
+func PrintConfigHelp(w io.Writer) {
 	fmt.Fprintln(w, "Settings (YAML key, environment variable, default):")
 	for _, o := range options() {
 		def := o.def
 		if def == "" {
 			def = "-"
 		}
-		fmt.Fprintf(w, "  %-28s %-40s %s\n      %s\n", o.key, envName(o.key), def, o.help)
+		fmt.Fprintf(w, "  %-28s %-40s %s\n      %s\n", o.key, EnvName(o.key), def, o.help)
 		if o.secret {
-			fmt.Fprintf(w, "      (or %s_FILE naming a file that holds it)\n", envName(o.key))
+			fmt.Fprintf(w, "      (or %s_FILE naming a file that holds it)\n", EnvName(o.key))
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -36,11 +36,11 @@ type barePass struct {
 	CPUNanos      int64 `json:"cpu_ns"`
 }
 
-// runBareLoop is one ceiling pass in a process of its own: it reads the
+// RunBareLoop is one ceiling pass in a process of its own: it reads the
 // simulators' files, warms its clients up, then sends one message to every
 // phone at the given concurrency and writes when it started and the CPU
 // time the pass took to out.
-func runBareLoop(ctx context.Context, simJSON string, conc int, title, out string) error {
+func RunBareLoop(ctx context.Context, simJSON string, conc int, title, out string) error {
 	var info sim.SimInfo
 	if err := readJSONFile(simJSON, &info); err != nil {
 		return err

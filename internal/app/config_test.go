@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/providers"
-	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -33,14 +33,14 @@ func TestLoadConfig(t *testing.T) {
 		name  string
 		yaml  string
 		env   map[string]string
-		check func(t *testing.T, c *config)
+		check func(t *testing.T, c *Config)
 	}{
 		{
 			name: "defaults",
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.Listen != "127.0.0.1:8080" || c.RedisURL != "redis://127.0.0.1:6379/0" || c.WorkerConcurrency != 8 ||
 					c.TaskCheck != 20*time.Millisecond || c.Policy.DeviceLimit != 10 || c.Policy.DeviceWindow != time.Hour ||
-					c.Policy.ProviderRates[providers.FCM] != (queue.Rate{Count: 600000, Per: time.Minute}) {
+					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) {
 					t.Errorf("defaults = %+v", c)
 				}
 			},
@@ -48,9 +48,9 @@ func TestLoadConfig(t *testing.T) {
 		{
 			name: "file with nested sections",
 			yaml: "listen: 0.0.0.0:9000\nfcm:\n  project_id: p1\n  credentials_file: /x.json\n  concurrency: 16\nlimits:\n  device_rate: unlimited\n  fcm_rate: 100/s\n",
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.Listen != "0.0.0.0:9000" || c.FCM.ProjectID != "p1" || c.FCM.Concurrency != 16 || c.Policy.DeviceLimit != 0 ||
-					c.Policy.ProviderRates[providers.FCM] != (queue.Rate{Count: 100, Per: time.Second}) {
+					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 100, Per: time.Second}) {
 					t.Errorf("config = %+v", c)
 				}
 			},
@@ -59,7 +59,7 @@ func TestLoadConfig(t *testing.T) {
 			name: "environment wins over the file",
 			yaml: "listen: 127.0.0.1:1\n",
 			env:  map[string]string{"PUSHGATE_LISTEN": "127.0.0.1:2", "PUSHGATE_WORKER_CONCURRENCY": "3"},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.Listen != "127.0.0.1:2" || c.WorkerConcurrency != 3 {
 					t.Errorf("listen %s, concurrency %d", c.Listen, c.WorkerConcurrency)
 				}
@@ -68,7 +68,7 @@ func TestLoadConfig(t *testing.T) {
 		{
 			name: "secret from a file",
 			env:  map[string]string{"PUSHGATE_REDIS_URL_FILE": secret},
-			check: func(t *testing.T, c *config) {
+			check: func(t *testing.T, c *Config) {
 				if c.RedisURL != "rediss://user:pw@redis.internal:6380/2" {
 					t.Errorf("redis url not read from the file")
 				}
@@ -81,7 +81,7 @@ func TestLoadConfig(t *testing.T) {
 			if tt.yaml != "" {
 				path = writeConfig(t, tt.yaml)
 			}
-			c, err := loadConfig(path, envOf(tt.env))
+			c, err := LoadConfig(path, envOf(tt.env))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +119,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 			if tt.yaml != "" {
 				path = writeConfig(t, tt.yaml)
 			}
-			_, err := loadConfig(path, envOf(tt.env))
+			_, err := LoadConfig(path, envOf(tt.env))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want one naming %q", err, tt.want)
 			}
@@ -128,13 +128,13 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 			}
 		})
 	}
-	if _, err := loadConfig("/nonexistent/pushgate.yaml", envOf(nil)); err == nil {
+	if _, err := LoadConfig("/nonexistent/pushgate.yaml", envOf(nil)); err == nil {
 		t.Error("a missing config file was accepted")
 	}
 }
 
 func TestRedactURL(t *testing.T) {
-	if got := redactURL("redis://user:hunter2@host:6379/0"); strings.Contains(got, "hunter2") {
+	if got := RedactURL("redis://user:hunter2@host:6379/0"); strings.Contains(got, "hunter2") {
 		t.Errorf("redactURL kept the password: %s", got)
 	}
 }
@@ -161,7 +161,7 @@ func FuzzConfigYAML(f *testing.F) {
 		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := loadConfig(path, envOf(nil)); err != nil && strings.Contains(err.Error(), "\n") {
+		if _, err := LoadConfig(path, envOf(nil)); err != nil && strings.Contains(err.Error(), "\n") {
 			t.Errorf("multi-line error: %q", err)
 		}
 	})

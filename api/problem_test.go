@@ -1,16 +1,15 @@
-package gateway
+package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pushgate/pushgate/queue"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -29,39 +28,41 @@ func TestStatusOfEveryCode(t *testing.T) {
 		{string(signing.CodeReplayedNonce), 401},
 		{string(signing.CodeDigestMismatch), 401},
 		{string(signing.CodeBadSignature), 401},
-		{queue.CodeMalformedJSON, 400},
-		{queue.CodeUnknownField, 400},
-		{queue.CodeInvalidAudience, 400},
-		{queue.CodeInvalidTTL, 400},
-		{queue.CodeTooManyTokens, 400},
-		{queue.CodeInvalidMessage, 400},
-		{queue.CodeInvalidDevice, 400},
-		{queue.CodeInvalidTopic, 400},
-		{queue.CodeInvalidIdemKey, 400},
-		{queue.CodeInvalidScope, 400},
-		{queue.CodeInvalidRecall, 400},
+		{CodeMalformedJSON, 400},
+		{CodeUnknownField, 400},
+		{CodeInvalidAudience, 400},
+		{CodeInvalidTTL, 400},
+		{CodeTooManyTokens, 400},
+		{CodeInvalidMessage, 400},
+		{CodeInvalidDevice, 400},
+		{CodeInvalidTopic, 400},
+		{CodeInvalidIdemKey, 400},
+		{CodeInvalidScope, 400},
+		{CodeInvalidRecall, 400},
 		{CodeInvalidQuery, 400},
 		{CodeInvalidReason, 400},
-		{queue.CodeForbidden, 403},
-		{queue.CodeTopicNotAllowed, 403},
-		{queue.CodeAudienceOverCap, 403},
-		{queue.CodeNotFound, 404},
+		{CodeForbidden, 403},
+		{CodeTopicNotAllowed, 403},
+		{CodeAudienceOverCap, 403},
+		{CodeNotFound, 404},
 		{CodeMethodNotAllowed, 405},
-		{queue.CodeIdempotencyConflict, 409},
-		{queue.CodeNotResumable, 409},
-		{queue.CodeInvalidState, 409},
+		{CodeIdempotencyConflict, 409},
+		{CodeNotResumable, 409},
+		{CodeInvalidState, 409},
 		{CodeBodyTooLarge, 413},
 		{CodeUnsupportedMediaType, 415},
 		{CodeInternal, 500},
-		{CodeNotImplemented, 501},
-		{queue.CodeKillSwitchActive, 503},
+		{CodeKillSwitchActive, 503},
 		{CodeUnavailable, 503},
+	}
+	if len(tests) != len(Codes()) {
+		t.Errorf("the table has %d codes, this test %d: add the new code here with its status", len(Codes()), len(tests))
 	}
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
-			got, title, ok := statusOf(tt.give)
+			got, title, ok := StatusOf(tt.give)
 			if !ok || got != tt.want || title == "" {
-				t.Errorf("statusOf(%q) = %d, %q, %t; want %d", tt.give, got, title, ok, tt.want)
+				t.Errorf("StatusOf(%q) = %d, %q, %t; want %d", tt.give, got, title, ok, tt.want)
 			}
 		})
 	}
@@ -77,16 +78,16 @@ func TestProblemOf(t *testing.T) {
 	}{
 		{"signature refusal", fmt.Errorf("verify: %w", &signing.Error{Code: signing.CodeBadSignature, Detail: "no"}),
 			"bad_signature", 401, false},
-		{"service refusal", fmt.Errorf("submit: %w", &queue.Error{Code: queue.CodeTopicNotAllowed, Detail: "no"}),
+		{"service refusal", fmt.Errorf("submit: %w", &Error{Code: CodeTopicNotAllowed, Detail: "no"}),
 			"topic_not_allowed", 403, false},
-		{"gateway refusal", &Problem{Code: CodeBodyTooLarge, Detail: "big"}, "body_too_large", 413, false},
+		{"problem from a client", &Problem{Code: CodeBodyTooLarge, Detail: "big"}, "body_too_large", 413, false},
 		{"redis down", fmt.Errorf("read broadcast: %w", errors.New("dial tcp 10.0.0.7:6379: connection refused")),
 			"unavailable", 503, true},
-		{"code missing from the table", &queue.Error{Code: "brand_new", Detail: "x"}, "internal", 500, true},
+		{"code missing from the table", &Error{Code: "brand_new", Detail: "x"}, "internal", 500, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, internal := problemOf(tt.give)
+			p, internal := ProblemOf(tt.give)
 			if p.Code != tt.wantCode || p.Status != tt.wantStatus || internal != tt.wantInternal {
 				t.Errorf("problemOf = %+v, %t; want %s %d %t", p, internal, tt.wantCode, tt.wantStatus, tt.wantInternal)
 			}
@@ -97,7 +98,6 @@ func TestProblemOf(t *testing.T) {
 	}
 }
 
-// FuzzBroadcastBody feeds arbitrary bodies through the handler's decode
 // and validation, and the problem mapping and writing: nothing panics, and
 // every refusal is a 4xx problem with a known code and a JSON document.
 func FuzzBroadcastBody(f *testing.F) {
@@ -120,30 +120,29 @@ func FuzzBroadcastBody(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := parseBroadcast(body, 24*time.Hour)
+		req, err := ParseBroadcastRequest(body, 24*time.Hour)
 		if err == nil {
 			if req == nil {
 				t.Fatal("no request and no error")
 			}
 			return
 		}
-		p, internal := problemOf(err)
+		p, internal := ProblemOf(err)
 		if internal {
 			t.Fatalf("a body caused an internal failure: %v", err)
 		}
-		if _, _, ok := statusOf(p.Code); !ok || p.Status < 400 || p.Status > 499 {
+		if _, _, ok := StatusOf(p.Code); !ok || p.Status < 400 || p.Status > 499 {
 			t.Fatalf("problem %+v for %v", p, err)
 		}
-		w := httptest.NewRecorder()
-		writeProblem(w, p)
-		if w.Code != p.Status || w.Header().Get("Content-Type") != ProblemContentType {
-			t.Fatalf("wrote %d %q", w.Code, w.Header().Get("Content-Type"))
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
 		}
 		var got Problem
-		dec := json.NewDecoder(w.Body)
+		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&got); err != nil || got != *p {
-			t.Fatalf("wrote %+v (%v), want %+v", got, err, p)
+			t.Fatalf("encoded %+v (%v), want %+v", got, err, p)
 		}
 		if !strings.HasPrefix(got.Type, ProblemTypeBase) || http.StatusText(got.Status) == "" {
 			t.Fatalf("problem %+v", got)

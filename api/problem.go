@@ -1,0 +1,207 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/pushgate/pushgate/signing"
+)
+
+// ProblemContentType is the media type of every error answer (RFC 9457).
+const ProblemContentType = "application/problem+json"
+
+// ProblemTypeBase prefixes a problem's code to make its type URI. The URIs
+// are identifiers in pushgate's own scheme; they need not resolve.
+const ProblemTypeBase = "https://pushgate.dev/problems/"
+
+// Stable problem codes. The signature codes are signing's (signing.Code*);
+// StatusOf maps both.
+const (
+	CodeMalformedJSON   = "malformed_json"
+	CodeUnknownField    = "unknown_field"
+	CodeInvalidAudience = "invalid_audience"
+	CodeInvalidTTL      = "invalid_ttl"
+	CodeTooManyTokens   = "too_many_tokens"
+	CodeInvalidMessage  = "invalid_message"
+	CodeInvalidDevice   = "invalid_device"
+	CodeInvalidTopic    = "invalid_topic"
+	CodeInvalidIdemKey  = "invalid_idempotency_key"
+	CodeInvalidScope    = "invalid_scope"
+	CodeInvalidRecall   = "invalid_recall"
+	CodeInvalidQuery    = "invalid_query"
+	CodeInvalidReason   = "invalid_reason"
+
+	CodeForbidden       = "forbidden"
+	CodeTopicNotAllowed = "topic_not_allowed"
+	CodeAudienceOverCap = "audience_over_cap"
+
+	CodeNotFound         = "not_found"
+	CodeMethodNotAllowed = "method_not_allowed"
+
+	CodeIdempotencyConflict = "idempotency_conflict"
+	CodeNotResumable        = "not_resumable"
+	CodeInvalidState        = "invalid_state"
+
+	CodeBodyTooLarge         = "body_too_large"
+	CodeUnsupportedMediaType = "unsupported_media_type"
+
+	CodeInternal         = "internal"
+	CodeKillSwitchActive = "kill_switch_active"
+	CodeUnavailable      = "unavailable"
+)
+
+// statusTable is the one table from problem code to HTTP status and
+// title.
+var statusTable = map[string]struct {
+	status int
+	title  string
+}{
+	string(signing.CodeMissingSignature):   {http.StatusUnauthorized, "Missing signature"},
+	string(signing.CodeMalformedSignature): {http.StatusUnauthorized, "Malformed signature"},
+	string(signing.CodeMissingComponent):   {http.StatusUnauthorized, "Signature does not cover a required component"},
+	string(signing.CodeUnknownKey):         {http.StatusUnauthorized, "Unknown key"},
+	string(signing.CodeRevokedKey):         {http.StatusUnauthorized, "Revoked key"},
+	string(signing.CodeStaleRequest):       {http.StatusUnauthorized, "Stale request"},
+	string(signing.CodeExpiredSignature):   {http.StatusUnauthorized, "Expired signature"},
+	string(signing.CodeReplayedNonce):      {http.StatusUnauthorized, "Replayed nonce"},
+	string(signing.CodeDigestMismatch):     {http.StatusUnauthorized, "Content digest mismatch"},
+	string(signing.CodeBadSignature):       {http.StatusUnauthorized, "Bad signature"},
+
+	CodeMalformedJSON:   {http.StatusBadRequest, "Malformed JSON"},
+	CodeUnknownField:    {http.StatusBadRequest, "Unknown field"},
+	CodeInvalidAudience: {http.StatusBadRequest, "Invalid audience"},
+	CodeInvalidTTL:      {http.StatusBadRequest, "Invalid TTL"},
+	CodeTooManyTokens:   {http.StatusBadRequest, "Too many tokens"},
+	CodeInvalidMessage:  {http.StatusBadRequest, "Invalid message"},
+	CodeInvalidDevice:   {http.StatusBadRequest, "Invalid device"},
+	CodeInvalidTopic:    {http.StatusBadRequest, "Invalid topic"},
+	CodeInvalidIdemKey:  {http.StatusBadRequest, "Invalid idempotency key"},
+	CodeInvalidScope:    {http.StatusBadRequest, "Invalid kill scope"},
+	CodeInvalidRecall:   {http.StatusBadRequest, "Invalid recall"},
+	CodeInvalidQuery:    {http.StatusBadRequest, "Invalid query parameter"},
+	CodeInvalidReason:   {http.StatusBadRequest, "Invalid reason"},
+
+	CodeForbidden:       {http.StatusForbidden, "Forbidden"},
+	CodeTopicNotAllowed: {http.StatusForbidden, "Topic not allowed"},
+	CodeAudienceOverCap: {http.StatusForbidden, "Audience over cap"},
+
+	CodeNotFound:         {http.StatusNotFound, "Not found"},
+	CodeMethodNotAllowed: {http.StatusMethodNotAllowed, "Method not allowed"},
+
+	CodeIdempotencyConflict: {http.StatusConflict, "Idempotency conflict"},
+	CodeNotResumable:        {http.StatusConflict, "Not resumable"},
+	CodeInvalidState:        {http.StatusConflict, "Invalid state"},
+
+	CodeBodyTooLarge:         {http.StatusRequestEntityTooLarge, "Body too large"},
+	CodeUnsupportedMediaType: {http.StatusUnsupportedMediaType, "Unsupported media type"},
+
+	CodeInternal:         {http.StatusInternalServerError, "Internal error"},
+	CodeKillSwitchActive: {http.StatusServiceUnavailable, "Kill switch active"},
+	CodeUnavailable:      {http.StatusServiceUnavailable, "Service unavailable"},
+}
+
+// StatusOf returns the HTTP status and title of a problem code; ok is
+// false for a code the table does not know, which is a bug: a new code
+// must be added to the table.
+func StatusOf(code string) (status int, title string, ok bool) {
+	e, ok := statusTable[code]
+	return e.status, e.title, ok
+}
+
+// Codes returns every problem code the API answers with.
+func Codes() []string {
+	out := make([]string, 0, len(statusTable))
+	for c := range statusTable {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Error is a request pushgate refuses because of what it asks for, not
+// because something broke. Code is stable and reaches API clients; Detail
+// is safe to show them and never holds a token, a signature or a key.
+type Error struct {
+	Code   string
+	Detail string
+}
+
+// Error returns the code and the detail.
+func (e *Error) Error() string { return e.Code + ": " + e.Detail }
+
+// Errorf returns an *Error with a formatted detail.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Detail: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of the refusal in err's chain (an *Error, a
+// *Problem or a *signing.Error), or "" when err is not a refusal.
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	var p *Problem
+	if errors.As(err, &p) {
+		return p.Code
+	}
+	var se *signing.Error
+	if errors.As(err, &se) {
+		return string(se.Code)
+	}
+	return ""
+}
+
+// Problem is an RFC 9457 problem document, as every error answer of the
+// API carries it. Code is stable and machine-readable; Detail is for
+// people. The client returns it as its error.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Code   string `json:"code"`
+}
+
+// Error returns the code and the detail.
+func (p *Problem) Error() string {
+	if p.Detail == "" {
+		return p.Code
+	}
+	return p.Code + ": " + p.Detail
+}
+
+// NewProblem builds the problem document of a code. A code missing from
+// the table becomes an internal error, so that a bug never answers with a
+// status nobody chose.
+func NewProblem(code, detail string) *Problem {
+	status, title, ok := StatusOf(code)
+	if !ok {
+		code, detail = CodeInternal, ""
+		status, title, _ = StatusOf(code)
+	}
+	return &Problem{Type: ProblemTypeBase + code, Title: title, Status: status, Detail: detail, Code: code}
+}
+
+// ProblemOf turns an error into the problem a client sees. internal is
+// true when err is not a refusal (Redis down, a bug): the client then gets
+// "unavailable" (or "internal" for an unknown code) without detail, and
+// the caller logs err.
+func ProblemOf(err error) (p *Problem, internal bool) {
+	var pe *Problem
+	if errors.As(err, &pe) {
+		return NewProblem(pe.Code, pe.Detail), false
+	}
+	var se *signing.Error
+	if errors.As(err, &se) {
+		return NewProblem(string(se.Code), se.Detail), false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		if _, _, ok := StatusOf(e.Code); !ok {
+			return NewProblem(CodeInternal, ""), true
+		}
+		return NewProblem(e.Code, e.Detail), false
+	}
+	return NewProblem(CodeUnavailable, ""), true
+}

@@ -1,0 +1,107 @@
+package api
+
+import "time"
+
+// Broadcast states.
+const (
+	StateQueued    = "queued"
+	StateSending   = "sending"
+	StateCompleted = "completed"
+	StateCancelled = "cancelled"
+	StateKilled    = "killed"
+	StateRecalling = "recalling"
+	StateRecalled  = "recalled"
+)
+
+// States lists every broadcast state, in the order a broadcast can pass
+// through them.
+func States() []string {
+	return []string{StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled}
+}
+
+// ValidState reports whether s is a broadcast state.
+func ValidState(s string) bool {
+	for _, st := range States() {
+		if s == st {
+			return true
+		}
+	}
+	return false
+}
+
+// Counters are a broadcast's delivery figures. When a broadcast ends,
+// Targeted = Sent + Failed + InvalidToken + Cancelled + Throttled.
+type Counters struct {
+	Targeted           int64 `json:"targeted"`
+	Planned            int64 `json:"planned"`
+	Sent               int64 `json:"sent"`
+	Failed             int64 `json:"failed"`
+	InvalidToken       int64 `json:"invalid_token"`
+	SkippedDuplicate   int64 `json:"skipped_duplicate"`
+	RateLimitedRetries int64 `json:"rate_limited_retries"`
+	Retries            int64 `json:"retries"`
+	Cancelled          int64 `json:"cancelled"`
+	Throttled          int64 `json:"throttled"`
+	Recalled           int64 `json:"recalled"`
+	RecallFailed       int64 `json:"recall_failed"`
+}
+
+// Done is how many targeted devices have a final outcome.
+func (c *Counters) Done() int64 {
+	return c.Sent + c.Failed + c.InvalidToken + c.Cancelled + c.Throttled
+}
+
+// Event is one entry of a broadcast's timeline.
+type Event struct {
+	At     int64  `json:"at"` // Unix milliseconds
+	Event  string `json:"event"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Status answers GET /v1/broadcasts/{id}: what pushgate knows of a
+// broadcast. It describes; it never decides what reaches a phone.
+type Status struct {
+	ID         string    `json:"id"`
+	State      string    `json:"state"`
+	KeyID      string    `json:"key_id"`
+	Audience   string    `json:"audience"`
+	Topic      string    `json:"topic,omitempty"`
+	Title      string    `json:"title,omitempty"`
+	TTL        string    `json:"ttl"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	KilledBy   string    `json:"killed_by,omitempty"`
+	RecallMode string    `json:"recall_mode,omitempty"`
+	Counters   Counters  `json:"counters"`
+	Timeline   []Event   `json:"timeline,omitempty"`
+}
+
+// Terminal reports whether the broadcast will send nothing more (recall
+// aside).
+func (s *Status) Terminal() bool {
+	switch s.State {
+	case StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled:
+		return true
+	}
+	return false
+}
+
+// Finished reports whether the broadcast has ended and any recall of it is
+// done: nothing more will be sent for it.
+func (s *Status) Finished() bool {
+	return !s.FinishedAt.IsZero() && s.State != StateRecalling
+}
+
+// ListPage answers GET /v1/broadcasts: one page of broadcasts, newest
+// first. Next, when not empty, is the cursor of the following page.
+type ListPage struct {
+	Broadcasts []*Status `json:"broadcasts"`
+	Next       string    `json:"next,omitempty"`
+}
+
+// List limits of GET /v1/broadcasts.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 500
+)

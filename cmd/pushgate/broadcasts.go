@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/client"
+)
+
+func runSend(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "send", "(--topic T | --all | --tokens FILE) --title TITLE --body BODY [flags]")
+	cf := addClientFlags(fs, e)
+	topic := fs.String("topic", "", "send to every device subscribed to this topic")
+	all := fs.Bool("all", false, "send to every registered device")
+	tokensFile := fs.String("tokens", "", `send to the devices listed in this JSON file: [{"platform":"fcm","token":"..."}]`)
+	title := fs.String("title", "", "notification title")
+	body := fs.String("body", "", "notification body")
+	data := keyValues{}
+	fs.Var(data, "data", "KEY=VALUE data for the app; repeatable")
+	ttl := fs.String("ttl", "", "how long providers keep it for offline phones, such as 15m (default 1h)")
+	priority := fs.String("priority", "", "high or normal (default high)")
+	idemKey := fs.String("idempotency-key", "", "key that makes a retried submission return the first broadcast")
+	wait := fs.Bool("wait", false, "follow the broadcast with a progress bar until it ends; exit 0 only if it completed")
+	poll := fs.Duration("poll", 500*time.Millisecond, "with --wait, how often to read the broadcast's status")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("send: unexpected argument %q", rest[0])
+	}
+	req := api.BroadcastRequest{
+		IdempotencyKey: *idemKey,
+		Message:        api.MessageSpec{Title: *title, Body: *body, TTL: *ttl, Priority: *priority},
+	}
+	if len(data) > 0 {
+		req.Message.Data = data
+	}
+	audiences := 0
+	if *topic != "" {
+		audiences++
+		req.Audience.Topic = *topic
+	}
+	if *all {
+		audiences++
+		req.Audience.All = true
+	}
+	if *tokensFile != "" {
+		audiences++
+		if req.Audience.Tokens, err = readDevices(*tokensFile); err != nil {
+			return err
+		}
+	}
+	switch {
+	case audiences != 1:
+		return usagef("send: give exactly one of --topic, --all, --tokens")
+	case *title == "" && *body == "":
+		return usagef("send: give --title, --body or both")
+	case *poll <= 0:
+		return usagef("send: --poll must be positive")
+	}
+	if *ttl != "" {
+		if _, err := time.ParseDuration(*ttl); err != nil {
+			return usagef("send: --ttl %q: want a duration such as 15m", *ttl)
+		}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	start := time.Now()
+	sub, err := c.Submit(ctx, &req)
+	if err != nil {
+		return err
+	}
+	if !sub.Created {
+		fmt.Fprintf(e.stdout, "broadcast %s was already submitted with idempotency key %q (%s), answered in %s\n",
+			sub.ID, *idemKey, sub.State, took(time.Since(start)))
+	} else {
+		fmt.Fprintf(e.stdout, "broadcast %s %s in %s\n", sub.ID, sub.State, took(time.Since(start)))
+	}
+	fmt.Fprintf(e.stdout, "status: %s\n", c.URL(sub.StatusURL))
+	if !*wait {
+		return nil
+	}
+	return waitBroadcast(ctx, e, c, sub.ID, *poll, start)
+}
+
+// waitBroadcast follows a broadcast, showing its progress on e.stderr,
+// until it has ended. It succeeds only if the broadcast completed.
+func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, poll time.Duration, start time.Time) error {
+	bar := newProgressBar(e.stderr)
+	st, err := c.Wait(ctx, id, poll, func(st *api.Status) {
+		n := st.Counters
+		done := n.Done()
+		bar.Describe(fmt.Sprintf("%s: %d sent, %d failed", st.State, n.Sent, n.Failed+n.InvalidToken))
+		if total := max(n.Targeted, n.Planned, done, 1); bar.GetMax64() != total {
+			bar.ChangeMax64(total)
+		}
+		_ = bar.Set64(done)
+	})
+	_ = bar.Exit()
+	fmt.Fprintln(e.stderr)
+	if err != nil {
+		return err
+	}
+	n := st.Counters
+	fmt.Fprintf(e.stdout, "broadcast %s %s after %s: %d sent, %d failed, %d invalid tokens, %d cancelled of %d targeted\n",
+		id, st.State, took(time.Since(start)), n.Sent, n.Failed, n.InvalidToken, n.Cancelled, n.Targeted)
+	if st.State != api.StateCompleted {
+		return fmt.Errorf("broadcast %s did not complete: it ended %s", id, st.State)
+	}
+	return nil
+}
+
+// newProgressBar returns the progress bar of --wait on w.
+func newProgressBar(w io.Writer) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(1,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("msg"),
+		progressbar.OptionSetPredictTime(false),
+		progressbar.OptionSetElapsedTime(true),
+		// Without a spinner interval the bar starts no goroutine of its own.
+		progressbar.OptionSetSpinnerChangeInterval(0),
+		progressbar.OptionSetDescription("queued"),
+	)
+}
+
+func runStatus(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "status", "ID [--json]")
+	cf := addClientFlags(fs, e)
+	raw := fs.Bool("json", false, "print the status as the API returns it")
+	id, err := parseBroadcastArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	var answer json.RawMessage
+	if _, err := c.Do(ctx, http.MethodGet, api.BroadcastPath(id), nil, nil, &answer); err != nil {
+		return err
+	}
+	if *raw {
+		_, err := fmt.Fprintf(e.stdout, "%s\n", answer)
+		return err
+	}
+	var st api.Status
+	if err := json.Unmarshal(answer, &st); err != nil {
+		return fmt.Errorf("decode status: %w", err)
+	}
+	audience := st.Audience
+	if st.Topic != "" {
+		audience += " " + st.Topic
+	}
+	fmt.Fprintf(e.stdout, "broadcast %s: %s (read in %s)\n", st.ID, st.State, took(time.Since(start)))
+	fmt.Fprintf(e.stdout, "  key %s, audience %s, ttl %s, created %s\n", st.KeyID, audience, st.TTL, st.CreatedAt.Format(time.RFC3339))
+	n := st.Counters
+	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  invalid_token %d  cancelled %d  throttled %d\n",
+		n.Targeted, n.Sent, n.Failed, n.InvalidToken, n.Cancelled, n.Throttled)
+	fmt.Fprintf(e.stdout, "  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
+		n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
+	return nil
+}
+
+func runCancel(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "cancel", "ID [--reason R]")
+	cf := addClientFlags(fs, e)
+	reason := fs.String("reason", "", "why, for the audit log")
+	id, err := parseBroadcastArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	st, err := c.Cancel(ctx, id, *reason)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "cancelled broadcast %s in %s: state %s\n", id, took(time.Since(start)), st.State)
+	return nil
+}
+
+func runRecall(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "recall", "ID --mode replace --title T --body B | ID --mode remove")
+	cf := addClientFlags(fs, e)
+	mode := fs.String("mode", "", "replace (show a correction instead) or remove (delete it from the phones)")
+	title := fs.String("title", "", "with --mode replace: the correction's title")
+	body := fs.String("body", "", "with --mode replace: the correction's body")
+	id, err := parseBroadcastArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	req := api.RecallRequest{Mode: *mode}
+	switch *mode {
+	case api.RecallReplace:
+		if *title == "" && *body == "" {
+			return usagef("recall: --mode replace needs --title, --body or both")
+		}
+		req.Replacement = &api.MessageSpec{Title: *title, Body: *body}
+	case api.RecallRemove:
+		if *title != "" || *body != "" {
+			return usagef("recall: --mode remove takes no --title or --body")
+		}
+	default:
+		return usagef("recall: --mode must be replace or remove")
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	st, err := c.Recall(ctx, id, &req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "recall (%s) of broadcast %s started in %s: state %s; pushgate status %s follows it\n",
+		*mode, id, took(time.Since(start)), st.State, id)
+	return nil
+}

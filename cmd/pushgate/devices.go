@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/pushgate/pushgate/api"
+)
+
+func runDevices(ctx context.Context, e *env, args []string) error {
+	return runVerb(ctx, e, "devices", args, []verb{
+		{"import", "FILE [--topic T]: register the devices of a JSON file, 10,000 per request", runDevicesImport},
+	})
+}
+
+func runDevicesImport(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "devices import", `FILE [--topic T]   (FILE: [{"platform":"fcm","token":"..."}, ...])`)
+	cf := addClientFlags(fs, e)
+	topic := fs.String("topic", "", "topic the devices join (they always join all)")
+	chunk := fs.Int("chunk", api.MaxTokens, "devices per request, at most 10000")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return usagef("devices import: want one FILE")
+	}
+	if *chunk < 1 || *chunk > api.MaxTokens {
+		return usagef("devices import: --chunk must be 1 to %d", api.MaxTokens)
+	}
+	if *topic != "" && !api.ValidTopic(*topic) {
+		return usagef("devices import: --topic %q: want 1 to 128 of A-Z a-z 0-9 _ . ~ -", *topic)
+	}
+	devices, err := readDevices(rest[0])
+	if err != nil {
+		return err
+	}
+	var topics []string
+	if *topic != "" {
+		topics = []string{*topic}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	imported, requests := 0, 0
+	for i := 0; i < len(devices); i += *chunk {
+		batch := devices[i:min(i+*chunk, len(devices))]
+		req := make([]api.ImportDevice, len(batch))
+		for j, d := range batch {
+			req[j] = api.ImportDevice{Platform: string(d.Platform), Token: d.Token, Topics: topics}
+		}
+		r, err := c.ImportDevices(ctx, req)
+		if err != nil {
+			if imported > 0 {
+				fmt.Fprintf(e.stderr, "imported %d of %d devices before the failure\n", imported, len(devices))
+			}
+			return err
+		}
+		imported += r.Imported
+		requests++
+	}
+	into := ""
+	if *topic != "" {
+		into = " into topic " + *topic
+	}
+	fmt.Fprintf(e.stdout, "imported %d devices%s in %s (%d requests)\n", imported, into, took(time.Since(start)), requests)
+	return nil
+}
+
+// verb is one action of a command with verbs, like "keys revoke".
+type verb struct {
+	name, summary string
+	run           func(ctx context.Context, e *env, args []string) error
+}
+
+// runVerb dispatches "CMD VERB ARGS" to the verb's run.
+func runVerb(ctx context.Context, e *env, cmd string, args []string, verbs []verb) error {
+	usage := func() {
+		fmt.Fprintf(e.stderr, "Usage: pushgate %s VERB [flags]\n\nVerbs:\n", cmd)
+		for _, v := range verbs {
+			fmt.Fprintf(e.stderr, "  %s %s\n", v.name, v.summary)
+		}
+	}
+	if len(args) == 0 {
+		usage()
+		return usagef("%s: no verb given", cmd)
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage()
+		return errHelp
+	}
+	for _, v := range verbs {
+		if v.name == args[0] {
+			return v.run(ctx, e, args[1:])
+		}
+	}
+	usage()
+	return usagef("%s: unknown verb %q", cmd, args[0])
+}

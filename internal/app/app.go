@@ -1,0 +1,335 @@
+// Package app wires one pushgate process from its configuration: the
+// Redis client, the keyring (reloaded on SIGHUP), the signature verifier,
+// the metrics registry, the HTTP API and the worker pool, and runs them
+// until its context ends, then shuts them down in order. The commands
+// serve, api and worker, the local stack of the demo and the tests, and
+// the benchmark's child processes all run a process through it, so that
+// they run the same wiring an operator does.
+//
+// Configuration is one table of settings (config.go) read from a YAML file
+// and PUSHGATE_* variables, with *_FILE variants for secrets.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushgate/pushgate/gateway"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
+)
+
+// Roles says which parts a process runs.
+type Roles struct {
+	API    bool
+	Worker bool
+}
+
+// ConfigError is a configuration a process cannot start with: a missing
+// or malformed setting, or a keyring, credential or key file it cannot
+// read. Commands report it as a usage error.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErrorf(format string, args ...any) error {
+	return &ConfigError{fmt.Errorf(format, args...)}
+}
+
+// NewLogger returns the process's logger on w, in the configured format and
+// level.
+func NewLogger(w io.Writer, cfg *Config) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// keyringHolder serves the current keyring and swaps in a new one on
+// reload, so SIGHUP changes keys without a restart.
+type keyringHolder struct {
+	path string
+	ring atomic.Pointer[signing.Keyring]
+}
+
+var _ signing.KeyLookup = (*keyringHolder)(nil)
+
+func loadKeyringHolder(path string) (*keyringHolder, error) {
+	h := &keyringHolder{path: path}
+	if err := h.reload(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Lookup implements signing.KeyLookup.
+func (h *keyringHolder) Lookup(id string) (*signing.Key, bool) { return h.ring.Load().Lookup(id) }
+
+func (h *keyringHolder) reload() error {
+	kr, err := signing.LoadKeyring(h.path)
+	if err != nil {
+		return err
+	}
+	h.ring.Store(kr)
+	return nil
+}
+
+// App is one gateway process: the API, a worker pool, or both, sharing a
+// Redis client, a keyring, a verifier and a metrics registry.
+type App struct {
+	cfg     *Config
+	logger  *slog.Logger
+	roles   Roles
+	rdb     *redis.Client
+	keyring *keyringHolder
+	reg     *prometheus.Registry
+	svc     *queue.Service
+	worker  *queue.Worker
+	closers []func()
+	api     *http.Server
+	metrics *http.Server
+	// apiListener, when set, is used instead of listening on cfg.Listen.
+	apiListener net.Listener
+}
+
+// New builds a process from its configuration and checks that Redis
+// answers. Nothing listens or runs until Run. A *ConfigError reports a
+// configuration it cannot start with.
+func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, error) {
+	if cfg.KeyringFile == "" {
+		return nil, configErrorf("config: keyring_file: required")
+	}
+	kr, err := loadKeyringHolder(cfg.KeyringFile)
+	if err != nil {
+		return nil, configErrorf("config: keyring_file: %w", err)
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, configErrorf("config: redis_url: %w", err)
+	}
+	a := &App{cfg: cfg, logger: logger, roles: r, keyring: kr, reg: prometheus.NewRegistry(), rdb: redis.NewClient(opts)}
+	a.closers = append(a.closers, func() { a.rdb.Close() })
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.rdb.Ping(pingCtx).Err(); err != nil {
+		return nil, fmt.Errorf("redis %s: %w", RedactURL(cfg.RedisURL), err)
+	}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	keys := queue.NewKeys(cfg.KeyPrefix)
+	kills := queue.NewKills(a.rdb, keys, time.Now)
+	verifier := signing.NewVerifier(signing.VerifierConfig{
+		Profile:     signing.DefaultProfile(),
+		Keys:        kr,
+		Revocations: kills,
+		Replay:      queue.NewReplayGuard(a.rdb, keys),
+	})
+	qcfg := queue.Config{Redis: a.rdb, Keys: keys, Verifier: verifier, Policy: cfg.Policy,
+		Logger: logger, Metrics: queue.NewMetrics(a.reg)}
+	queue.RegisterQueueDepth(a.reg, asynq.NewInspectorFromRedisClient(a.rdb))
+
+	if r.API {
+		if a.svc, err = queue.NewService(qcfg); err != nil {
+			return nil, err
+		}
+		gw, err := gateway.New(gateway.Config{Service: a.svc, Verifier: verifier, Logger: logger,
+			Metrics: a.reg, Gatherer: a.reg})
+		if err != nil {
+			return nil, err
+		}
+		a.api = gateway.NewHTTPServer(cfg.Listen, gw.Handler())
+	}
+	if r.Worker {
+		senders, err := a.newSenders(ctx)
+		if err != nil {
+			return nil, err
+		}
+		a.worker, err = queue.NewWorker(queue.WorkerConfig{Config: qcfg, Senders: senders,
+			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheck, ShutdownTimeout: cfg.ShutdownTimeout})
+		if err != nil {
+			return nil, err
+		}
+		if !r.API && cfg.MetricsListen != "" {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+			a.metrics = &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		}
+	}
+	ok = true
+	return a, nil
+}
+
+// ServeOn makes the API serve on ln instead of listening on the
+// configured address: the local stack and tests pass a listener on port 0.
+// Call it before Run.
+func (a *App) ServeOn(ln net.Listener) { a.apiListener = ln }
+
+// Service is the API side of the pipeline; nil when the process runs no
+// API.
+func (a *App) Service() *queue.Service { return a.svc }
+
+// newSenders builds the provider senders the configuration enables.
+func (a *App) newSenders(ctx context.Context) (map[providers.Platform]queue.Sender, error) {
+	cfg := a.cfg
+	out := map[providers.Platform]queue.Sender{}
+	if cfg.FCM.ProjectID != "" {
+		s, err := providers.NewFCMSender(ctx, providers.FCMConfig{
+			CredentialsFile: cfg.FCM.CredentialsFile, ProjectID: cfg.FCM.ProjectID, Endpoint: cfg.FCM.Endpoint,
+			CAFile: cfg.FCM.CAFile, Concurrency: cfg.FCM.Concurrency, Logger: a.logger,
+		})
+		if err != nil {
+			return nil, configErrorf("config: fcm: %w", err)
+		}
+		a.closers = append(a.closers, s.Close)
+		out[providers.FCM] = s
+	}
+	if cfg.APNs.KeyFile != "" {
+		tok, err := providers.NewAPNsToken(providers.APNsTokenConfig{KeyFile: cfg.APNs.KeyFile, KeyID: cfg.APNs.KeyID,
+			TeamID: cfg.APNs.TeamID, Logger: a.logger})
+		if err != nil {
+			return nil, configErrorf("config: apns: %w", err)
+		}
+		s, err := providers.NewAPNsSender(providers.APNsConfig{Token: tok, Topic: cfg.APNs.Topic, Host: cfg.APNs.Host,
+			CAFile: cfg.APNs.CAFile, Concurrency: cfg.APNs.Concurrency})
+		if err != nil {
+			return nil, configErrorf("config: apns: %w", err)
+		}
+		a.closers = append(a.closers, s.Close)
+		out[providers.APNs] = s
+	}
+	if len(out) == 0 {
+		return nil, configErrorf("config: a worker needs fcm.project_id or apns.key_file")
+	}
+	return out, nil
+}
+
+// Run starts the process's parts and blocks until ctx is cancelled, then
+// shuts down in order: the HTTP servers stop accepting and finish their
+// requests, the worker lets running batches finish, then the senders and
+// the Redis client close. SIGHUP reloads the keyring meanwhile.
+func (a *App) Run(ctx context.Context) error {
+	defer a.Close()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	serve := func(name string, srv *http.Server, ln net.Listener) {
+		wg.Go(func() {
+			a.logger.Info("listening", "server", name, "addr", ln.Addr().String())
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s server: %w", name, err)
+			}
+		})
+	}
+	for _, s := range []struct {
+		name string
+		srv  *http.Server
+		ln   net.Listener
+	}{{"api", a.api, a.apiListener}, {"metrics", a.metrics, nil}} {
+		if s.srv == nil {
+			continue
+		}
+		ln := s.ln
+		if ln == nil {
+			var err error
+			if ln, err = net.Listen("tcp", s.srv.Addr); err != nil {
+				a.shutdownHTTP()
+				wg.Wait()
+				return fmt.Errorf("%s server: %w", s.name, err)
+			}
+		}
+		serve(s.name, s.srv, ln)
+	}
+	if a.worker != nil {
+		if err := a.worker.Start(ctx); err != nil {
+			a.shutdownHTTP()
+			wg.Wait()
+			return err
+		}
+		a.logger.Info("worker started", "worker_id", a.worker.ID())
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			runErr = err
+			break loop
+		case <-hup:
+			if err := a.keyring.reload(); err != nil {
+				a.logger.Error("keyring reload failed; keeping the previous keyring", "err", err)
+			} else {
+				a.logger.Info("keyring reloaded", "file", a.keyring.path)
+			}
+		}
+	}
+	a.logger.Info("shutting down")
+	a.shutdownHTTP()
+	wg.Wait()
+	if a.worker != nil {
+		a.worker.Shutdown()
+	}
+	a.logger.Info("stopped")
+	return runErr
+}
+
+func (a *App) shutdownHTTP() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, srv := range []*http.Server{a.api, a.metrics} {
+		if srv != nil {
+			if err := srv.Shutdown(ctx); err != nil {
+				a.logger.Warn("http shutdown", "err", err)
+			}
+		}
+	}
+}
+
+// Close releases the senders and the Redis client, last first. Run calls
+// it when it returns; call it for a process that was built but never run.
+func (a *App) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// RedactURL hides a URL's password for messages.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

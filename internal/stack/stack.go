@@ -1,0 +1,353 @@
+// Package stack is a whole pushgate on this machine, for the demo, the
+// benchmark and the end-to-end tests: the FCM and APNs simulators with
+// their virtual phones, fresh keys for a sender, an admin and an attacker
+// (who is not in the keyring), the keyring, and a gateway configuration
+// file that points at the simulators and a Redis. Processes run from that
+// file either in this process (StartApp) or as child processes of the
+// pushgate binary, exactly as an operator's would.
+//
+// It is the only way the commands reach the simulators' phones beyond the
+// simulators' own command (pushgate sim).
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/client"
+	"github.com/pushgate/pushgate/internal/app"
+	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/signing"
+)
+
+// Stack is the simulators, the keys, the keyring and a configuration file.
+type Stack struct {
+	Dir      string
+	RedisURL string
+	Sim      *sim.Sim
+	// Devices are the virtual phones, in creation order.
+	Devices []sim.Device
+	// ConfigPath is the gateway configuration file.
+	ConfigPath string
+	// Keys are the generated keys by name (KeySender, KeyAdmin,
+	// KeyAttacker).
+	Keys map[string]Key
+}
+
+// Key is one generated key.
+type Key struct {
+	ID   string
+	File string // PKCS#8 PEM, mode 0600
+	priv []byte
+}
+
+// The keys a stack generates.
+const (
+	KeySender   = "sender"   // broadcast and register, to the stack's topic
+	KeyAdmin    = "admin"    // admin
+	KeyAttacker = "attacker" // broadcast, but not in the keyring
+)
+
+// Options shape a stack.
+type Options struct {
+	Dir          string // created if missing; keys, keyring, config and simulator files go here
+	RedisURL     string
+	Devices      int
+	AndroidShare float64
+	Seed         int64
+	Topic        string        // the sender's topic; "citizens" when empty
+	Latency      time.Duration // the simulators' latency per push
+	// Settings are extra gateway settings by YAML key, such as
+	// "limits.device_rate": "unlimited".
+	Settings map[string]string
+	Logger   *slog.Logger
+	// SimConfig, when set, edits the simulators' configuration before they
+	// start (the benchmark lifts their FCM quota, for one).
+	SimConfig func(*sim.Config)
+}
+
+// New starts the simulators, creates the phones and writes the keys, the
+// keyring and the configuration.
+func New(o Options) (*Stack, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Topic == "" {
+		o.Topic = "citizens"
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	simCfg := sim.Config{Listen: "127.0.0.1:0", Logger: o.Logger.With("component", "sim"),
+		Faults: sim.Faults{Latency: o.Latency}}
+	if o.SimConfig != nil {
+		o.SimConfig(&simCfg)
+	}
+	s, err := sim.New(simCfg)
+	if err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	st := &Stack{Dir: o.Dir, RedisURL: o.RedisURL, Sim: s, Keys: map[string]Key{}}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	st.Devices = s.NewDevices(o.Devices, o.AndroidShare, o.Seed)
+	files, err := s.WriteFiles(filepath.Join(o.Dir, "sim"))
+	if err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	ringPath, err := st.writeKeys(o)
+	if err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	if err := st.writeConfig(o, files.GatewayYAML, ringPath); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	ok = true
+	return st, nil
+}
+
+// writeKeys generates the keys and writes them and the keyring.
+func (st *Stack) writeKeys(o Options) (string, error) {
+	keyDir := filepath.Join(o.Dir, "keys")
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return "", err
+	}
+	var ring []signing.KeyEntry
+	for _, k := range []struct {
+		name, id string
+		roles    []string
+		inRing   bool
+	}{
+		{KeySender, "city-alerts", []string{"broadcast", "register"}, true},
+		{KeyAdmin, "ops-admin", []string{"admin"}, true},
+		{KeyAttacker, "city-alerts-stolen", []string{"broadcast"}, false},
+	} {
+		pub, priv, err := signing.GenerateKey()
+		if err != nil {
+			return "", err
+		}
+		privPEM, err := signing.MarshalPrivateKeyPEM(priv)
+		if err != nil {
+			return "", err
+		}
+		file := filepath.Join(keyDir, k.id+".key")
+		if err := os.WriteFile(file, privPEM, 0o600); err != nil {
+			return "", err
+		}
+		st.Keys[k.name] = Key{ID: k.id, File: file, priv: privPEM}
+		if !k.inRing {
+			continue
+		}
+		enc, err := signing.EncodePublicKey(pub)
+		if err != nil {
+			return "", err
+		}
+		e := signing.KeyEntry{ID: k.id, PublicKey: enc, Roles: k.roles}
+		if k.name == KeySender {
+			e.Topics, e.MaxAudience = []string{o.Topic}, max(o.Devices*2, 1000)
+		}
+		ring = append(ring, e)
+	}
+	doc, err := signing.MarshalKeyring(ring)
+	if err != nil {
+		return "", err
+	}
+	ringPath := filepath.Join(o.Dir, "keyring.yaml")
+	return ringPath, os.WriteFile(ringPath, doc, 0o644)
+}
+
+// writeConfig writes the simulators' fragment plus what a gateway needs to
+// run, and the extra settings.
+func (st *Stack) writeConfig(o Options, fragment, ringPath string) error {
+	frag, err := os.ReadFile(fragment)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.Write(frag)
+	fmt.Fprintf(&b, "redis_url: %q\nkeyring_file: %q\n", o.RedisURL, ringPath)
+	nested := map[string]map[string]string{}
+	for _, k := range sortedKeys(o.Settings) {
+		section, name, ok := strings.Cut(k, ".")
+		if !ok {
+			fmt.Fprintf(&b, "%s: %q\n", k, o.Settings[k])
+			continue
+		}
+		if section == "fcm" || section == "apns" {
+			return fmt.Errorf("settings for %s come from the simulator", section)
+		}
+		if nested[section] == nil {
+			nested[section] = map[string]string{}
+		}
+		nested[section][name] = o.Settings[k]
+	}
+	for _, section := range sortedKeys(nested) {
+		fmt.Fprintf(&b, "%s:\n", section)
+		for _, name := range sortedKeys(nested[section]) {
+			fmt.Fprintf(&b, "  %s: %q\n", name, nested[section][name])
+		}
+	}
+	st.ConfigPath = filepath.Join(o.Dir, "pushgate.yaml")
+	return os.WriteFile(st.ConfigPath, []byte(b.String()), 0o600)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Close stops the simulators.
+func (st *Stack) Close() error { return st.Sim.Close() }
+
+// Signer returns a signer for one of the stack's keys.
+func (st *Stack) Signer(name string) (*signing.Signer, error) {
+	k, ok := st.Keys[name]
+	if !ok {
+		return nil, fmt.Errorf("stack: no key %q", name)
+	}
+	priv, err := signing.ParsePrivateKeyPEM(k.priv)
+	if err != nil {
+		return nil, fmt.Errorf("stack: key %q: %w", name, err)
+	}
+	return &signing.Signer{KeyID: k.ID, Key: priv}, nil
+}
+
+// Client returns an API client of the gateway at gatewayURL that signs
+// with one of the stack's keys.
+func (st *Stack) Client(name, gatewayURL string) (*client.Client, error) {
+	signer, err := st.Signer(name)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(gatewayURL, signer)
+}
+
+// ImportDevices registers every phone of the stack into topic through the
+// API, api.MaxTokens per request, as an operator would.
+func (st *Stack) ImportDevices(ctx context.Context, c *client.Client, topic string) error {
+	for start := 0; start < len(st.Devices); start += api.MaxTokens {
+		var devices []api.ImportDevice
+		for _, d := range st.Devices[start:min(len(st.Devices), start+api.MaxTokens)] {
+			devices = append(devices, api.ImportDevice{Platform: string(d.Platform), Token: d.Token, Topics: []string{topic}})
+		}
+		if _, err := c.ImportDevices(ctx, devices); err != nil {
+			return fmt.Errorf("import devices: %w", err)
+		}
+	}
+	return nil
+}
+
+// CountByPlatform counts the stack's phones per platform.
+func (st *Stack) CountByPlatform() map[providers.Platform]int {
+	out := map[providers.Platform]int{}
+	for _, d := range st.Devices {
+		out[d.Platform]++
+	}
+	return out
+}
+
+// RunningApp is a gateway process's parts running inside this process.
+type RunningApp struct {
+	// URL is the API's base URL; empty when it runs no API.
+	URL    string
+	App    *app.App
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// StartApp runs the API and/or a worker pool from a configuration file in
+// this process, with the API on a free loopback port, and waits until the
+// API answers.
+func StartApp(ctx context.Context, configPath string, r app.Roles, logger *slog.Logger) (*RunningApp, error) {
+	cfg, err := app.LoadConfig(configPath, func(string) string { return "" })
+	if err != nil {
+		return nil, err
+	}
+	a, err := app.New(ctx, cfg, logger, r)
+	if err != nil {
+		return nil, err
+	}
+	ra := &RunningApp{App: a, done: make(chan struct{})}
+	if r.API {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.ServeOn(ln)
+		ra.URL = "http://" + ln.Addr().String()
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ra.cancel = cancel
+	go func() {
+		defer close(ra.done)
+		ra.err = a.Run(runCtx)
+	}()
+	if ra.URL != "" {
+		if err := WaitHTTP(ctx, ra.URL+api.PathHealthz, time.Minute); err != nil {
+			ra.Stop()
+			return nil, err
+		}
+	}
+	return ra, nil
+}
+
+// Stop shuts the app down as SIGTERM would and waits for it.
+func (r *RunningApp) Stop() error {
+	r.cancel()
+	<-r.done
+	return r.err
+}
+
+// WaitHTTP polls a URL until it answers 200, ctx ends or the timeout
+// passes.
+func WaitHTTP(ctx context.Context, u string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("not ready")
+			}
+			return fmt.Errorf("%s did not come up in %s: %w", app.RedactURL(u), timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
