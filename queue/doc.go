@@ -1,6 +1,11 @@
 // Package queue is pushgate's delivery pipeline: the broadcast store, the
 // device registry, the asynq tasks that plan and deliver broadcasts, the
-// per-device ledger, the rate limits, the kill-switch and recall.
+// per-device ledger, the rate limits, the kill-switch and recall. The walk
+// of one broadcast through its files is in docs/ARCHITECTURE.md.
+//
+// The planner, the deliverer, the recall and the kill switch reach Redis
+// only through the store (store.go, ledger.go), the registry and the kill
+// state (kill.go), as asynq's processor reaches it only through its broker.
 //
 // # Flow
 //

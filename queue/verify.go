@@ -22,7 +22,6 @@ import (
 // events and never retried.
 var errForged = errors.New("envelope does not verify")
 
-
 // verifiedBroadcast is what a worker knows about a broadcast from its
 // verified envelope and nothing else.
 type verifiedBroadcast struct {

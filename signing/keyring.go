@@ -18,7 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Role is what a key may do; see DESIGN.md "Actors and keys".
+// Role is what a key may do; see docs/ARCHITECTURE.md, "Threat model".
 type Role string
 
 // The roles a key can hold.
@@ -373,11 +373,13 @@ func validKeyID(id string) bool {
 }
 
 // yamlMessage returns err's message on one line: yaml.v3 puts each
-// unmarshal error on its own line.
+// unmarshal error on its own line, and quotes the offending input, which
+// may hold line breaks of its own.
 func yamlMessage(err error) string {
+	msg := err.Error()
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		return strings.Join(te.Errors, "; ")
+		msg = strings.Join(te.Errors, "; ")
 	}
-	return err.Error()
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(msg)
 }

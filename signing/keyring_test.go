@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -255,4 +256,53 @@ func TestMarshalKeyringParses(t *testing.T) {
 	if a, ok := kr.Lookup("ops-admin"); !ok || !a.Has(RoleAdmin) {
 		t.Fatalf("admin = %+v", a)
 	}
+}
+
+// FuzzParseKeyring feeds arbitrary documents to the keyring parser, which
+// reads an operator's file: nothing panics, errors are one line, and every
+// key it accepts is usable — a valid id, a 32-byte public key, known
+// roles, valid topic patterns, a cap for broadcast keys.
+func FuzzParseKeyring(f *testing.F) {
+	pub := "MCowBQYDK2VwAyEAJrQLj5P/89iXES9+vFgrIy29clF9CC/oPPsw3c5D0bs="
+	for _, seed := range []string{
+		"keys:\n  - id: a\n    public_key: " + pub + "\n    roles: [broadcast]\n    topics: [\"c*\"]\n    max_audience: 5\n    rate: 10/s\n",
+		"keys:\n  - id: a\n    public_key: " + pub + "\n    roles: [admin]\n  - id: a\n    public_key: " + pub + "\n    roles: [admin]\n",
+		"keys:\n  - id: a\n    public_key: " + pub + "\n    roles: [broadcast]\n",
+		"keys:\n  - id: a\n    public_key: x\n    roles: [admin]\n",
+		"keys:\n  - id: a\n    public_key: " + pub + "\n    roles: [root]\n",
+		"keys:\n  - id: a\n    public_key: " + pub + "\n    roles: [admin]\n    topics: [\"[\"]\n",
+		"keys: []\n", "keys:\n", "", "---\n---\n", "keys: {a: 1}\n", "keys:\n  - [1, 2]\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		kr, err := ParseKeyring(doc)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error spans lines: %q", err)
+			}
+			return
+		}
+		for _, k := range kr.Keys() {
+			if !validKeyID(k.ID) || len(k.Public) != 32 || len(k.Roles) == 0 {
+				t.Fatalf("accepted key %+v", k)
+			}
+			for _, r := range k.Roles {
+				if !r.valid() {
+					t.Fatalf("accepted role %q", r)
+				}
+			}
+			for _, p := range k.Topics {
+				if _, err := path.Match(p, ""); err != nil {
+					t.Fatalf("accepted pattern %q", p)
+				}
+			}
+			if k.Has(RoleBroadcast) && k.MaxAudience <= 0 {
+				t.Fatalf("accepted broadcast key %s without max_audience", k.ID)
+			}
+			if got, ok := kr.Lookup(k.ID); !ok || got != k {
+				t.Fatalf("Lookup(%q) does not find the key", k.ID)
+			}
+		}
+	})
 }

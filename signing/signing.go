@@ -1,6 +1,7 @@
 // Package signing signs and verifies pushgate's HTTP requests: RFC 9421
 // HTTP Message Signatures with Ed25519, over a body bound by an RFC 9530
-// Content-Digest, under the profile in DESIGN.md ("Signing profile").
+// Content-Digest, under pushgate's signing profile (docs/ARCHITECTURE.md,
+// "Signing profile").
 //
 // It holds the keyring (who may sign, with which roles and limits), the
 // Verifier the gateway runs at ingress and the queue runs again on stored
@@ -90,7 +91,7 @@ const DefaultSkew = 300 * time.Second
 // Tag is the tag parameter of every pushgate signature.
 const Tag = "pushgate"
 
-// DefaultProfile returns DESIGN.md's signing profile: "@method",
+// DefaultProfile returns pushgate's signing profile: "@method",
 // "@authority", "@path" always; "@query" when there is a query;
 // "content-digest" and "content-type" when there is a body; parameters
 // created, keyid, alg="ed25519", nonce and tag="pushgate"; skew ±300 s.

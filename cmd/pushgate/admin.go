@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -148,17 +146,9 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	var answer json.RawMessage
-	if _, err := c.Do(ctx, http.MethodGet, api.PathAudit, url.Values{"limit": {strconv.Itoa(*limit)}}, nil, &answer); err != nil {
-		return err
-	}
-	if *raw {
-		_, err := fmt.Fprintf(e.stdout, "%s\n", answer)
-		return err
-	}
 	var page api.AuditPage
-	if err := json.Unmarshal(answer, &page); err != nil {
-		return fmt.Errorf("decode audit log: %w", err)
+	if printed, err := getJSON(ctx, e, c, api.PathAudit, url.Values{"limit": {strconv.Itoa(*limit)}}, *raw, &page); printed || err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "AT\tACTOR\tACTION\tTARGET\tREASON\tOUTCOME")

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -152,17 +150,9 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	var answer json.RawMessage
-	if _, err := c.Do(ctx, http.MethodGet, api.BroadcastPath(id), nil, nil, &answer); err != nil {
-		return err
-	}
-	if *raw {
-		_, err := fmt.Fprintf(e.stdout, "%s\n", answer)
-		return err
-	}
 	var st api.Status
-	if err := json.Unmarshal(answer, &st); err != nil {
-		return fmt.Errorf("decode status: %w", err)
+	if printed, err := getJSON(ctx, e, c, api.BroadcastPath(id), nil, *raw, &st); printed || err != nil {
+		return err
 	}
 	audience := st.Audience
 	if st.Topic != "" {

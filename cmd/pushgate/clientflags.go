@@ -7,10 +7,13 @@ package main
 // "pushgate: <code>: <detail>" and exits 1.
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -94,6 +97,23 @@ func readPrivateKey(src string) (ed25519.PrivateKey, error) {
 		return nil, usagef("key %s: %v", name, err)
 	}
 	return priv, nil
+}
+
+// getJSON reads an API resource into out, or, with raw, prints it as the
+// API returned it and reports that it did.
+func getJSON(ctx context.Context, e *env, c *client.Client, path string, query url.Values, raw bool, out any) (printed bool, err error) {
+	var answer json.RawMessage
+	if _, err := c.Do(ctx, http.MethodGet, path, query, nil, &answer); err != nil {
+		return false, err
+	}
+	if raw {
+		_, err := fmt.Fprintf(e.stdout, "%s\n", answer)
+		return true, err
+	}
+	if err := json.Unmarshal(answer, out); err != nil {
+		return false, fmt.Errorf("decode %s: %w", path, err)
+	}
+	return false, nil
 }
 
 // parseArgs parses flags that may come before, between or after the

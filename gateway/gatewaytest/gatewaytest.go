@@ -12,13 +12,10 @@ package gatewaytest
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/base64"
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,19 +49,21 @@ const (
 
 // keySpec is one key of the test keyring.
 type keySpec struct {
-	id, roles, topics string
-	maxAudience       int
+	id          string
+	roles       []string
+	topics      []string
+	maxAudience int
 }
 
 func keySpecs() []keySpec {
 	return []keySpec{
-		{Sender, "[broadcast]", `["citizens", "district-*"]`, 100},
-		{Small, "[broadcast]", `["citizens"]`, 2},
-		{Wide, "[broadcast]", `["*"]`, 1000000},
-		{Registrar, "[register]", "[]", 0},
-		{Admin, "[admin]", "[]", 0},
-		{Approver, "[approve]", "[]", 0},
-		{Doomed, "[broadcast]", `["citizens"]`, 100},
+		{Sender, []string{"broadcast"}, []string{"citizens", "district-*"}, 100},
+		{Small, []string{"broadcast"}, []string{"citizens"}, 2},
+		{Wide, []string{"broadcast"}, []string{"*"}, 1000000},
+		{Registrar, []string{"register"}, nil, 0},
+		{Admin, []string{"admin"}, nil, 0},
+		{Approver, []string{"approve"}, nil, 0},
+		{Doomed, []string{"broadcast"}, []string{"citizens"}, 100},
 	}
 }
 
@@ -105,22 +104,25 @@ func Start(tb testing.TB) *Env {
 		Logs:     &Buffer{},
 	}
 
-	var ring strings.Builder
-	ring.WriteString("keys:\n")
+	var ring []signing.KeyEntry
 	for _, k := range keySpecs() {
 		pub, priv, err := signing.GenerateKey()
 		if err != nil {
 			tb.Fatalf("gatewaytest: %v", err)
 		}
-		fmt.Fprintf(&ring, "  - id: %s\n    public_key: %s\n    roles: %s\n    topics: %s\n",
-			k.id, base64.StdEncoding.EncodeToString(pub), k.roles, k.topics)
-		if k.maxAudience > 0 {
-			fmt.Fprintf(&ring, "    max_audience: %d\n", k.maxAudience)
+		enc, err := signing.EncodePublicKey(pub)
+		if err != nil {
+			tb.Fatalf("gatewaytest: %v", err)
 		}
+		ring = append(ring, signing.KeyEntry{ID: k.id, PublicKey: enc, Roles: k.roles, Topics: k.topics, MaxAudience: k.maxAudience})
 		env.Signers[k.id] = &signing.Signer{KeyID: k.id, Key: priv}
 		env.KeyFiles[k.id] = writeKey(tb, dir, k.id, priv)
 	}
-	keyring, err := signing.ParseKeyring([]byte(ring.String()))
+	doc, err := signing.MarshalKeyring(ring)
+	if err != nil {
+		tb.Fatalf("gatewaytest: keyring: %v", err)
+	}
+	keyring, err := signing.ParseKeyring(doc)
 	if err != nil {
 		tb.Fatalf("gatewaytest: keyring: %v", err)
 	}

@@ -497,7 +497,7 @@ func (b *bench) waitWorkers(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%d of %d workers registered within 15s", n, b.o.Workers)
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := stack.Pause(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -604,7 +604,7 @@ func (b *bench) waitFinished(ctx context.Context, id string, within time.Duratio
 		if err := b.childrenAlive(); err != nil {
 			return nil, err
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := stack.Pause(ctx, 20*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
@@ -642,7 +642,7 @@ func (b *bench) smallBroadcasts(ctx context.Context, n int, what string, res *be
 			if err := b.childrenAlive(); err != nil {
 				return nil, err
 			}
-			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			if err := stack.Pause(ctx, time.Millisecond); err != nil {
 				return nil, err
 			}
 		}
@@ -759,7 +759,7 @@ func (b *bench) waitDeliveries(ctx context.Context, n int64, what string) error 
 		if err := b.childrenAlive(); err != nil {
 			return err
 		}
-		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+		if err := stack.Pause(ctx, 5*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -887,7 +887,7 @@ func (b *bench) killPhase(ctx context.Context, res *benchResult) ([]time.Duratio
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("kill: broadcast %s reached %d phones in %s, want %d", id, s.Stats().Deliveries, stallTimeout, threshold)
 			}
-			if err := sleepCtx(ctx, time.Millisecond); err != nil {
+			if err := stack.Pause(ctx, time.Millisecond); err != nil {
 				return nil, err
 			}
 		}
@@ -963,18 +963,6 @@ func percentileMs(ds []time.Duration, p float64) float64 {
 	i := int(math.Ceil(p/100*float64(len(s)))) - 1
 	i = min(max(i, 0), len(s)-1)
 	return float64(s[i].Microseconds()) / 1000
-}
-
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // printBench writes the readable tables: the figures against their

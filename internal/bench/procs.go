@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -166,7 +167,7 @@ func waitRedis(ctx context.Context, u string, p *childProc) error {
 		case time.Now().After(deadline):
 			return err
 		}
-		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+		if err := stack.Pause(ctx, 20*time.Millisecond); err != nil {
 			return err
 		}
 	}

@@ -262,7 +262,7 @@ func (d *demo) forgePlanTask(ctx context.Context, genuineID string) (forgeResult
 		delivered = len(d.st.Sim.Deliveries(func(dl sim.Delivery) bool {
 			return dl.CollapseID == collapse || dl.Title == demoForgedTitle
 		}))
-		if err := demoPause(ctx, 50*time.Millisecond); err != nil {
+		if err := stack.Pause(ctx, 50*time.Millisecond); err != nil {
 			return res, delivered, err
 		}
 	}
@@ -437,21 +437,9 @@ func demoPoll(ctx context.Context, within, every time.Duration, cond func() (boo
 		case time.Now().After(deadline):
 			return fmt.Errorf("still not done after %s", within)
 		}
-		if err := demoPause(ctx, every); err != nil {
+		if err := stack.Pause(ctx, every); err != nil {
 			return err
 		}
-	}
-}
-
-// demoPause waits for d or until ctx is cancelled.
-func demoPause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

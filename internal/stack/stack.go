@@ -320,6 +320,19 @@ func (r *RunningApp) Stop() error {
 	return r.err
 }
 
+// Pause waits for d or until ctx is done, for the pollers of the demo and
+// the bench.
+func Pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // WaitHTTP polls a URL until it answers 200, ctx ends or the timeout
 // passes.
 func WaitHTTP(ctx context.Context, u string, timeout time.Duration) error {
@@ -344,10 +357,8 @@ func WaitHTTP(ctx context.Context, u string, timeout time.Duration) error {
 			}
 			return fmt.Errorf("%s did not come up in %s: %w", app.RedactURL(u), timeout, err)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		if err := Pause(ctx, 20*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }
