@@ -37,39 +37,49 @@ func (r Role) valid() bool {
 	return false
 }
 
-// Rate is a delivery rate: Count messages per Per. The zero Rate means
-// unlimited. Its text form is COUNT/UNIT with UNIT one of s, min or h, as in
-// "6000/min".
+// Rate is a number of events per period: Count messages per Per for a
+// delivery rate, Count distinct devices per rolling Per for a reach
+// budget. The zero Rate means unlimited. Its text form is COUNT/PERIOD with
+// PERIOD one of s, min, h or d, optionally preceded by a whole number, as in
+// "6000/min" or "200000/24h".
 type Rate struct {
 	Count int
 	Per   time.Duration
 }
+
+// rateUnits are the units of a Rate's period, longest name first.
+var rateUnits = []struct {
+	name string
+	d    time.Duration
+}{{"min", time.Minute}, {"s", time.Second}, {"h", time.Hour}, {"d", 24 * time.Hour}}
 
 // ParseRate parses the text form of a Rate; "" is the zero Rate.
 func ParseRate(s string) (Rate, error) {
 	if s == "" {
 		return Rate{}, nil
 	}
-	count, unit, ok := strings.Cut(s, "/")
+	count, period, ok := strings.Cut(s, "/")
 	if !ok {
-		return Rate{}, fmt.Errorf("%q: want COUNT/UNIT, such as 6000/min", s)
+		return Rate{}, fmt.Errorf("%q: want COUNT/PERIOD, such as 6000/min or 200000/24h", s)
 	}
 	n, err := strconv.Atoi(count)
 	if err != nil || n <= 0 {
 		return Rate{}, fmt.Errorf("%q: count must be a positive integer", s)
 	}
-	var per time.Duration
-	switch unit {
-	case "s":
-		per = time.Second
-	case "min":
-		per = time.Minute
-	case "h":
-		per = time.Hour
-	default:
-		return Rate{}, fmt.Errorf("%q: unit must be s, min or h", s)
+	for _, u := range rateUnits {
+		digits, ok := strings.CutSuffix(period, u.name)
+		if !ok {
+			continue
+		}
+		times := 1
+		if digits != "" {
+			if times, err = strconv.Atoi(digits); err != nil || times <= 0 || times > 1000 || digits[0] == '0' {
+				return Rate{}, fmt.Errorf("%q: the period's multiple must be 1 to 1000", s)
+			}
+		}
+		return Rate{Count: n, Per: time.Duration(times) * u.d}, nil
 	}
-	return Rate{Count: n, Per: per}, nil
+	return Rate{}, fmt.Errorf("%q: the period must be s, min, h or d, such as 24h", s)
 }
 
 // String returns the text form of r, "" for the zero Rate.
@@ -77,16 +87,20 @@ func (r Rate) String() string {
 	if r == (Rate{}) {
 		return ""
 	}
-	unit := r.Per.String()
-	switch r.Per {
-	case time.Second:
-		unit = "s"
-	case time.Minute:
-		unit = "min"
-	case time.Hour:
-		unit = "h"
+	period := r.Per.String()
+	for _, u := range []struct {
+		name string
+		d    time.Duration
+	}{{"h", time.Hour}, {"min", time.Minute}, {"s", time.Second}} {
+		if r.Per%u.d == 0 {
+			period = u.name
+			if times := int64(r.Per / u.d); times != 1 {
+				period = strconv.FormatInt(times, 10) + u.name
+			}
+			break
+		}
 	}
-	return strconv.Itoa(r.Count) + "/" + unit
+	return strconv.Itoa(r.Count) + "/" + period
 }
 
 // MarshalText returns the text form of r.
@@ -116,7 +130,25 @@ type Key struct {
 	MaxAudience int
 	// Rate caps delivery of this key's broadcasts; zero is unlimited.
 	Rate Rate
+	// Owner names the person or team who holds the key. Approvals count
+	// once per owner, and never the submitter's owner. It is the key id
+	// when the keyring names none.
+	Owner string
+	// Reach caps the distinct devices this key's broadcasts reach in a
+	// rolling window, across every broadcast and every process. It is
+	// MaxAudience per 24 hours when the keyring names none.
+	Reach Rate
+	// ApprovalAbove is the audience, in devices, above which a broadcast of
+	// this key waits for approvals; zero leaves it to the gateway's policy.
+	ApprovalAbove int
+	// MaxDevices caps the devices a register key may create; zero is
+	// unlimited.
+	MaxDevices int
 }
+
+// DefaultReachWindow is the window of a key's reach budget when its
+// keyring entry names no reach.
+const DefaultReachWindow = 24 * time.Hour
 
 // Has reports whether the key holds role r.
 func (k *Key) Has(r Role) bool { return slices.Contains(k.Roles, r) }
@@ -243,6 +275,7 @@ func parseKey(n *yaml.Node) (*Key, error) {
 		publicKey string
 		roles     []string
 		rate      string
+		reach     string
 		seen      = make(map[string]bool)
 	)
 	for j := 0; j+1 < len(n.Content); j += 2 {
@@ -265,6 +298,14 @@ func parseKey(n *yaml.Node) (*Key, error) {
 			err = value.Decode(&k.MaxAudience)
 		case "rate":
 			err = value.Decode(&rate)
+		case "owner":
+			err = value.Decode(&k.Owner)
+		case "reach":
+			err = value.Decode(&reach)
+		case "approval_above":
+			err = value.Decode(&k.ApprovalAbove)
+		case "max_devices":
+			err = value.Decode(&k.MaxDevices)
 		default:
 			return nil, fmt.Errorf("line %d: unknown field %q", n.Content[j].Line, field)
 		}
@@ -311,6 +352,24 @@ func parseKey(n *yaml.Node) (*Key, error) {
 	if k.Rate, err = ParseRate(rate); err != nil {
 		return nil, fmt.Errorf("rate: %w", err)
 	}
+	switch {
+	case k.Owner == "":
+		k.Owner = k.ID
+	case len(k.Owner) > 128 || strings.ContainsFunc(k.Owner, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return nil, errors.New("owner: want 1 to 128 printable characters")
+	}
+	if k.Reach, err = ParseRate(reach); err != nil {
+		return nil, fmt.Errorf("reach: %w", err)
+	}
+	if k.Reach == (Rate{}) && k.Has(RoleBroadcast) {
+		k.Reach = Rate{Count: k.MaxAudience, Per: DefaultReachWindow}
+	}
+	if k.ApprovalAbove < 0 {
+		return nil, fmt.Errorf("approval_above: %d is negative", k.ApprovalAbove)
+	}
+	if k.MaxDevices < 0 {
+		return nil, fmt.Errorf("max_devices: %d is negative", k.MaxDevices)
+	}
 	return &k, nil
 }
 
@@ -324,6 +383,11 @@ type KeyEntry struct {
 	Topics      []string `yaml:"topics,flow,omitempty"`
 	MaxAudience int      `yaml:"max_audience,omitempty"`
 	Rate        string   `yaml:"rate,omitempty"`
+	Owner       string   `yaml:"owner,omitempty"`
+	Reach       string   `yaml:"reach,omitempty"`
+	// ApprovalAbove and MaxDevices are omitted when zero.
+	ApprovalAbove int `yaml:"approval_above,omitempty"`
+	MaxDevices    int `yaml:"max_devices,omitempty"`
 }
 
 // MarshalKeyring writes entries as a keyring document: "keys:" followed by

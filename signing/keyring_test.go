@@ -83,6 +83,28 @@ func TestParseKeyring(t *testing.T) {
 	}
 }
 
+func TestKeyringOwnerReachAndLimits(t *testing.T) {
+	kr, err := ParseKeyring([]byte("keys:\n" +
+		"  - id: city-alerts\n" + rfcPubInline + "    roles: [broadcast, register]\n    topics: [citizens]\n    max_audience: 5000\n" +
+		"  - id: district-9\n" + rfcPubInline + "    roles: [broadcast]\n    owner: kelurahan-9\n    topics: [district-9*]\n    max_audience: 20\n    reach: 100/24h\n    approval_above: 10\n" +
+		"  - id: registrar\n" + rfcPubInline + "    roles: [register]\n    topics: [district-9*]\n    max_devices: 1000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	city, _ := kr.Lookup("city-alerts")
+	if city.Owner != "city-alerts" || city.Reach != (Rate{5000, 24 * time.Hour}) || city.ApprovalAbove != 0 {
+		t.Errorf("city-alerts = owner %q reach %v approval_above %d; want its id, max_audience per 24h and 0", city.Owner, city.Reach, city.ApprovalAbove)
+	}
+	d9, _ := kr.Lookup("district-9")
+	if d9.Owner != "kelurahan-9" || d9.Reach != (Rate{100, 24 * time.Hour}) || d9.ApprovalAbove != 10 {
+		t.Errorf("district-9 = owner %q reach %v approval_above %d", d9.Owner, d9.Reach, d9.ApprovalAbove)
+	}
+	reg, _ := kr.Lookup("registrar")
+	if reg.MaxDevices != 1000 || reg.Reach != (Rate{}) || !reg.AllowsTopic("district-9a") || reg.AllowsTopic("citizens") {
+		t.Errorf("registrar = %+v", reg)
+	}
+}
+
 func TestParseKeyringErrors(t *testing.T) {
 	entry := func(lines ...string) string {
 		return "keys:\n  - " + strings.Join(lines, "\n    ") + "\n"
@@ -118,9 +140,13 @@ func TestParseKeyringErrors(t *testing.T) {
 		{"broadcast without max_audience", entry("id: a", pub, "roles: [broadcast]"), `keyring: key "a": max_audience: required for a key with the broadcast role`},
 		{"negative max_audience", entry("id: a", pub, "roles: [admin]", "max_audience: -1"), `keyring: key "a": max_audience: -1 is negative`},
 		{"max_audience not a number", entry("id: a", pub, "roles: [admin]", "max_audience: lots"), `keyring: key "a": max_audience: line 5: cannot unmarshal`},
-		{"bad rate unit", entry("id: city-alerts", pub, "roles: [broadcast]", "max_audience: 10", "rate: 6000/fortnight"), `keyring: key "city-alerts": rate: "6000/fortnight": unit must be s, min or h`},
-		{"rate without unit", entry("id: a", pub, "roles: [admin]", "rate: 6000"), `keyring: key "a": rate: "6000": want COUNT/UNIT`},
+		{"bad rate unit", entry("id: city-alerts", pub, "roles: [broadcast]", "max_audience: 10", "rate: 6000/fortnight"), `keyring: key "city-alerts": rate: "6000/fortnight": the period must be s, min, h or d`},
+		{"rate without unit", entry("id: a", pub, "roles: [admin]", "rate: 6000"), `keyring: key "a": rate: "6000": want COUNT/PERIOD`},
 		{"zero rate", entry("id: a", pub, "roles: [admin]", "rate: 0/s"), `keyring: key "a": rate: "0/s": count must be a positive integer`},
+		{"bad reach", entry("id: a", pub, "roles: [broadcast]", "max_audience: 10", "reach: lots"), `keyring: key "a": reach: "lots": want COUNT/PERIOD`},
+		{"owner with a line break", entry("id: a", pub, "roles: [approve]", `owner: "x\ny"`), `keyring: key "a": owner: want 1 to 128 printable characters`},
+		{"negative approval_above", entry("id: a", pub, "roles: [broadcast]", "max_audience: 10", "approval_above: -5"), `keyring: key "a": approval_above: -5 is negative`},
+		{"negative max_devices", entry("id: a", pub, "roles: [register]", "max_devices: -1"), `keyring: key "a": max_devices: -1 is negative`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,6 +188,8 @@ func TestRate(t *testing.T) {
 		{"100/s", Rate{100, time.Second}},
 		{"6000/min", Rate{6000, time.Minute}},
 		{"360000/h", Rate{360000, time.Hour}},
+		{"200000/24h", Rate{200000, 24 * time.Hour}},
+		{"500/15min", Rate{500, 15 * time.Minute}},
 	}
 	for _, tt := range tests {
 		got, err := ParseRate(tt.give)
@@ -172,11 +200,14 @@ func TestRate(t *testing.T) {
 			t.Errorf("%v.String() = %q, want %q", got, s, tt.give)
 		}
 	}
+	if r, err := ParseRate("1000000/d"); err != nil || r != (Rate{1000000, 24 * time.Hour}) || r.String() != "1000000/24h" {
+		t.Errorf("ParseRate(1000000/d) = %v (%s), %v", r, r, err)
+	}
 	var r Rate
 	if err := r.UnmarshalText([]byte("5/s")); err != nil || r != (Rate{5, time.Second}) {
 		t.Errorf("UnmarshalText = %v, %v", r, err)
 	}
-	for _, bad := range []string{"5", "x/s", "-1/s", "5/sec", "5/", "/s", "1.5/s"} {
+	for _, bad := range []string{"5", "x/s", "-1/s", "5/sec", "5/", "/s", "1.5/s", "5/0h", "5/01h", "5/-2h", "5/2000h", "5/1.5h"} {
 		if _, err := ParseRate(bad); err == nil {
 			t.Errorf("ParseRate(%q) succeeded", bad)
 		}

@@ -255,7 +255,7 @@ func TestKeysUsageErrors(t *testing.T) {
 		{"keygen bad id", []string{"keygen", "--id", "../x", "--roles", "admin", "--dir", dir}, `id: "../x"`},
 		{"keygen unknown role", []string{"keygen", "--id", "x", "--roles", "root", "--dir", dir}, `unknown role "root"`},
 		{"keygen broadcast without cap", []string{"keygen", "--id", "x", "--roles", "broadcast", "--dir", dir}, "max_audience"},
-		{"keygen bad rate", []string{"keygen", "--id", "x", "--roles", "admin", "--rate", "5/fortnight", "--dir", dir}, "unit must be s, min or h"},
+		{"keygen bad rate", []string{"keygen", "--id", "x", "--roles", "admin", "--rate", "5/fortnight", "--dir", dir}, "the period must be s, min, h or d"},
 		{"keygen bad topic", []string{"keygen", "--id", "x", "--roles", "admin", "--topics", "a[", "--dir", dir}, "not a valid pattern"},
 		{"keygen stray argument", []string{"keygen", "--id", "x", "--roles", "admin", "--dir", dir, "extra"}, "unexpected argument"},
 		{"sign without key", []string{"sign", "--key-id", "k", "--url", target}, "--key (or PUSHGATE_KEY) is required"},
