@@ -180,10 +180,15 @@ func (a *Audience) validate() error {
 		if len(a.Tokens) > MaxTokens {
 			return Errorf(CodeTooManyTokens, "audience.tokens has %d devices; at most %d", len(a.Tokens), MaxTokens)
 		}
+		first := make(map[Device]int, len(a.Tokens))
 		for i, d := range a.Tokens {
 			if problem := d.Invalid(); problem != "" {
 				return Errorf(CodeInvalidDevice, "audience.tokens[%d]: %s", i, problem)
 			}
+			if j, dup := first[d]; dup {
+				return Errorf(CodeInvalidAudience, "audience.tokens[%d] repeats audience.tokens[%d]", i, j)
+			}
+			first[d] = i
 		}
 	}
 	switch forms {

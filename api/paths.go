@@ -31,3 +31,12 @@ func RevokePath(keyID string) string { return "/v1/keys/" + url.PathEscape(keyID
 func DevicePath(platform Platform, token string) string {
 	return "/v1/devices/" + url.PathEscape(string(platform)) + "/" + url.PathEscape(token)
 }
+
+// PathApprovals lists what waits for approvals.
+const PathApprovals = "/v1/approvals"
+
+// ApprovalsPath is the path that approves a broadcast.
+func ApprovalsPath(id string) string { return BroadcastPath(id) + "/approvals" }
+
+// ActionApprovalsPath is the path that approves an admin action.
+func ActionApprovalsPath(id string) string { return "/v1/actions/" + url.PathEscape(id) + "/approvals" }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/pushgate/pushgate/signing"
 )
@@ -35,6 +36,26 @@ const (
 	CodeForbidden       = "forbidden"
 	CodeTopicNotAllowed = "topic_not_allowed"
 	CodeAudienceOverCap = "audience_over_cap"
+	// CodeDeviceNotInScope: a tokens audience names devices that are not
+	// registered, or not subscribed to any topic the key may send to.
+	CodeDeviceNotInScope = "device_not_in_scope"
+	// CodeDeviceQuotaExceeded: a register key would create more devices
+	// than its max_devices.
+	CodeDeviceQuotaExceeded = "device_quota_exceeded"
+	// CodeSelfApproval: the approver is the submitter's key or owner.
+	CodeSelfApproval = "self_approval"
+
+	// CodeDuplicateApproval: this key or owner already approved.
+	CodeDuplicateApproval = "duplicate_approval"
+	// CodeApprovalMismatch: the approval names another broadcast or
+	// action, or another envelope than the one stored.
+	CodeApprovalMismatch = "approval_mismatch"
+	// CodeApprovalExpired: the approval window has passed.
+	CodeApprovalExpired = "approval_expired"
+
+	// CodeReachBudgetExceeded: the sender key's reach budget cannot cover
+	// the audience; the answer's Retry-After says when it can.
+	CodeReachBudgetExceeded = "reach_budget_exceeded"
 
 	CodeNotFound         = "not_found"
 	CodeMethodNotAllowed = "method_not_allowed"
@@ -82,9 +103,12 @@ var statusTable = map[string]struct {
 	CodeInvalidQuery:    {http.StatusBadRequest, "Invalid query parameter"},
 	CodeInvalidReason:   {http.StatusBadRequest, "Invalid reason"},
 
-	CodeForbidden:       {http.StatusForbidden, "Forbidden"},
-	CodeTopicNotAllowed: {http.StatusForbidden, "Topic not allowed"},
-	CodeAudienceOverCap: {http.StatusForbidden, "Audience over cap"},
+	CodeForbidden:           {http.StatusForbidden, "Forbidden"},
+	CodeTopicNotAllowed:     {http.StatusForbidden, "Topic not allowed"},
+	CodeAudienceOverCap:     {http.StatusForbidden, "Audience over cap"},
+	CodeDeviceNotInScope:    {http.StatusForbidden, "Device not in scope"},
+	CodeDeviceQuotaExceeded: {http.StatusForbidden, "Device quota exceeded"},
+	CodeSelfApproval:        {http.StatusForbidden, "Self-approval"},
 
 	CodeNotFound:         {http.StatusNotFound, "Not found"},
 	CodeMethodNotAllowed: {http.StatusMethodNotAllowed, "Method not allowed"},
@@ -92,6 +116,11 @@ var statusTable = map[string]struct {
 	CodeIdempotencyConflict: {http.StatusConflict, "Idempotency conflict"},
 	CodeNotResumable:        {http.StatusConflict, "Not resumable"},
 	CodeInvalidState:        {http.StatusConflict, "Invalid state"},
+	CodeDuplicateApproval:   {http.StatusConflict, "Duplicate approval"},
+	CodeApprovalMismatch:    {http.StatusConflict, "Approval mismatch"},
+	CodeApprovalExpired:     {http.StatusConflict, "Approval expired"},
+
+	CodeReachBudgetExceeded: {http.StatusTooManyRequests, "Reach budget exceeded"},
 
 	CodeBodyTooLarge:         {http.StatusRequestEntityTooLarge, "Body too large"},
 	CodeUnsupportedMediaType: {http.StatusUnsupportedMediaType, "Unsupported media type"},
@@ -124,6 +153,8 @@ func Codes() []string {
 type Error struct {
 	Code   string
 	Detail string
+	// RetryAfter, when positive, is sent as the answer's Retry-After.
+	RetryAfter time.Duration
 }
 
 // Error returns the code and the detail.

@@ -4,6 +4,12 @@ import "time"
 
 // Broadcast states.
 const (
+	// StateAwaitingApproval: the broadcast waits for approvals from other
+	// owners before anything is planned (see Approval).
+	StateAwaitingApproval = "awaiting_approval"
+	// StateExpired: its approval window passed without enough approvals;
+	// nothing was sent.
+	StateExpired   = "expired"
 	StateQueued    = "queued"
 	StateSending   = "sending"
 	StateCompleted = "completed"
@@ -16,7 +22,8 @@ const (
 // States lists every broadcast state, in the order a broadcast can pass
 // through them.
 func States() []string {
-	return []string{StateQueued, StateSending, StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled}
+	return []string{StateAwaitingApproval, StateExpired, StateQueued, StateSending, StateCompleted, StateCancelled,
+		StateKilled, StateRecalling, StateRecalled}
 }
 
 // ValidState reports whether s is a broadcast state.
@@ -30,7 +37,8 @@ func ValidState(s string) bool {
 }
 
 // Counters are a broadcast's delivery figures. When a broadcast ends,
-// Targeted = Sent + Failed + InvalidToken + Cancelled + Throttled.
+// Targeted = Sent + Failed + InvalidToken + Cancelled + Throttled + Held +
+// Capped.
 type Counters struct {
 	Targeted           int64 `json:"targeted"`
 	Planned            int64 `json:"planned"`
@@ -42,13 +50,20 @@ type Counters struct {
 	Retries            int64 `json:"retries"`
 	Cancelled          int64 `json:"cancelled"`
 	Throttled          int64 `json:"throttled"`
-	Recalled           int64 `json:"recalled"`
-	RecallFailed       int64 `json:"recall_failed"`
+	// Held counts devices not sent because the sender key's reach budget
+	// was spent.
+	Held int64 `json:"held"`
+	// Capped counts devices not sent because the broadcast had reached
+	// its key's max_audience, or the audience a broadcast without
+	// approvals may reach.
+	Capped       int64 `json:"capped"`
+	Recalled     int64 `json:"recalled"`
+	RecallFailed int64 `json:"recall_failed"`
 }
 
 // Done is how many targeted devices have a final outcome.
 func (c *Counters) Done() int64 {
-	return c.Sent + c.Failed + c.InvalidToken + c.Cancelled + c.Throttled
+	return c.Sent + c.Failed + c.InvalidToken + c.Cancelled + c.Throttled + c.Held + c.Capped
 }
 
 // Event is one entry of a broadcast's timeline.
@@ -74,14 +89,20 @@ type Status struct {
 	KilledBy   string    `json:"killed_by,omitempty"`
 	RecallMode string    `json:"recall_mode,omitempty"`
 	Counters   Counters  `json:"counters"`
-	Timeline   []Event   `json:"timeline,omitempty"`
+	// Approvals are the approvals the API accepted, for a broadcast that
+	// needed ApprovalsRequired of them; workers verify each again.
+	Approvals         []Approval `json:"approvals,omitempty"`
+	ApprovalsRequired int        `json:"approvals_required,omitempty"`
+	// ApprovalExpiresAt is when a broadcast awaiting approval expires.
+	ApprovalExpiresAt time.Time `json:"approval_expires_at,omitzero"`
+	Timeline          []Event   `json:"timeline,omitempty"`
 }
 
 // Terminal reports whether the broadcast will send nothing more (recall
 // aside).
 func (s *Status) Terminal() bool {
 	switch s.State {
-	case StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled:
+	case StateCompleted, StateCancelled, StateKilled, StateRecalling, StateRecalled, StateExpired:
 		return true
 	}
 	return false
@@ -90,7 +111,7 @@ func (s *Status) Terminal() bool {
 // Finished reports whether the broadcast has ended and any recall of it is
 // done: nothing more will be sent for it.
 func (s *Status) Finished() bool {
-	return !s.FinishedAt.IsZero() && s.State != StateRecalling
+	return !s.FinishedAt.IsZero() && s.State != StateRecalling || s.State == StateExpired
 }
 
 // ListPage answers GET /v1/broadcasts: one page of broadcasts, newest

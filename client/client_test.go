@@ -101,8 +101,8 @@ func TestEveryRoute(t *testing.T) {
 	if st, err := sender.Cancel(ctx, other.ID, "typo"); err != nil || st.State != api.StateCancelled {
 		t.Fatalf("Cancel = %+v, %v", st, err)
 	}
-	if st, err := admin.Recall(ctx, sub.ID, &api.RecallRequest{Mode: api.RecallRemove}); err != nil || st.State != api.StateRecalling {
-		t.Fatalf("Recall = %+v, %v", st, err)
+	if st, pending, err := admin.Recall(ctx, sub.ID, &api.RecallRequest{Mode: api.RecallRemove}); err != nil || pending != nil || st.State != api.StateRecalling {
+		t.Fatalf("Recall = %+v, %+v, %v", st, pending, err)
 	}
 
 	// Kills: no worker runs, so a waited kill is acknowledged by none.
@@ -114,10 +114,10 @@ func TestEveryRoute(t *testing.T) {
 	if err != nil || len(kills) == 0 {
 		t.Fatalf("Kills = %+v, %v", kills, err)
 	}
-	if r, err := admin.Resume(ctx, api.TopicScope("floods"), "fixed"); err != nil || r.Scope != "topic:floods" || r.Version <= k.Version {
+	if r, _, err := admin.Resume(ctx, api.TopicScope("floods"), "fixed"); err != nil || r.Scope != "topic:floods" || r.Version <= k.Version {
 		t.Fatalf("Resume = %+v, %v", r, err)
 	}
-	rv, err := admin.Revoke(ctx, gatewaytest.Doomed, "leaked")
+	rv, _, err := admin.Revoke(ctx, gatewaytest.Doomed, "leaked")
 	if err != nil || !rv.Revoked || rv.KeyID != gatewaytest.Doomed || rv.Kill.Kill.Scope != api.KeyScope(gatewaytest.Doomed) {
 		t.Fatalf("Revoke = %+v, %v", rv, err)
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -77,13 +78,42 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (*api.Status, er
 }
 
 // Recall kills a broadcast and replaces or removes it on the phones it
-// reached (admin).
-func (c *Client) Recall(ctx context.Context, id string, req *api.RecallRequest) (*api.Status, error) {
+// reached (admin). A replacement with custom text, rather than the
+// gateway's standard retraction, waits for a second person: Recall then
+// returns the pending action instead of the broadcast.
+func (c *Client) Recall(ctx context.Context, id string, req *api.RecallRequest) (*api.Status, *api.PendingAction, error) {
 	var st api.Status
-	if _, err := c.Do(ctx, http.MethodPost, api.RecallPath(id), nil, req, &st); err != nil {
+	pending, err := c.doOrPending(ctx, api.RecallPath(id), req, &st)
+	if err != nil || pending != nil {
+		return nil, pending, err
+	}
+	return &st, nil, nil
+}
+
+// doOrPending posts in to path and decodes the answer into out, or, when
+// the gateway answered with an action awaiting approval, returns that.
+func (c *Client) doOrPending(ctx context.Context, path string, in, out any) (*api.PendingAction, error) {
+	var raw json.RawMessage
+	status, err := c.Do(ctx, http.MethodPost, path, nil, in, &raw)
+	if err != nil {
 		return nil, err
 	}
-	return &st, nil
+	if status == http.StatusAccepted {
+		var probe struct {
+			RequestSHA256 string `json:"request_sha256"`
+		}
+		if json.Unmarshal(raw, &probe) == nil && probe.RequestSHA256 != "" {
+			var p api.PendingAction
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return nil, fmt.Errorf("POST %s: decode answer: %w", path, err)
+			}
+			return &p, nil
+		}
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return nil, fmt.Errorf("POST %s: decode answer: %w", path, err)
+	}
+	return nil, nil
 }
 
 // Wait polls a broadcast's status every poll until it has ended (for a
@@ -143,22 +173,61 @@ func (c *Client) Kills(ctx context.Context) ([]api.Kill, error) {
 	return l.Kills, nil
 }
 
-// Resume lifts a global, key or topic kill (admin).
-func (c *Client) Resume(ctx context.Context, scope, reason string) (*api.ResumeResponse, error) {
+// Resume lifts a topic kill (admin). Lifting a global or key kill waits
+// for a second person: Resume then returns the pending action.
+func (c *Client) Resume(ctx context.Context, scope, reason string) (*api.ResumeResponse, *api.PendingAction, error) {
 	var r api.ResumeResponse
-	if _, err := c.Do(ctx, http.MethodPost, api.PathResume, nil, api.ScopeRequest{Scope: scope, Reason: reason}, &r); err != nil {
-		return nil, err
+	pending, err := c.doOrPending(ctx, api.PathResume, api.ScopeRequest{Scope: scope, Reason: reason}, &r)
+	if err != nil || pending != nil {
+		return nil, pending, err
 	}
-	return &r, nil
+	return &r, nil, nil
 }
 
 // Revoke revokes a key and kills everything it submitted (admin).
-func (c *Client) Revoke(ctx context.Context, keyID, reason string) (*api.RevokeResponse, error) {
+// Revoking another admin key waits for a second person: Revoke then
+// returns the pending action.
+func (c *Client) Revoke(ctx context.Context, keyID, reason string) (*api.RevokeResponse, *api.PendingAction, error) {
 	var r api.RevokeResponse
-	if _, err := c.Do(ctx, http.MethodPost, api.RevokePath(keyID), nil, api.ReasonRequest{Reason: reason}, &r); err != nil {
+	pending, err := c.doOrPending(ctx, api.RevokePath(keyID), api.ReasonRequest{Reason: reason}, &r)
+	if err != nil || pending != nil {
+		return nil, pending, err
+	}
+	return &r, nil, nil
+}
+
+// Approvals lists the broadcasts and admin actions that wait for
+// approvals (approve or admin).
+func (c *Client) Approvals(ctx context.Context) (*api.ApprovalsList, error) {
+	var l api.ApprovalsList
+	if _, err := c.Do(ctx, http.MethodGet, api.PathApprovals, nil, nil, &l); err != nil {
 		return nil, err
 	}
-	return &r, nil
+	return &l, nil
+}
+
+// Approve co-signs a broadcast awaiting approval (approve). digest is
+// api.Digest of the body the approver was shown (PendingBroadcast.Body):
+// the approval counts only for exactly that content.
+func (c *Client) Approve(ctx context.Context, id, digest string) (*api.Status, error) {
+	var st api.Status
+	req := api.ApprovalRequest{BroadcastID: id, EnvelopeSHA256: digest}
+	if _, err := c.Do(ctx, http.MethodPost, api.ApprovalsPath(id), nil, req, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// ApproveAction co-signs an admin action awaiting approval (admin or
+// approve); digest is api.Digest of PendingAction.Body. The approval that
+// completes the action carries it out.
+func (c *Client) ApproveAction(ctx context.Context, id, digest string) (*api.PendingAction, error) {
+	var p api.PendingAction
+	req := api.ActionApprovalRequest{ActionID: id, RequestSHA256: digest}
+	if _, err := c.Do(ctx, http.MethodPost, api.ActionApprovalsPath(id), nil, req, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
 }
 
 // Audit returns up to limit audit entries, newest first (admin); 0 is the

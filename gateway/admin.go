@@ -61,9 +61,14 @@ func (s *Server) resume(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	version, err := s.svc.Resume(r.Context(), a.verified.Key.ID, body.Scope, body.Reason)
+	version, pending, err := s.svc.Resume(r.Context(), a.verified, a.envelope, body.Scope, body.Reason)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("resume %s: %w", body.Scope, err))
+		return
+	}
+	if pending != nil {
+		s.logger.Warn("resume awaits approval", "key_id", a.verified.Key.ID, "scope", body.Scope, "action_id", pending.ID)
+		writeJSON(w, http.StatusAccepted, pending)
 		return
 	}
 	s.logger.Warn("resume", "key_id", a.verified.Key.ID, "scope", body.Scope, "version", version)
@@ -78,9 +83,14 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.svc.Revoke(r.Context(), a.verified.Key.ID, id, body.Reason)
+	res, pending, err := s.svc.Revoke(r.Context(), a.verified, a.envelope, id, body.Reason)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("revoke key: %w", err))
+		return
+	}
+	if pending != nil {
+		s.logger.Warn("revocation of an admin key awaits approval", "key_id", a.verified.Key.ID, "revoked_key_id", id, "action_id", pending.ID)
+		writeJSON(w, http.StatusAccepted, pending)
 		return
 	}
 	s.logger.Warn("key revoked", "key_id", a.verified.Key.ID, "revoked_key_id", id, "version", res.Version)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/signing"
@@ -33,10 +35,10 @@ func authFrom(ctx context.Context) *auth {
 }
 
 // signed wraps h with the checks every /v1 route shares: the body is read
-// within limit bytes, the signature verifies, the key holds role ("" for
-// any key), and a body is JSON. Only then does h run, with the verified
-// request in its context.
-func (s *Server) signed(role signing.Role, limit int64, h http.HandlerFunc) http.Handler {
+// within limit bytes, the signature verifies, the key holds one of roles
+// (any key when none is named), and a body is JSON. Only then does h run,
+// with the verified request in its context.
+func (s *Server) signed(roles []signing.Role, limit int64, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := readBody(w, r, limit)
 		if err != nil {
@@ -55,9 +57,10 @@ func (s *Server) signed(role signing.Role, limit int64, h http.HandlerFunc) http
 		}
 		info := infoFrom(r.Context())
 		info.keyID = v.Key.ID
-		if role != "" && !v.Key.Has(role) {
+		if len(roles) > 0 && !slices.ContainsFunc(roles, v.Key.Has) {
 			s.metrics.rejections.WithLabelValues(api.CodeForbidden).Inc()
-			s.fail(w, r, api.Errorf(api.CodeForbidden, "this route needs a key with the %s role; key %s does not have it", role, v.Key.ID))
+			s.fail(w, r, api.Errorf(api.CodeForbidden, "this route needs a key with the role %s; key %s has none of them",
+				roleNames(roles), v.Key.ID))
 			return
 		}
 		if len(body) > 0 && !isJSON(r.Header.Get("Content-Type")) {
@@ -93,4 +96,13 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 func isJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == "application/json"
+}
+
+// roleNames lists roles for a message: "admin or approve".
+func roleNames(roles []signing.Role) string {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return strings.Join(names, " or ")
 }

@@ -94,9 +94,14 @@ func (s *Server) recallBroadcast(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	st, err := s.svc.Recall(r.Context(), a.verified.Key.ID, id, a.envelope, req)
+	st, pending, err := s.svc.Recall(r.Context(), a.verified, id, a.envelope, req)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("recall broadcast: %w", err))
+		return
+	}
+	if pending != nil {
+		s.logger.Warn("recall with custom text awaits approval", "key_id", a.verified.Key.ID, "action_id", pending.ID)
+		writeJSON(w, http.StatusAccepted, pending)
 		return
 	}
 	// The recall is planned and sent by workers after this answer.

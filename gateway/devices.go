@@ -26,7 +26,8 @@ func (s *Server) putDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	topics := slices.Compact(slices.Sorted(slices.Values(req.Topics)))
-	if err := s.svc.PutDevice(r.Context(), d, topics); err != nil {
+	topics, err = s.svc.PutDevice(r.Context(), a.verified.Key, d, topics)
+	if err != nil {
 		s.fail(w, r, fmt.Errorf("register device: %w", err))
 		return
 	}
@@ -42,13 +43,13 @@ func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	n, err := s.svc.DeleteDevices(r.Context(), d)
+	found, err := s.svc.DeleteDevice(r.Context(), authFrom(r.Context()).verified.Key, d)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("remove device: %w", err))
 		return
 	}
-	if n == 0 {
-		s.fail(w, r, api.Errorf(api.CodeNotFound, "the device is not registered"))
+	if !found {
+		s.fail(w, r, api.Errorf(api.CodeNotFound, "the device is not registered in a topic this key registers into"))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -61,7 +62,7 @@ func (s *Server) importDevices(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.svc.ImportDevices(r.Context(), req.Devices); err != nil {
+	if err := s.svc.ImportDevices(r.Context(), a.verified.Key, req.Devices); err != nil {
 		s.fail(w, r, fmt.Errorf("import devices: %w", err))
 		return
 	}

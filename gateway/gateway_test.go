@@ -30,7 +30,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 	register(t, env, "citizens", 3)
 	getID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"citizens"}`))
 	cancelID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"district-1"}`))
-	recallID := submit(t, env, gatewaytest.Wide, broadcastBody(`{"all":true}`))
+	recallID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"district-2"}`))
 	if _, err := env.Service.Kill(ctx, "setup", api.TopicScope("to-resume"), "setup", false); err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +95,23 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			},
 		},
 		{
-			name: "recall", key: gatewaytest.Admin, method: "POST", path: "/v1/broadcasts/" + recallID + "/recall",
+			name: "recall with custom text waits for a second person", key: gatewaytest.Admin, method: "POST",
+			path: "/v1/broadcasts/" + recallID + "/recall",
 			body: `{"mode":"replace","replacement":{"title":"Correction","body":"Ignore the last alert."}}`, want: http.StatusAccepted,
+			check: func(t *testing.T, r response) {
+				var p api.PendingAction
+				r.decode(t, &p)
+				if p.Kind != api.ActionRecall || p.Target != recallID || p.Done || p.ApprovalsRequired != 1 || p.Approvals == nil {
+					t.Errorf("answer = %s, want a pending recall", r.body)
+				}
+				if n := queuedTasks(t, env, queue.QueueRecall); n != 0 {
+					t.Errorf("recall queue holds %d tasks, want none before the approval", n)
+				}
+			},
+		},
+		{
+			name: "recall with the standard retraction", key: gatewaytest.Admin, method: "POST", path: "/v1/broadcasts/" + recallID + "/recall",
+			body: `{"mode":"replace","replacement":{"title":"Koreksi","body":"Pesan sebelumnya dibatalkan."}}`, want: http.StatusAccepted,
 			check: func(t *testing.T, r response) {
 				var st api.Status
 				r.decode(t, &st)
@@ -276,7 +291,8 @@ func TestRefusalsWriteNothing(t *testing.T) {
 		{"wrong role for audit", give{key: gatewaytest.Sender, method: "GET", path: "/v1/audit"}, want{403, "forbidden"}},
 		{"revoked key", give{key: gatewaytest.Doomed, method: "POST", path: "/v1/broadcasts", body: broadcastBody(`{"topic":"citizens"}`),
 			setup: func(t *testing.T) func() {
-				if _, err := env.Service.Revoke(ctx, gatewaytest.Admin, gatewaytest.Doomed, "test"); err != nil {
+				v, envl := env.Sign(t, gatewaytest.Admin, "POST", api.RevokePath(gatewaytest.Doomed), []byte(`{"reason":"test"}`))
+				if _, _, err := env.Service.Revoke(ctx, v, envl, gatewaytest.Doomed, "test"); err != nil {
 					t.Fatal(err)
 				}
 				return nil
@@ -322,7 +338,17 @@ func TestRefusalsWriteNothing(t *testing.T) {
 					t.Fatal(err)
 				}
 				return func() {
-					if _, err := env.Service.Resume(ctx, gatewaytest.Admin, api.ScopeGlobal, "test"); err != nil {
+					// Lifting a global kill takes a second person.
+					body := []byte(`{"scope":"global","reason":"test"}`)
+					v, envl := env.Sign(t, gatewaytest.Admin, "POST", api.PathResume, body)
+					_, pending, err := env.Service.Resume(ctx, v, envl, api.ScopeGlobal, "test")
+					if err != nil {
+						t.Fatal(err)
+					}
+					abody := []byte(`{"action_id":"` + pending.ID + `","request_sha256":"` + pending.RequestSHA256 + `"}`)
+					av, aenv := env.Sign(t, gatewaytest.Approver, "POST", api.ActionApprovalsPath(pending.ID), abody)
+					req, _ := api.ParseActionApprovalRequest(abody, pending.ID)
+					if _, err := env.Service.ApproveAction(ctx, av, aenv, req); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -408,6 +434,7 @@ func importJSON(n int) string {
 
 func TestReplayedRequestIsRefused(t *testing.T) {
 	env := gatewaytest.Start(t)
+	register(t, env, "citizens", 1)
 	body := []byte(broadcastBody(tokensJSON(1)))
 	req := newRequest(t, env, gatewaytest.Sender, "POST", "/v1/broadcasts", body)
 	replay := req.Clone(context.Background())
@@ -462,7 +489,8 @@ func counterValue(t *testing.T, g prometheus.Gatherer, name, code string) float6
 
 func TestIdempotency(t *testing.T) {
 	env := gatewaytest.Start(t)
-	body := `{"idempotency_key":"flood-001","audience":{"tokens":[{"platform":"fcm","token":"t1"}]},"message":{"title":"Flood"}}`
+	register(t, env, "citizens", 1)
+	body := `{"idempotency_key":"flood-001","audience":{"tokens":[{"platform":"fcm","token":"tok-citizens-00000"}]},"message":{"title":"Flood"}}`
 
 	first := call(t, env, gatewaytest.Sender, "POST", "/v1/broadcasts", body)
 	if first.status != http.StatusAccepted {

@@ -154,7 +154,8 @@ func broadcastBody(audience string) string {
 	return `{"audience":` + audience + `,"message":{"title":"Flood warning","body":"Avoid Manggarai.","ttl":"15m","priority":"high"}}`
 }
 
-// tokensJSON is an explicit-token audience of n FCM devices.
+// tokensJSON is an explicit-token audience of n FCM devices, the first of
+// those register puts into topic citizens.
 func tokensJSON(n int) string {
 	var b strings.Builder
 	b.WriteString(`{"tokens":[`)
@@ -162,7 +163,7 @@ func tokensJSON(n int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, `{"platform":"fcm","token":"tok-%05d"}`, i)
+		fmt.Fprintf(&b, `{"platform":"fcm","token":"tok-citizens-%05d"}`, i)
 	}
 	b.WriteString(`]}`)
 	return b.String()

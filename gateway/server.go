@@ -105,25 +105,27 @@ func New(cfg Config) (*Server, error) {
 // key. The Service makes its own finer checks (cancel: the submitting key
 // or an admin; broadcast: topics and audience cap).
 func (s *Server) routes() {
-	const anyKey signing.Role = ""
-	signed := func(pattern string, role signing.Role, h http.HandlerFunc) {
-		s.mux.Handle(pattern, s.signed(role, MaxBodyBytes, h))
+	signed := func(pattern string, h http.HandlerFunc, roles ...signing.Role) {
+		s.mux.Handle(pattern, s.signed(roles, MaxBodyBytes, h))
 	}
-	signed("POST /v1/broadcasts", signing.RoleBroadcast, s.submitBroadcast)
-	signed("GET /v1/broadcasts", anyKey, s.listBroadcasts)
-	signed("GET /v1/broadcasts/{id}", anyKey, s.getBroadcast)
-	signed("POST /v1/broadcasts/{id}/cancel", anyKey, s.cancelBroadcast)
-	signed("POST /v1/broadcasts/{id}/recall", signing.RoleAdmin, s.recallBroadcast)
+	signed("POST /v1/broadcasts", s.submitBroadcast, signing.RoleBroadcast)
+	signed("GET /v1/broadcasts", s.listBroadcasts)
+	signed("GET /v1/broadcasts/{id}", s.getBroadcast)
+	signed("POST /v1/broadcasts/{id}/cancel", s.cancelBroadcast)
+	signed("POST /v1/broadcasts/{id}/recall", s.recallBroadcast, signing.RoleAdmin)
+	signed("POST /v1/broadcasts/{id}/approvals", s.approveBroadcast, signing.RoleApprove)
+	signed("GET /v1/approvals", s.listApprovals, signing.RoleApprove, signing.RoleAdmin)
+	signed("POST /v1/actions/{id}/approvals", s.approveAction, signing.RoleAdmin, signing.RoleApprove)
 
-	signed("POST /v1/kill", signing.RoleAdmin, s.kill)
-	signed("GET /v1/kill", signing.RoleAdmin, s.listKills)
-	signed("POST /v1/resume", signing.RoleAdmin, s.resume)
-	signed("POST /v1/keys/{id}/revoke", signing.RoleAdmin, s.revokeKey)
-	signed("GET /v1/audit", signing.RoleAdmin, s.listAudit)
+	signed("POST /v1/kill", s.kill, signing.RoleAdmin)
+	signed("GET /v1/kill", s.listKills, signing.RoleAdmin)
+	signed("POST /v1/resume", s.resume, signing.RoleAdmin)
+	signed("POST /v1/keys/{id}/revoke", s.revokeKey, signing.RoleAdmin)
+	signed("GET /v1/audit", s.listAudit, signing.RoleAdmin)
 
-	signed("PUT /v1/devices/{platform}/{token}", signing.RoleRegister, s.putDevice)
-	signed("DELETE /v1/devices/{platform}/{token}", signing.RoleRegister, s.deleteDevice)
-	s.mux.Handle("POST /v1/devices/import", s.signed(signing.RoleRegister, MaxImportBytes, s.importDevices))
+	signed("PUT /v1/devices/{platform}/{token}", s.putDevice, signing.RoleRegister)
+	signed("DELETE /v1/devices/{platform}/{token}", s.deleteDevice, signing.RoleRegister)
+	s.mux.Handle("POST /v1/devices/import", s.signed([]signing.Role{signing.RoleRegister}, MaxImportBytes, s.importDevices))
 
 	s.mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
 	s.mux.HandleFunc("GET "+api.PathReadyz, s.readyz)
@@ -239,6 +241,10 @@ func (s *Server) observe(r *http.Request, route string, status int, took time.Du
 // client's doing.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	p, internal := api.ProblemOf(err)
+	var e *api.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
 	if internal {
 		info := infoFrom(r.Context())
 		s.logger.Error("request failed", "route", r.Pattern, "key_id", info.keyID,

@@ -36,6 +36,26 @@ type Policy struct {
 	IdempotencyTTL time.Duration
 	// KillWait bounds how long a kill with wait=true waits for workers.
 	KillWait time.Duration
+
+	// ApprovalsRequired is M: how many approvals, from approve keys of
+	// distinct public keys and owners other than the submitter's, a
+	// broadcast over its approval threshold (or to all) needs.
+	ApprovalsRequired int
+	// ApprovalAbove is the audience, in devices, above which a broadcast
+	// needs approvals when its key sets no approval_above; zero means only
+	// audiences of all devices do.
+	ApprovalAbove int
+	// ApprovalWindow is how long a broadcast or an admin action waits for
+	// its approvals before it expires.
+	ApprovalWindow time.Duration
+	// AdminApprovals is how many approvals, from admin or approve keys of
+	// other owners, an admin action that puts text on phones or releases a
+	// brake needs: a recall with custom text, a resume of a global or key
+	// kill, the revocation of an admin key.
+	AdminApprovals int
+	// Retraction is the standard retraction: a recall that replaces a
+	// broadcast with exactly this title and body needs no approval.
+	RetractionTitle, RetractionBody string
 }
 
 // DefaultPolicy returns the documented defaults.
@@ -54,6 +74,12 @@ func DefaultPolicy() Policy {
 		RetryMax:       5 * time.Minute,
 		IdempotencyTTL: 24 * time.Hour,
 		KillWait:       2 * time.Second,
+
+		ApprovalsRequired: 2,
+		ApprovalWindow:    30 * time.Minute,
+		AdminApprovals:    1,
+		RetractionTitle:   "Koreksi",
+		RetractionBody:    "Pesan sebelumnya dibatalkan.",
 	}
 }
 
@@ -83,6 +109,9 @@ type core struct {
 	verifier *signing.Verifier
 	enqueuer *asynq.Client
 	audit    *Audit
+	// verify re-verifies stored envelopes, remembering verdicts.
+	verify *envelopeVerifier
+	limits *limiter
 }
 
 func newCore(cfg Config) (*core, error) {
@@ -100,7 +129,8 @@ func newCore(cfg Config) (*core, error) {
 	}
 	p := cfg.Policy
 	if p.MaxTTL <= 0 || p.EnvelopeMaxAge <= 0 || p.MaxAttempts <= 0 || p.RetryBase <= 0 || p.RetryMax < p.RetryBase ||
-		p.IdempotencyTTL <= 0 || p.KillWait <= 0 {
+		p.IdempotencyTTL <= 0 || p.KillWait <= 0 || p.ApprovalsRequired <= 0 || p.ApprovalAbove < 0 ||
+		p.ApprovalWindow <= 0 || p.AdminApprovals <= 0 || p.RetractionTitle == "" && p.RetractionBody == "" {
 		return nil, fmt.Errorf("queue: incomplete policy %+v (start from DefaultPolicy)", p)
 	}
 	c := &core{
@@ -116,7 +146,9 @@ func newCore(cfg Config) (*core, error) {
 		verifier: cfg.Verifier,
 		enqueuer: asynq.NewClientFromRedisClient(cfg.Redis),
 		audit:    &Audit{rdb: cfg.Redis, keys: cfg.Keys, now: cfg.Now},
+		verify:   newEnvelopeVerifier(cfg.Verifier, p.EnvelopeMaxAge, p.MaxTTL, defaultVerifyCacheSize),
 	}
+	c.limits = c.newLimiter()
 	return c, nil
 }
 
@@ -143,6 +175,10 @@ func (c *core) transition(ctx context.Context, id, to, detail, flag string, from
 	return ok, err
 }
 
+// defaultVerifyCacheSize is how many verified envelopes a process
+// remembers unless its configuration says otherwise.
+const defaultVerifyCacheSize = 1024
+
 // enqueue adds a task, treating a task-id conflict as success: the task
 // is already there.
 func (c *core) enqueue(ctx context.Context, typ string, payload []byte, opts ...asynq.Option) error {
@@ -157,8 +193,11 @@ func (c *core) enqueue(ctx context.Context, typ string, payload []byte, opts ...
 // tokens or signatures.
 func (c *core) securityEvent(ctx context.Context, task, broadcastID string, err error) {
 	reason := "envelope"
-	if errors.Is(err, errOutsideAudience) {
+	switch {
+	case errors.Is(err, errOutsideAudience):
 		reason = "audience"
+	case errors.Is(err, errUnapproved):
+		reason = "approval"
 	}
 	if c.metrics != nil {
 		c.metrics.refused.WithLabelValues(task, reason).Inc()

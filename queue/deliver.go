@@ -3,12 +3,14 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/hibiken/asynq"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 )
 
@@ -23,14 +25,18 @@ const (
 	// accepted it, so it counts as cancelled but recalls include it.
 	outUnknown   = "u"
 	outThrottled = "t"
+	// outHeld is a device not sent because the key's reach budget was
+	// spent.
+	outHeld = "h"
 )
 
 // claim results from claimScript: newly claimed, or claimed by this batch
 // before (a retry or a re-run after a crash). Anything else is another
 // batch's device or already final.
 const (
-	claimNew = 1
-	claimOwn = 2
+	claimNew    = 1
+	claimOwn    = 2
+	claimCapped = 4
 )
 
 // outcomes collects what one task learned about the devices of its batch,
@@ -73,11 +79,15 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: no sender configured for platform %s", asynq.SkipRetry, b.Platform)
 	}
 
-	inAudience, err := w.inAudience(ctx, vb, b.members)
+	inAudience, err := w.inAudience(ctx, vb, b)
 	if err != nil {
 		return err
 	}
-	claims, err := w.store.claim(ctx, vb.id, ledgerDelivery, b.Seq, b.members)
+	cap, _, err := w.deliveryCap(ctx, TypeDeliver, vb)
+	if err != nil {
+		return w.refuseOrRetry(ctx, TypeDeliver, vb.id, err)
+	}
+	claims, err := w.store.claim(ctx, vb.id, ledgerDelivery, b.Seq, cap, b.members)
 	if err != nil {
 		return err
 	}
@@ -136,6 +146,27 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 			}
 			send = kept
 		}
+	}
+
+	// The key's reach budget is taken device by device as they go out;
+	// what is beyond it is held, never sent.
+	if len(send) > 0 {
+		allowed, err := w.limits.takeReach(ctx, vb.key, b.pick(send))
+		if err != nil {
+			return err
+		}
+		kept := send[:0]
+		for j, i := range send {
+			if allowed[j] {
+				kept = append(kept, i)
+			} else {
+				out.add(i, outHeld)
+			}
+		}
+		if held := len(send) - len(kept); held > 0 {
+			w.logger.Warn("reach budget spent: devices held", "broadcast_id", vb.id, "key_id", vb.keyID, "devices", held)
+		}
+		send = kept
 	}
 
 	if len(send) > 0 {
@@ -280,15 +311,55 @@ func (w *Worker) backoff(attempt int) time.Duration {
 	return d + rand.N(d/5+1)
 }
 
-// inAudience reports, per member, whether it belongs to the broadcast's
-// audience as its verified envelope defines it.
-func (w *Worker) inAudience(ctx context.Context, vb *verifiedBroadcast, members []string) ([]bool, error) {
-	if vb.tokens != nil {
-		out := make([]bool, len(members))
-		for i, m := range members {
-			_, out[i] = vb.tokens[m]
-		}
-		return out, nil
+// inAudience reports, per device of the batch, whether it belongs to the
+// broadcast's audience as its verified envelope defines it. A device of a
+// tokens audience must also still be in the signing key's scope:
+// registered, and subscribed to a topic the key may send to.
+func (w *Worker) inAudience(ctx context.Context, vb *verifiedBroadcast, b *batch) ([]bool, error) {
+	if vb.tokens == nil {
+		return w.registry.contains(ctx, vb.req.Audience.Topic, b.members)
 	}
-	return w.registry.contains(ctx, vb.req.Audience.Topic, members)
+	out := make([]bool, len(b.members))
+	listed := make([]int, 0, len(b.members))
+	for i, m := range b.members {
+		if _, ok := vb.tokens[m]; ok {
+			listed = append(listed, i)
+		}
+	}
+	scoped, err := w.registry.inScope(ctx, vb.key, b.devices(listed))
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range listed {
+		out[i] = scoped[j]
+	}
+	return out, nil
+}
+
+// errUnapproved marks a task for a broadcast that needs approvals it does
+// not have, as this process verifies them: it was enqueued by someone who
+// can write to the queue. Refused, counted and never retried.
+var errUnapproved = errors.New("the broadcast needs approvals it does not have")
+
+// deliveryCap is the most devices a broadcast's ledger may hold: its key's
+// max_audience, and without verified approvals its key's approval
+// threshold. A broadcast that may not be sent at all without approvals
+// (to all devices, or more listed tokens than the threshold) is refused.
+// approved reports whether the cap is max_audience because approvals, or
+// no need for them, allow it.
+func (w *Worker) deliveryCap(ctx context.Context, task string, vb *verifiedBroadcast) (cap int, approved bool, err error) {
+	cap = vb.maxAudience
+	t := w.approvalThreshold(vb.key)
+	kind := vb.req.Audience.Kind()
+	if kind != api.AudienceAll && t == 0 {
+		return cap, true, nil
+	}
+	ok, err := w.approved(ctx, task, vb)
+	if err != nil || ok {
+		return cap, ok, err
+	}
+	if kind == api.AudienceAll || kind == api.AudienceTokens && len(vb.tokens) > t {
+		return 0, false, fmt.Errorf("%w: broadcast %s", errUnapproved, vb.id)
+	}
+	return min(cap, t), false, nil
 }

@@ -130,6 +130,28 @@ func (f *fakeSender) records() []sendRecord {
 	return append([]sendRecord(nil), f.sends...)
 }
 
+// fixtureKeys is the test keyring, without public keys.
+func fixtureKeys() []signing.KeyEntry {
+	b, r := []string{"broadcast"}, []string{"register"}
+	return []signing.KeyEntry{
+		{ID: "sender", Roles: []string{"broadcast", "register"}, Topics: []string{"citizens", "t-*", "district-*"}, MaxAudience: 2000000, Owner: "city"},
+		{ID: "small", Roles: b, Topics: []string{"citizens"}, MaxAudience: 5},
+		// district-9 is scoped to district 9's topics, 20 devices a
+		// broadcast and 100 distinct devices a day.
+		{ID: "district-9", Roles: b, Topics: []string{"district-9*"}, MaxAudience: 20, Reach: "100/24h", Owner: "kelurahan-9"},
+		// gated needs approvals above 10 devices; it shares sender's owner.
+		{ID: "gated", Roles: b, Topics: []string{"citizens", "t-*"}, MaxAudience: 100000, ApprovalAbove: 10, Owner: "city"},
+		{ID: "everyone", Roles: b, Topics: []string{"*"}, MaxAudience: 2000000, Owner: "city"},
+		{ID: "reg-9", Roles: r, Topics: []string{"district-9*"}, MaxDevices: 50, Owner: "kelurahan-9"},
+		{ID: "admin", Roles: []string{"admin"}, Owner: "ops-1"},
+		{ID: "admin2", Roles: []string{"admin"}, Owner: "ops-2"},
+		{ID: "approver-a", Roles: []string{"approve"}, Owner: "gov-a"},
+		{ID: "approver-a2", Roles: []string{"approve"}, Owner: "gov-a"},
+		{ID: "approver-b", Roles: []string{"approve"}, Owner: "gov-b"},
+		{ID: "approver-city", Roles: []string{"approve"}, Owner: "city"},
+	}
+}
+
 // fixture is a Service and its keys on a private Redis database.
 type fixture struct {
 	t        testing.TB
@@ -156,28 +178,26 @@ func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 	if tune != nil {
 		tune(&f.policy)
 	}
-	var ring strings.Builder
-	ring.WriteString("keys:\n")
+	var ring []signing.KeyEntry
 	signers := map[string]*signing.Signer{}
-	for _, k := range []struct{ id, roles, extra string }{
-		{"sender", "[broadcast, register]", "    topics: [citizens, \"t-*\"]\n    max_audience: 2000000\n"},
-		{"small", "[broadcast]", "    topics: [citizens]\n    max_audience: 5\n"},
-		{"admin", "[admin]", ""},
-	} {
+	for _, e := range fixtureKeys() {
 		pub, priv, err := signing.GenerateKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		pem, _ := signing.MarshalPublicKeyPEM(pub)
-		fmt.Fprintf(&ring, "  - id: %s\n    roles: %s\n%s    public_key: |\n", k.id, k.roles, k.extra)
-		for _, line := range strings.Split(strings.TrimSpace(string(pem)), "\n") {
-			fmt.Fprintf(&ring, "      %s\n", line)
+		if e.PublicKey, err = signing.EncodePublicKey(pub); err != nil {
+			t.Fatal(err)
 		}
-		signers[k.id] = &signing.Signer{KeyID: k.id, Key: priv}
+		ring = append(ring, e)
+		signers[e.ID] = &signing.Signer{KeyID: e.ID, Key: priv}
 	}
-	kr, err := signing.ParseKeyring([]byte(ring.String()))
+	doc, err := signing.MarshalKeyring(ring)
 	if err != nil {
-		t.Fatalf("keyring: %v\n%s", err, ring.String())
+		t.Fatal(err)
+	}
+	kr, err := signing.ParseKeyring(doc)
+	if err != nil {
+		t.Fatalf("keyring: %v\n%s", err, doc)
 	}
 	f.keyring = kr
 	f.sender, f.admin = signers["sender"], signers["admin"]
@@ -246,6 +266,68 @@ func (f *fixture) signed(signer *signing.Signer, method, path string, body []byt
 		return nil, nil, err
 	}
 	return v, v.Envelope(req), nil
+}
+
+// as signs a request as key id and returns it verified, with its
+// envelope, as the gateway hands them to the Service.
+func (f *fixture) as(id, method, path, body string) (*signing.Verified, *signing.Request) {
+	f.t.Helper()
+	v, env, err := f.signed(f.signers[id], method, path, []byte(body))
+	if err != nil {
+		f.t.Fatalf("verify as %s: %v", id, err)
+	}
+	return v, env
+}
+
+// revoke has key by revoke keyID.
+func (f *fixture) revoke(by, keyID, reason string) (*KillResult, *api.PendingAction, error) {
+	f.t.Helper()
+	body := fmt.Sprintf(`{"reason":%q}`, reason)
+	v, env := f.as(by, "POST", api.RevokePath(keyID), body)
+	return f.svc.Revoke(context.Background(), v, env, keyID, reason)
+}
+
+// resume has key by lift a kill.
+func (f *fixture) resume(by, scope, reason string) (int64, *api.PendingAction, error) {
+	f.t.Helper()
+	body := fmt.Sprintf(`{"scope":%q,"reason":%q}`, scope, reason)
+	v, env := f.as(by, "POST", api.PathResume, body)
+	return f.svc.Resume(context.Background(), v, env, scope, reason)
+}
+
+// recall has key by recall broadcast id with a body.
+func (f *fixture) recall(by, id, body string) (*api.Status, *api.PendingAction, error) {
+	f.t.Helper()
+	rr, err := api.ParseRecallRequest([]byte(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	v, env := f.as(by, "POST", api.RecallPath(id), body)
+	return f.svc.Recall(context.Background(), v, id, env, rr)
+}
+
+// approveAction has key by approve a pending action.
+func (f *fixture) approveAction(by string, p *api.PendingAction) (*ActionOutcome, error) {
+	f.t.Helper()
+	body := fmt.Sprintf(`{"action_id":%q,"request_sha256":%q}`, p.ID, p.RequestSHA256)
+	req, err := api.ParseActionApprovalRequest([]byte(body), p.ID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	v, env := f.as(by, "POST", api.ActionApprovalsPath(p.ID), body)
+	return f.svc.ApproveAction(context.Background(), v, env, req)
+}
+
+// approve has key by approve broadcast id, naming digest.
+func (f *fixture) approve(by, id, digest string) (*api.Status, error) {
+	f.t.Helper()
+	body := fmt.Sprintf(`{"broadcast_id":%q,"envelope_sha256":%q}`, id, digest)
+	req, err := api.ParseApprovalRequest([]byte(body), id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	v, env := f.as(by, "POST", api.ApprovalsPath(id), body)
+	return f.svc.Approve(context.Background(), v, env, req)
 }
 
 // submit signs and submits a broadcast body with signer.

@@ -49,6 +49,14 @@ func (k Keys) Plan(id string) string { return k.bc(id) + ":plan" }
 // RecallPlan is the planning progress of a broadcast's recall.
 func (k Keys) RecallPlan(id string) string { return k.bc(id) + ":recall-plan" }
 
+// Approvals is the hash of a broadcast's approvals: approver key id → the
+// signed approval request as received.
+func (k Keys) Approvals(id string) string { return k.bc(id) + ":approvals" }
+
+// RecallApprovals is the hash of the approvals of a broadcast's recall
+// with custom text, as Approvals.
+func (k Keys) RecallApprovals(id string) string { return k.bc(id) + ":recall-approvals" }
+
 // Timeline is the list of a broadcast's events, oldest first.
 func (k Keys) Timeline(id string) string { return k.bc(id) + ":timeline" }
 
@@ -119,6 +127,24 @@ func (k Keys) WorkerAcks() string { return k.prefix + ":worker-acks" }
 
 // Audit is the stream of admin actions.
 func (k Keys) Audit() string { return k.prefix + ":audit" }
+
+// Reach is the sorted set of the devices a sender key's broadcasts
+// reached: an 8-byte hash of each device, scored by when it was last
+// reached (ms). Its entries older than the key's reach window are trimmed.
+func (k Keys) Reach(keyID string) string { return k.prefix + ":{reach:" + keyID + "}" }
+
+// DeviceQuota counts the devices a register key created.
+func (k Keys) DeviceQuota(keyID string) string { return k.prefix + ":quota:" + keyID }
+
+// Action is the hash of an admin action waiting for approvals: kind,
+// target, requester, the signed request, times.
+func (k Keys) Action(id string) string { return k.prefix + ":{act:" + id + "}" }
+
+// ActionApprovals is the hash of an action's approvals, as Approvals.
+func (k Keys) ActionApprovals(id string) string { return k.prefix + ":{act:" + id + "}:approvals" }
+
+// Actions is the sorted set of action ids by creation time (ms).
+func (k Keys) Actions() string { return k.prefix + ":actions" }
 
 // SecurityEvents is the counter hash of refused tasks by reason.
 func (k Keys) SecurityEvents() string { return k.prefix + ":security" }

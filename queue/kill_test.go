@@ -121,7 +121,7 @@ func TestRevokedKeyIsRefusedAndItsBroadcastsKilled(t *testing.T) {
 	f.startWorker("w1")
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "stolen"))
 	waitFor(t, "first deliveries", func() bool { return len(f.fcm.sent("stolen")) > 0 })
-	if _, err := f.svc.Revoke(context.Background(), "admin", "sender", "key leaked"); err != nil {
+	if _, _, err := f.revoke("admin", "sender", "key leaked"); err != nil {
 		t.Fatal(err)
 	}
 	done := f.waitState(st.ID, api.StateKilled)
@@ -133,7 +133,7 @@ func TestRevokedKeyIsRefusedAndItsBroadcastsKilled(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != "revoked_key" {
 		t.Errorf("request after revocation: err = %v, want revoked_key", err)
 	}
-	if _, err := f.svc.Resume(context.Background(), "admin", api.KeyScope("sender"), ""); api.CodeOf(err) != api.CodeNotResumable {
+	if _, _, err := f.resume("admin", api.KeyScope("sender"), ""); api.CodeOf(err) != api.CodeNotResumable {
 		t.Errorf("resume of a revoked key: err = %v, want %s", err, api.CodeNotResumable)
 	}
 }
@@ -211,16 +211,12 @@ func TestRecallReplaceReachesExactlyTheReachedDevices(t *testing.T) {
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "wrong"))
 	f.waitState(st.ID, api.StateCompleted)
 
-	body := []byte(`{"mode":"replace","replacement":{"title":"corrected","body":"sorry"}}`)
-	v, env, err := f.signed(f.admin, "POST", api.RecallPath(st.ID), body)
-	if err != nil {
-		t.Fatal(err)
+	// Custom text: the recall waits for a second admin, then runs.
+	_, pending, err := f.recall("admin", st.ID, `{"mode":"replace","replacement":{"title":"corrected","body":"sorry"}}`)
+	if err != nil || pending == nil {
+		t.Fatalf("recall = %+v, %v; want it pending", pending, err)
 	}
-	rr, err := api.ParseRecallRequest(body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.svc.Recall(ctx, v.Key.ID, st.ID, env, rr); err != nil {
+	if _, err := f.approveAction("admin2", pending); err != nil {
 		t.Fatal(err)
 	}
 	done := f.waitState(st.ID, api.StateRecalled)
@@ -254,17 +250,10 @@ func TestRecallRemoveSendsSilentMessage(t *testing.T) {
 	f := newFixture(t, nil)
 	f.register("citizens", 4, 3)
 	f.startWorker("w1")
-	ctx := context.Background()
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "oops"))
 	f.waitState(st.ID, api.StateCompleted)
-	body := []byte(`{"mode":"remove"}`)
-	v, env, err := f.signed(f.admin, "POST", api.RecallPath(st.ID), body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rr, _ := api.ParseRecallRequest(body)
-	if _, err := f.svc.Recall(ctx, v.Key.ID, st.ID, env, rr); err != nil {
-		t.Fatal(err)
+	if _, pending, err := f.recall("admin", st.ID, `{"mode":"remove"}`); err != nil || pending != nil {
+		t.Fatalf("recall remove = %+v, %v; want it under way at once", pending, err)
 	}
 	f.waitState(st.ID, api.StateRecalled)
 	silent := 0

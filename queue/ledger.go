@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -33,15 +34,16 @@ func (s *store) ledger(id string, k ledgerKind) (key, claimed, duplicate string)
 }
 
 // claim claims members for batch seq in a ledger and returns, per member,
-// claimNew, claimOwn, 3 (already final for this batch) or 0 (another
-// batch's device: a duplicate).
-func (s *store) claim(ctx context.Context, id string, k ledgerKind, seq int64, members []string) ([]int64, error) {
+// claimNew, claimOwn, 3 (already final for this batch), 0 (another
+// batch's device: a duplicate) or claimCapped (beyond cap devices in the
+// ledger; 0 is no cap).
+func (s *store) claim(ctx context.Context, id string, k ledgerKind, seq int64, cap int, members []string) ([]int64, error) {
 	if len(members) == 0 {
 		return nil, nil
 	}
 	ledger, claimed, duplicate := s.ledger(id, k)
-	args := make([]any, 0, 4+len(members))
-	args = append(args, seq, claimed, duplicate, int64(recordRetention/time.Second))
+	args := make([]any, 0, 5+len(members))
+	args = append(args, seq, claimed, duplicate, int64(recordRetention/time.Second), cap)
 	for _, m := range members {
 		args = append(args, m)
 	}
@@ -201,6 +203,20 @@ func (s *store) recallPlanDone(ctx context.Context, id string, now time.Time) (s
 		return "", fmt.Errorf("finish recall planning: %w", err)
 	}
 	return st, nil
+}
+
+// cancelPending ends a broadcast still awaiting approval as cancelled,
+// with planning done and nothing planned. It reports whether the
+// broadcast was still awaiting approval.
+func (s *store) cancelPending(ctx context.Context, id, reason string, now time.Time) (bool, error) {
+	ok, _, err := s.transition(ctx, id, api.StateCancelled, reason, "cancel_requested", now, api.StateAwaitingApproval)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := s.rdb.HSet(ctx, s.keys.Broadcast(id), "plan_done", 1, "finished_at", now.UnixMilli()).Err(); err != nil {
+		return false, fmt.Errorf("finish cancelled broadcast: %w", err)
+	}
+	return true, nil
 }
 
 // note appends an event to a broadcast's timeline.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,7 +176,7 @@ func TestBatchRetriedAfterPartialSuccessResendsToNobody(t *testing.T) {
 		}
 		return providers.Result{Class: providers.Sent}
 	}
-	_, err = w.store.claim(ctx, st.ID, ledgerDelivery, 0,
+	_, err = w.store.claim(ctx, st.ID, ledgerDelivery, 0, 0,
 		[]string{"fcm:" + toks[0], "fcm:" + toks[1], "fcm:" + toks[2], "fcm:" + toks[3]})
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +271,11 @@ func TestGlobalKillRefusesSubmissions(t *testing.T) {
 	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); api.CodeOf(err) != api.CodeKillSwitchActive {
 		t.Fatalf("err = %v, want %s", err, api.CodeKillSwitchActive)
 	}
-	if _, err := f.svc.Resume(ctx, "admin", api.ScopeGlobal, "over"); err != nil {
+	_, pending, err := f.resume("admin", api.ScopeGlobal, "over")
+	if err != nil || pending == nil {
+		t.Fatalf("resume global = %+v, %v; want it to wait for a second admin", pending, err)
+	}
+	if _, err := f.approveAction("admin2", pending); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); err != nil {
@@ -280,8 +285,13 @@ func TestGlobalKillRefusesSubmissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(entries) != 2 || entries[0].Action != "resume" || entries[1].Action != "kill" || entries[1].Target != api.ScopeGlobal {
-		t.Errorf("audit = %+v, want resume then kill of global", entries)
+	var actions []string
+	for _, e := range entries {
+		actions = append(actions, e.Actor+" "+e.Action+" "+e.Target)
+	}
+	want := []string{"admin resume global", "admin2 approve " + pending.ID, "admin resume_requested global", "admin kill global"}
+	if !slices.Equal(actions, want) {
+		t.Errorf("audit, newest first = %q, want %q", actions, want)
 	}
 }
 

@@ -70,6 +70,21 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 		return w.refuseOrRetry(ctx, TypePlan, p.Broadcast, err)
 	}
 	id := vb.id
+	limit, approved, err := w.deliveryCap(ctx, TypePlan, vb)
+	if err != nil {
+		return w.refuseOrRetry(ctx, TypePlan, id, err)
+	}
+	if !approved && vb.req.Audience.Kind() == api.AudienceTopic {
+		// Without approvals a topic is planned only while it is no larger
+		// than the threshold; the ledger's cap keeps it there if it grows.
+		n, err := w.registry.Count(ctx, vb.req.Audience.Topic)
+		if err != nil {
+			return err
+		}
+		if n > int64(limit) {
+			return w.refuseOrRetry(ctx, TypePlan, id, fmt.Errorf("%w: broadcast %s to %d devices", errUnapproved, id, n))
+		}
+	}
 	if by, ok := w.ks.Killed(vb.scope()); ok {
 		return w.planDone(ctx, id, by)
 	}
@@ -81,7 +96,6 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 
-	limit := int64(vb.maxAudience)
 	tokens := vb.req.Audience.Tokens
 	for {
 		var page []string
@@ -102,8 +116,8 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 			}
 		}
 		capped := false
-		if prog.planned+int64(len(page)) > limit {
-			page = page[:max(0, limit-prog.planned)]
+		if prog.planned+int64(len(page)) > int64(limit) {
+			page = page[:max(0, int64(limit)-prog.planned)]
 			capped = true
 		}
 		batches := chunk(id, page, prog.seq)
@@ -126,8 +140,8 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		if capped {
-			w.logger.Warn("audience capped at the key's max_audience", "broadcast_id", id, "key_id", vb.keyID, "max_audience", limit)
-			if err := w.store.note(ctx, id, w.now(), "audience_capped", "stopped at max_audience "+strconv.FormatInt(limit, 10)); err != nil {
+			w.logger.Warn("audience capped", "broadcast_id", id, "key_id", vb.keyID, "cap", limit, "approved", approved)
+			if err := w.store.note(ctx, id, w.now(), "audience_capped", "stopped at "+strconv.Itoa(limit)+" devices"); err != nil {
 				return err
 			}
 			break
@@ -159,21 +173,21 @@ func timelineJSON(at int64, event, detail string) string {
 }
 
 // loadBroadcast reads and verifies a broadcast's envelope.
-func (w *Worker) loadBroadcast(ctx context.Context, id string) (*verifiedBroadcast, error) {
-	raw, err := w.store.envelope(ctx, w.keys.Envelope(id))
+func (c *core) loadBroadcast(ctx context.Context, id string) (*verifiedBroadcast, error) {
+	raw, err := c.store.envelope(ctx, c.keys.Envelope(id))
 	if api.CodeOf(err) == api.CodeNotFound {
 		return nil, fmt.Errorf("%w: no envelope for broadcast %s", errForged, id)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return w.verify.broadcast(ctx, id, raw)
+	return c.verify.broadcast(ctx, id, raw)
 }
 
 // refuseOrRetry turns a verification failure into a refused task (never
 // retried) and passes other errors to asynq to retry.
 func (w *Worker) refuseOrRetry(ctx context.Context, task, id string, err error) error {
-	if errors.Is(err, errForged) || errors.Is(err, errOutsideAudience) {
+	if errors.Is(err, errForged) || errors.Is(err, errOutsideAudience) || errors.Is(err, errUnapproved) {
 		w.securityEvent(ctx, task, id, err)
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}

@@ -67,6 +67,13 @@ func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast,
 	if err != nil {
 		return nil, nil, err
 	}
+	ok, err := w.recallApproved(ctx, vb, vr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: recall of %s with custom text by %s", errUnapproved, id, vr.adminID)
+	}
 	return vb, vr, nil
 }
 
@@ -154,7 +161,7 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 		w.securityEvent(ctx, TypeRecallDeliver, id, fmt.Errorf("%w: %d devices not reached by the broadcast",
 			errOutsideAudience, len(b.members)-len(reached)))
 	}
-	claims, err := w.store.claim(ctx, id, ledgerRecall, b.Seq, b.pick(reached))
+	claims, err := w.store.claim(ctx, id, ledgerRecall, b.Seq, 0, b.pick(reached))
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // Registry is the device registry: every device, and the devices of each
@@ -179,4 +180,66 @@ func toAny(ss []string) []any {
 		out[i] = s
 	}
 	return out
+}
+
+// members returns every member of a topic (every device for the empty
+// topic). Callers read small sets only: a topic is otherwise scanned.
+func (r *Registry) members(ctx context.Context, topic string) ([]string, error) {
+	ms, err := r.rdb.SMembers(ctx, r.setKey(topic)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read devices: %w", err)
+	}
+	return ms, nil
+}
+
+// registered reports, per device, whether it is registered, and the topics
+// it is subscribed to.
+func (r *Registry) registered(ctx context.Context, devices []api.Device) ([]bool, [][]string, error) {
+	members := make([]any, len(devices))
+	topics := make([]*redis.StringSliceCmd, len(devices))
+	var in *redis.BoolSliceCmd
+	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range devices {
+			members[i] = member(d)
+			topics[i] = p.SMembers(ctx, r.keys.DeviceTopics(member(d)))
+		}
+		in = p.SMIsMember(ctx, r.keys.AllDevices(), members...)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
+	out := make([][]string, len(devices))
+	for i := range devices {
+		out[i] = topics[i].Val()
+	}
+	return in.Val(), out, nil
+}
+
+// inScope reports, per device, whether key k may send to it: the device is
+// registered, and subscribed to a topic k may send to (any device, for a
+// key that may send to all).
+func (r *Registry) inScope(ctx context.Context, k *signing.Key, devices []api.Device) ([]bool, error) {
+	if len(devices) == 0 {
+		return nil, nil
+	}
+	reg, topics, err := r.registered(ctx, devices)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(devices))
+	for i := range devices {
+		out[i] = reg[i] && (k.AllowsAll() || slices.ContainsFunc(topics[i], k.AllowsTopic))
+	}
+	return out, nil
+}
+
+// addQuota adds n (negative to release) to the devices register key keyID
+// has created, and returns the new count.
+func (r *Registry) addQuota(ctx context.Context, keyID string, n int64) (int64, error) {
+	used, err := r.rdb.IncrBy(ctx, r.keys.DeviceQuota(keyID), n).Result()
+	if err != nil {
+		return 0, fmt.Errorf("device quota: %w", err)
+	}
+	return used, nil
 }

@@ -36,9 +36,10 @@ end
 const finishLua = `
 local function finish(rec, tl, now)
   local f = redis.call('HMGET', rec, 'plan_done', 'planned', 'sent', 'failed', 'invalid_token',
-    'cancelled', 'throttled', 'skipped_duplicate', 'state', 'killed_by', 'cancel_requested', 'finished_at')
+    'cancelled', 'throttled', 'skipped_duplicate', 'state', 'killed_by', 'cancel_requested', 'finished_at',
+    'held', 'capped')
   if f[1] ~= '1' or f[12] then return '' end
-  local done = 0
+  local done = (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0)
   for i = 3, 8 do done = done + (tonumber(f[i]) or 0) end
   if done < (tonumber(f[2]) or 0) then return '' end
   redis.call('HSET', rec, 'finished_at', now)
@@ -56,32 +57,45 @@ end
 // KEYS[1] ledger, KEYS[2] record; ARGV[1] batch sequence, ARGV[2] the
 // record counter of new claims (targeted), ARGV[3] the counter of
 // duplicates (skipped_duplicate), ARGV[4] the ledger's retention in
-// seconds (set when the ledger has none), ARGV[5..] members.
+// seconds (set when the ledger has none), ARGV[5] the most devices the
+// ledger may hold (0 for no cap), ARGV[6..] members.
 // Per member it returns 1 (newly claimed), 2 (claimed by this batch
-// before, e.g. a retry), 3 (already final for this batch) or 0 (owned by
-// another batch: a duplicate).
+// before, e.g. a retry), 3 (already final for this batch), 0 (owned by
+// another batch: a duplicate) or 4 (over the cap: recorded final as
+// capped, counted in targeted and capped, never sent). The cap is the
+// ledger's own size, so what a broadcast reaches is bounded by what its
+// workers claimed, whatever any counter says.
 var claimScript = redis.NewScript(`
 local seq = ARGV[1]
 local claim = 'c' .. seq
+local cap = tonumber(ARGV[5])
+local size = redis.call('HLEN', KEYS[1])
 local out = {}
-local new, dup = 0, 0
-for i = 5, #ARGV do
+local new, dup, capped = 0, 0, 0
+for i = 6, #ARGV do
   local m = ARGV[i]
   local v = redis.call('HGET', KEYS[1], m)
-  if not v then
+  if not v and cap > 0 and size >= cap then
+    redis.call('HSET', KEYS[1], m, 'o' .. seq)
+    size = size + 1
+    out[i-5] = 4
+    capped = capped + 1
+  elseif not v then
     redis.call('HSET', KEYS[1], m, claim)
-    out[i-4] = 1
+    size = size + 1
+    out[i-5] = 1
     new = new + 1
   elseif v == claim then
-    out[i-4] = 2
+    out[i-5] = 2
   elseif string.sub(v, 2) == seq then
-    out[i-4] = 3
+    out[i-5] = 3
   else
-    out[i-4] = 0
+    out[i-5] = 0
     dup = dup + 1
   end
 end
-if new > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], new) end
+if new + capped > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], new + capped) end
+if capped > 0 then redis.call('HINCRBY', KEYS[2], 'capped', capped) end
 if dup > 0 then redis.call('HINCRBY', KEYS[2], ARGV[3], dup) end
 if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
 return out
@@ -94,11 +108,12 @@ return out
 // scope to remember ("" for none), ARGV[4] devices retried, ARGV[5]
 // devices deferred by a rate limit, ARGV[6..] pairs of member and outcome
 // letter. Letters map to counters: s sent, f failed, i invalid_token, x
-// cancelled, t throttled, u cancelled in flight (maybe delivered; counted
-// as cancelled). Returns the state the broadcast entered, or "".
+// cancelled, t throttled, h held (reach budget spent), u cancelled in
+// flight (maybe delivered; counted as cancelled). Returns the state the
+// broadcast entered, or "".
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
 record_outcomes(KEYS[1], KEYS[2], ARGV[1], 6,
-  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled'})
+  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled', h = 'held'})
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'rate_limited_retries', ARGV[5]) end

@@ -39,23 +39,6 @@ func (s *Service) Registry() *Registry { return s.registry }
 // API.
 func (s *Service) Kills() *Kills { return s.kills }
 
-// PutDevice registers a device with exactly the given topics.
-func (s *Service) PutDevice(ctx context.Context, d api.Device, topics []string) error {
-	return s.registry.Put(ctx, d, topics)
-}
-
-// DeleteDevices removes devices from every topic and from the registry,
-// and reports how many were registered.
-func (s *Service) DeleteDevices(ctx context.Context, devices ...api.Device) (int, error) {
-	return s.registry.Delete(ctx, devices...)
-}
-
-// ImportDevices registers devices, adding the topics listed for each to
-// those it already has.
-func (s *Service) ImportDevices(ctx context.Context, devices []api.ImportDevice) error {
-	return s.registry.Import(ctx, devices)
-}
-
 // ActiveKills returns the active kills, oldest first.
 func (s *Service) ActiveKills(ctx context.Context) ([]api.Kill, error) { return s.kills.Active(ctx) }
 
@@ -72,14 +55,22 @@ type Submission struct {
 	Created bool
 }
 
-// Submit accepts a verified broadcast request: it checks the key's scope
-// and audience cap and the global kill, applies the idempotency key, stores
-// the record and the envelope (the signed request as received), and
-// enqueues planning. A refused submission writes nothing.
+// Submit accepts a verified broadcast request. It checks, before writing
+// anything: the key's topics and audience cap, that a tokens audience
+// names only devices in the key's scope, the global and key kills, the
+// key's reach budget, and the idempotency key. It then stores the record
+// and the envelope (the signed request as received) and enqueues planning
+// — or, for an audience that needs approvals, leaves the broadcast
+// awaiting them until its approval window ends.
 func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *api.BroadcastRequest) (*Submission, error) {
 	key := v.Key
 	if err := authorize(key, &req.Audience); err != nil {
 		return nil, err
+	}
+	id := BroadcastID(key.ID, v.Nonce)
+	hash := bodyHash(envelope.Body)
+	if sub, err := s.repeated(ctx, key.ID, req.IdempotencyKey, hash); sub != nil || err != nil {
+		return sub, err
 	}
 	for _, scope := range []string{api.ScopeGlobal, api.KeyScope(key.ID)} {
 		active, err := s.kills.IsActive(ctx, scope)
@@ -90,52 +81,41 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 			return nil, api.Errorf(api.CodeKillSwitchActive, "kill switch %s is active; broadcasts are refused until an admin resumes", scope)
 		}
 	}
-	if kind := req.Audience.Kind(); kind == "topic" || kind == "all" {
-		n, err := s.registry.Count(ctx, req.Audience.Topic)
-		if err != nil {
-			return nil, err
-		}
-		if n > int64(key.MaxAudience) {
-			return nil, api.Errorf(api.CodeAudienceOverCap, "the audience has %d devices; key %s may reach at most %d", n, key.ID, key.MaxAudience)
-		}
+	size, err := s.audienceSize(ctx, key, &req.Audience)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkReach(ctx, key, &req.Audience, size); err != nil {
+		return nil, err
+	}
+	ttl, err := req.Message.ParseTTL(s.policy.MaxTTL)
+	if err != nil {
+		return nil, err
 	}
 	env, err := json.Marshal(envelope)
 	if err != nil {
 		return nil, fmt.Errorf("encode envelope: %w", err)
 	}
-	id := BroadcastID(key.ID, v.Nonce)
-	hash := bodyHash(envelope.Body)
 	if req.IdempotencyKey != "" {
 		got, fresh, err := s.store.claimIdempotency(ctx, key.ID, req.IdempotencyKey, idempotency{id: id, bodyHash: hash}, s.policy.IdempotencyTTL)
 		if err != nil {
 			return nil, err
 		}
 		if !fresh {
-			if got.bodyHash != hash {
-				return nil, api.Errorf(api.CodeIdempotencyConflict, "idempotency_key %q was used with a different body", req.IdempotencyKey)
-			}
-			st, err := s.store.get(ctx, got.id, false)
-			if err != nil {
-				return nil, err
-			}
-			// A crash after creating but before enqueuing leaves a queued
-			// broadcast with no plan task; enqueueing again heals it (the
-			// task id makes it a no-op otherwise).
-			if st.State == api.StateQueued {
-				if err := s.enqueuePlan(ctx, got.id); err != nil {
-					return nil, err
-				}
-			}
-			return &Submission{Status: st}, nil
+			// Another submission with this key won the race.
+			return s.existing(ctx, req.IdempotencyKey, got, hash)
 		}
 	}
-	ttl, err := req.Message.ParseTTL(s.policy.MaxTTL)
-	if err != nil {
-		return nil, err
-	}
+	now := s.now()
 	rec := newRecord{
-		id: id, keyID: key.ID, audience: req.Audience.Kind(), topic: req.Audience.Topic,
-		title: req.Message.Title, idemKey: req.IdempotencyKey, ttl: ttl, created: s.now(),
+		id: id, keyID: key.ID, state: api.StateQueued, audience: req.Audience.Kind(), topic: req.Audience.Topic,
+		title: req.Message.Title, idemKey: req.IdempotencyKey, ttl: ttl, created: now,
+	}
+	pending := s.needsApproval(key, req.Audience.Kind(), size)
+	if pending {
+		rec.state = api.StateAwaitingApproval
+		rec.approvalsRequired = s.policy.ApprovalsRequired
+		rec.approvalExpires = now.Add(s.policy.ApprovalWindow)
 	}
 	if err := s.store.create(ctx, rec, env); err != nil {
 		if errors.Is(err, errExists) {
@@ -143,15 +123,88 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 		}
 		return nil, err
 	}
-	if err := s.enqueuePlan(ctx, id); err != nil {
+	if pending {
+		if err := s.scheduleExpiry(ctx, id, rec.approvalExpires); err != nil {
+			return nil, err
+		}
+		s.recordAudit(ctx, api.AuditEntry{Actor: key.ID, Action: "submit", Target: id,
+			Outcome: fmt.Sprintf("awaiting %d approvals for %d devices", rec.approvalsRequired, size)})
+	} else if err := s.enqueuePlan(ctx, id); err != nil {
 		return nil, err
 	}
-	s.metrics.transition(api.StateQueued)
+	s.metrics.transition(rec.state)
 	st, err := s.store.get(ctx, id, false)
 	if err != nil {
 		return nil, err
 	}
 	return &Submission{Status: st, Created: true}, nil
+}
+
+// repeated returns the broadcast an idempotency key already names, or nil
+// when it names none. It only reads: a refused submission binds nothing.
+func (s *Service) repeated(ctx context.Context, keyID, idemKey, hash string) (*Submission, error) {
+	if idemKey == "" {
+		return nil, nil
+	}
+	got, ok, err := s.store.idempotencyBinding(ctx, keyID, idemKey)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return s.existing(ctx, idemKey, got, hash)
+}
+
+// existing answers a submission whose idempotency key is bound to got.
+func (s *Service) existing(ctx context.Context, idemKey string, got idempotency, hash string) (*Submission, error) {
+	if got.bodyHash != hash {
+		return nil, api.Errorf(api.CodeIdempotencyConflict, "idempotency_key %q was used with a different body", idemKey)
+	}
+	st, err := s.store.get(ctx, got.id, false)
+	if err != nil {
+		return nil, err
+	}
+	// A crash after creating but before enqueuing leaves a queued
+	// broadcast with no plan task; enqueueing again heals it (the task id
+	// makes it a no-op otherwise).
+	if st.State == api.StateQueued {
+		if err := s.enqueuePlan(ctx, got.id); err != nil {
+			return nil, err
+		}
+	}
+	return &Submission{Status: st}, nil
+}
+
+// audienceSize counts an audience, refusing one over the key's cap and a
+// tokens audience that names devices outside the key's scope.
+func (s *Service) audienceSize(ctx context.Context, key *signing.Key, a *api.Audience) (int64, error) {
+	if a.Tokens != nil {
+		in, err := s.registry.inScope(ctx, key, a.Tokens)
+		if err != nil {
+			return 0, err
+		}
+		if out := len(in) - countTrue(in); out > 0 {
+			return 0, api.Errorf(api.CodeDeviceNotInScope,
+				"%d of the %d devices are not registered, or not subscribed to a topic key %s may send to", out, len(in), key.ID)
+		}
+		return int64(len(a.Tokens)), nil
+	}
+	n, err := s.registry.Count(ctx, a.Topic)
+	if err != nil {
+		return 0, err
+	}
+	if n > int64(key.MaxAudience) {
+		return 0, api.Errorf(api.CodeAudienceOverCap, "the audience has %d devices; key %s may reach at most %d", n, key.ID, key.MaxAudience)
+	}
+	return n, nil
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Service) enqueuePlan(ctx context.Context, id string) error {
@@ -165,12 +218,28 @@ func (s *Service) SecurityEvents(ctx context.Context) (map[string]int64, error) 
 	return s.store.securityEvents(ctx)
 }
 
-// Get returns a broadcast's status with its timeline.
+// Get returns a broadcast's status with its timeline, and for one that
+// needs approvals, the approvals that count as this process verifies them.
 func (s *Service) Get(ctx context.Context, id string) (*api.Status, error) {
 	if !api.ValidBroadcastID(id) {
 		return nil, api.Errorf(api.CodeNotFound, "no broadcast %q", id)
 	}
-	return s.store.get(ctx, id, true)
+	st, err := s.store.get(ctx, id, true)
+	if err != nil || st.ApprovalsRequired == 0 {
+		return st, err
+	}
+	vb, err := s.loadBroadcast(ctx, id)
+	if errors.Is(err, errForged) {
+		return st, nil // the status describes; whoever plans it refuses it
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.Approvals, _, err = s.broadcastApprovals(ctx, vb)
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // List returns a page of broadcasts newest first, optionally only those in
@@ -255,22 +324,52 @@ func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool,
 }
 
 // Resume lifts a global, key or topic kill. Broadcast kills are final: a
-// killed broadcast is resubmitted, not resumed.
-func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, error) {
+// killed broadcast is resubmitted, not resumed. Lifting a global or key
+// kill releases a brake, so it waits for a second person: Resume then
+// returns the pending action and changes nothing.
+func (s *Service) Resume(ctx context.Context, v *signing.Verified, envelope *signing.Request, scope, reason string) (int64, *api.PendingAction, error) {
+	if err := s.resumable(ctx, scope); err != nil {
+		return 0, nil, err
+	}
+	if scope == api.ScopeGlobal || strings.HasPrefix(scope, api.ScopeKeyPrefix) {
+		p, err := s.requestAction(ctx, v, envelope, api.ActionResume, scope)
+		return 0, p, err
+	}
+	version, err := s.resume(ctx, v.Key.ID, scope, reason)
+	return version, nil, err
+}
+
+// resumable refuses a resume that could not be carried out.
+func (s *Service) resumable(ctx context.Context, scope string) error {
 	if err := api.ValidateScope(scope); err != nil {
-		return 0, err
+		return err
 	}
 	if _, ok := strings.CutPrefix(scope, api.ScopeBroadcastPrefix); ok {
-		return 0, api.Errorf(api.CodeNotResumable, "a killed broadcast is not resumed; submit it again")
+		return api.Errorf(api.CodeNotResumable, "a killed broadcast is not resumed; submit it again")
 	}
 	if id, ok := strings.CutPrefix(scope, api.ScopeKeyPrefix); ok {
 		revoked, err := s.kills.Revoked(ctx, id)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if revoked {
-			return 0, api.Errorf(api.CodeNotResumable, "key %s is revoked", id)
+			return api.Errorf(api.CodeNotResumable, "key %s is revoked", id)
 		}
+	}
+	active, err := s.kills.IsActive(ctx, scope)
+	if err != nil {
+		return err
+	}
+	if !active {
+		return api.Errorf(api.CodeNotFound, "no active kill for scope %s", scope)
+	}
+	return nil
+}
+
+// resume lifts a kill.
+func (s *Service) resume(ctx context.Context, by, scope, reason string) (int64, error) {
+	if err := s.resumable(ctx, scope); err != nil {
+		return 0, err
 	}
 	existed, version, err := s.kills.Resume(ctx, scope)
 	if err != nil {
@@ -285,10 +384,23 @@ func (s *Service) Resume(ctx context.Context, by, scope, reason string) (int64, 
 
 // Revoke revokes a key: its future requests fail signature checks, its
 // queued tasks are refused, and its running broadcasts are killed.
-func (s *Service) Revoke(ctx context.Context, by, keyID, reason string) (*KillResult, error) {
-	if _, ok := s.verifier.Keys().Lookup(keyID); !ok {
-		return nil, api.Errorf(api.CodeNotFound, "no key %q in the keyring", keyID)
+// Revoking an admin key waits for a second person, so that one admin
+// cannot lock the others out: Revoke then returns the pending action.
+func (s *Service) Revoke(ctx context.Context, v *signing.Verified, envelope *signing.Request, keyID, reason string) (*KillResult, *api.PendingAction, error) {
+	target, ok := s.verifier.Keys().Lookup(keyID)
+	if !ok {
+		return nil, nil, api.Errorf(api.CodeNotFound, "no key %q in the keyring", keyID)
 	}
+	if target.Has(signing.RoleAdmin) && target.ID != v.Key.ID {
+		p, err := s.requestAction(ctx, v, envelope, api.ActionRevoke, keyID)
+		return nil, p, err
+	}
+	res, err := s.revoke(ctx, v.Key.ID, keyID, reason)
+	return res, nil, err
+}
+
+// revoke revokes a key and kills everything it submitted.
+func (s *Service) revoke(ctx context.Context, by, keyID, reason string) (*KillResult, error) {
 	res, err := s.kill(ctx, by, api.KeyScope(keyID), reason, true, func(ctx context.Context) (int64, error) {
 		return s.kills.Revoke(ctx, keyID, reason, by)
 	})
@@ -312,6 +424,19 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 	if st.Terminal() {
 		return nil, api.Errorf(api.CodeInvalidState, "broadcast is %s", st.State)
 	}
+	if st.State == api.StateAwaitingApproval {
+		// Nothing was planned: the broadcast ends here.
+		ok, err := s.store.cancelPending(ctx, id, reason, s.now())
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, api.Errorf(api.CodeInvalidState, "broadcast changed state while it was being cancelled")
+		}
+		s.metrics.transition(api.StateCancelled)
+		s.recordAudit(ctx, api.AuditEntry{Actor: by.ID, Action: "cancel", Target: id, Reason: reason})
+		return &KillResult{}, nil
+	}
 	ok, err := s.transition(ctx, id, api.StateCancelled, reason, "cancel_requested", api.StateQueued, api.StateSending)
 	if err != nil {
 		return nil, err
@@ -332,18 +457,51 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 
 // Recall kills a broadcast and, once every worker has acknowledged, sends
 // the verified recall request's replacement or removal to every device the
-// ledger says it reached.
-func (s *Service) Recall(ctx context.Context, by string, id string, envelope *signing.Request, req *api.RecallRequest) (*api.Status, error) {
-	st, err := s.Get(ctx, id)
-	if err != nil {
-		return nil, err
+// ledger says it reached. A replacement with custom text, rather than the
+// standard retraction, waits for a second person: Recall then returns the
+// pending action and does nothing else.
+func (s *Service) Recall(ctx context.Context, v *signing.Verified, id string, envelope *signing.Request, req *api.RecallRequest) (*api.Status, *api.PendingAction, error) {
+	if err := s.recallable(ctx, id); err != nil {
+		return nil, nil, err
 	}
-	if st.State == api.StateRecalling || st.State == api.StateRecalled {
-		return nil, api.Errorf(api.CodeInvalidState, "broadcast is already %s", st.State)
+	if !s.isRetraction(req) {
+		p, err := s.requestAction(ctx, v, envelope, api.ActionRecall, id)
+		return nil, p, err
 	}
 	env, err := json.Marshal(envelope)
 	if err != nil {
-		return nil, fmt.Errorf("encode envelope: %w", err)
+		return nil, nil, fmt.Errorf("encode envelope: %w", err)
+	}
+	st, err := s.recall(ctx, v.Key.ID, id, env, req, nil)
+	return st, nil, err
+}
+
+// recallable refuses a recall of a broadcast that is already recalling or
+// recalled, or has nothing that could have reached a phone.
+func (s *Service) recallable(ctx context.Context, id string) error {
+	st, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch st.State {
+	case api.StateRecalling, api.StateRecalled:
+		return api.Errorf(api.CodeInvalidState, "broadcast is already %s", st.State)
+	case api.StateAwaitingApproval, api.StateExpired:
+		return api.Errorf(api.CodeInvalidState, "broadcast is %s: nothing of it was sent; cancel it instead", st.State)
+	}
+	return nil
+}
+
+// recall carries out a recall whose envelope (and, for custom text, its
+// approvals) is stored for the workers to verify.
+func (s *Service) recall(ctx context.Context, by, id string, env []byte, req *api.RecallRequest, approvals map[string]string) (*api.Status, error) {
+	if err := s.recallable(ctx, id); err != nil {
+		return nil, err
+	}
+	for keyID, raw := range approvals {
+		if _, err := s.store.saveApproval(ctx, id, s.keys.RecallApprovals(id), keyID, []byte(raw)); err != nil {
+			return nil, err
+		}
 	}
 	scope := api.BroadcastScope(id)
 	reason := "recall (" + req.Mode + ")"

@@ -40,9 +40,13 @@ type store struct {
 
 // newRecord is what a new broadcast's record starts with.
 type newRecord struct {
-	id, keyID, audience, topic, title, idemKey string
-	ttl                                        time.Duration
-	created                                    time.Time
+	id, keyID, state, audience, topic, title, idemKey string
+	ttl                                               time.Duration
+	created                                           time.Time
+	// approvalsRequired and approvalExpires are set for a broadcast that
+	// starts awaiting approval.
+	approvalsRequired int
+	approvalExpires   time.Time
 }
 
 // errExists reports that a broadcast with the id already exists.
@@ -59,12 +63,15 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 	if !ok {
 		return errExists
 	}
-	ev, _ := json.Marshal(api.Event{At: r.created.UnixMilli(), Event: api.StateQueued})
+	ev, _ := json.Marshal(api.Event{At: r.created.UnixMilli(), Event: r.state})
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		rec := s.keys.Broadcast(r.id)
-		p.HSet(ctx, rec, "key_id", r.keyID, "state", api.StateQueued, "audience", r.audience, "topic", r.topic,
+		p.HSet(ctx, rec, "key_id", r.keyID, "state", r.state, "audience", r.audience, "topic", r.topic,
 			"title", r.title, "idempotency_key", r.idemKey, "ttl_ms", r.ttl.Milliseconds(),
 			"created_at", now, "updated_at", now)
+		if r.approvalsRequired > 0 {
+			p.HSet(ctx, rec, "approvals_required", r.approvalsRequired, "approval_expires_at", r.approvalExpires.UnixMilli())
+		}
 		p.Set(ctx, s.keys.Envelope(r.id), envelope, 0)
 		p.RPush(ctx, s.keys.Timeline(r.id), ev)
 		for _, k := range s.broadcastKeys(r.id) {
@@ -84,7 +91,8 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 // broadcastKeys are the keys of one broadcast that expire with its record.
 func (s *store) broadcastKeys(id string) []string {
 	return []string{s.keys.Broadcast(id), s.keys.Envelope(id), s.keys.Timeline(id), s.keys.Ledger(id),
-		s.keys.Plan(id), s.keys.RecallEnvelope(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id)}
+		s.keys.Plan(id), s.keys.RecallEnvelope(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id),
+		s.keys.Approvals(id), s.keys.RecallApprovals(id)}
 }
 
 // touchExpiry renews the retention of keys created after the record (the
@@ -150,19 +158,22 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 		}
 		return time.Time{}
 	}
+	required, expires := approvalsSummary(f)
 	return &api.Status{
-		ID:         id,
-		State:      f["state"],
-		KeyID:      f["key_id"],
-		Audience:   f["audience"],
-		Topic:      f["topic"],
-		Title:      f["title"],
-		TTL:        (time.Duration(num("ttl_ms")) * time.Millisecond).String(),
-		CreatedAt:  ms("created_at"),
-		UpdatedAt:  ms("updated_at"),
-		FinishedAt: ms("finished_at"),
-		KilledBy:   f["killed_by"],
-		RecallMode: f["recall_mode"],
+		ApprovalsRequired: required,
+		ApprovalExpiresAt: expires,
+		ID:                id,
+		State:             f["state"],
+		KeyID:             f["key_id"],
+		Audience:          f["audience"],
+		Topic:             f["topic"],
+		Title:             f["title"],
+		TTL:               (time.Duration(num("ttl_ms")) * time.Millisecond).String(),
+		CreatedAt:         ms("created_at"),
+		UpdatedAt:         ms("updated_at"),
+		FinishedAt:        ms("finished_at"),
+		KilledBy:          f["killed_by"],
+		RecallMode:        f["recall_mode"],
 		Counters: api.Counters{
 			Targeted:           num("targeted"),
 			Planned:            num("planned"),
@@ -174,6 +185,8 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 			Retries:            num("retries"),
 			Cancelled:          num("cancelled"),
 			Throttled:          num("throttled"),
+			Held:               num("held"),
+			Capped:             num("capped"),
 			Recalled:           num("recalled"),
 			RecallFailed:       num("recall_failed"),
 		},
@@ -275,6 +288,26 @@ type idempotency struct {
 func bodyHash(body []byte) string {
 	h := sha256.Sum256(body)
 	return hex.EncodeToString(h[:])
+}
+
+// idempotencyBinding reads what an idempotency key is bound to, without
+// binding it.
+func (s *store) idempotencyBinding(ctx context.Context, keyID, idemKey string) (idempotency, bool, error) {
+	cur, err := s.rdb.Get(ctx, s.keys.Idempotency(keyID, idemKey)).Result()
+	if errors.Is(err, redis.Nil) {
+		return idempotency{}, false, nil
+	}
+	if err != nil {
+		return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	id, hash, _ := strings.Cut(cur, " ")
+	n, err := s.rdb.Exists(ctx, s.keys.Broadcast(id)).Result()
+	if err != nil {
+		return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	// A binding whose broadcast is gone (a crash between binding and
+	// creating) binds nothing.
+	return idempotency{id: id, bodyHash: hash}, n == 1, nil
 }
 
 // claimIdempotency binds (keyID, idemKey) to a new broadcast unless it is

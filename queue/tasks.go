@@ -15,6 +15,9 @@ const (
 	TypeDeliver       = "pushgate:deliver"
 	TypeRecallPlan    = "pushgate:recall-plan"
 	TypeRecallDeliver = "pushgate:recall-deliver"
+	// TypeApprovalExpiry expires a broadcast still awaiting approval at the
+	// end of its window.
+	TypeApprovalExpiry = "pushgate:approval-expiry"
 )
 
 // Queues. Workers serve them in strict priority: recalls first, then

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,13 +26,18 @@ var errForged = errors.New("envelope does not verify")
 // verifiedBroadcast is what a worker knows about a broadcast from its
 // verified envelope and nothing else.
 type verifiedBroadcast struct {
-	id      string
-	keyID   string
+	id    string
+	keyID string
+	// key is the signing key's keyring entry: its topics, caps, reach
+	// budget, rate and owner.
+	key     *signing.Key
 	keyRate signing.Rate
 	// maxAudience is the signing key's cap on devices per broadcast.
 	maxAudience int
-	req         *api.BroadcastRequest
-	msg         providers.Message
+	// digest is api.Digest of the signed body: what approvals name.
+	digest string
+	req    *api.BroadcastRequest
+	msg    providers.Message
 	// tokens holds the members of an explicit-token audience.
 	tokens map[string]struct{}
 }
@@ -43,7 +49,11 @@ func (v *verifiedBroadcast) scope() Scope {
 // verifiedRecall is a verified recall request.
 type verifiedRecall struct {
 	adminID string
-	req     *api.RecallRequest
+	admin   *signing.Key
+	digest  string // api.Digest of the signed body
+	// actionID is the action a recall with custom text was approved as.
+	actionID string
+	req      *api.RecallRequest
 }
 
 // envelopeVerifier verifies stored envelopes and remembers verdicts by
@@ -98,6 +108,11 @@ func (ev *envelopeVerifier) remember(d [32]byte, v any) {
 // reverify checks a stored envelope's signature (revocation included) and
 // that it was a request to path by a key holding role.
 func (ev *envelopeVerifier) reverify(ctx context.Context, raw []byte, path string, role signing.Role) (*signing.Verified, *signing.Request, error) {
+	return ev.reverifyAny(ctx, raw, path, []signing.Role{role})
+}
+
+// reverifyAny is reverify for a key holding any of roles.
+func (ev *envelopeVerifier) reverifyAny(ctx context.Context, raw []byte, path string, roles []signing.Role) (*signing.Verified, *signing.Request, error) {
 	var req signing.Request
 	if err := json.Unmarshal(raw, &req); err != nil {
 		return nil, nil, fmt.Errorf("%w: envelope is not JSON", errForged)
@@ -113,8 +128,8 @@ func (ev *envelopeVerifier) reverify(ctx context.Context, raw []byte, path strin
 	if req.Method != "POST" || req.Path != path {
 		return nil, nil, fmt.Errorf("%w: envelope is a %s %s", errForged, req.Method, req.Path)
 	}
-	if !v.Key.Has(role) {
-		return nil, nil, fmt.Errorf("%w: key %s lacks role %s", errForged, v.Key.ID, role)
+	if !slices.ContainsFunc(roles, v.Key.Has) {
+		return nil, nil, fmt.Errorf("%w: key %s lacks the role %v", errForged, v.Key.ID, roles)
 	}
 	return v, &req, nil
 }
@@ -148,8 +163,10 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 	vb := &verifiedBroadcast{
 		id:          id,
 		keyID:       v.Key.ID,
+		key:         v.Key,
 		keyRate:     v.Key.Rate,
 		maxAudience: v.Key.MaxAudience,
+		digest:      api.Digest(req.Body),
 		req:         br,
 		msg: providers.Message{
 			BroadcastID: id,
@@ -188,7 +205,8 @@ func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: body: %v", errForged, err)
 	}
-	vr := &verifiedRecall{adminID: v.Key.ID, req: rr}
+	vr := &verifiedRecall{adminID: v.Key.ID, admin: v.Key, digest: api.Digest(req.Body),
+		actionID: ActionID(v.Key.ID, v.Nonce), req: rr}
 	ev.remember(d, vr)
 	return vr, nil
 }

@@ -59,8 +59,6 @@ type Worker struct {
 	*core
 	senders     map[providers.Platform]Sender
 	ks          *KillSwitch
-	limits      *limiter
-	verify      *envelopeVerifier
 	srv         *asynq.Server
 	taskRetries int
 
@@ -93,15 +91,13 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
-	if cfg.VerifyCacheSize <= 0 {
-		cfg.VerifyCacheSize = 1024
+	if cfg.VerifyCacheSize > 0 {
+		c.verify = newEnvelopeVerifier(c.verifier, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize)
 	}
 	w := &Worker{
 		core:        c,
 		senders:     cfg.Senders,
 		ks:          NewKillSwitch(c.kills, cfg.ID, c.logger.With("worker_id", cfg.ID)),
-		limits:      c.newLimiter(),
-		verify:      newEnvelopeVerifier(c.verifier, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize),
 		taskRetries: 25,
 	}
 	if c.metrics != nil {
@@ -151,6 +147,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	mux.HandleFunc(TypeDeliver, w.deliver)
 	mux.HandleFunc(TypeRecallPlan, w.recallPlan)
 	mux.HandleFunc(TypeRecallDeliver, w.recallDeliver)
+	mux.HandleFunc(TypeApprovalExpiry, w.expireApproval)
 	if err := w.srv.Start(mux); err != nil {
 		cancel()
 		w.wg.Wait()

@@ -82,9 +82,13 @@ func runResume(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	r, err := c.Resume(ctx, *scope, *reason)
+	r, pending, err := c.Resume(ctx, *scope, *reason)
 	if err != nil {
 		return err
+	}
+	if pending != nil {
+		printPending(e, pending)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "resumed scope %s in %s (kill version %d)\n", *scope, took(time.Since(start)), r.Version)
 	return nil
@@ -113,9 +117,13 @@ func runKeysRevoke(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	r, err := c.Revoke(ctx, rest[0], *reason)
+	r, pending, err := c.Revoke(ctx, rest[0], *reason)
 	if err != nil {
 		return err
+	}
+	if pending != nil {
+		printPending(e, pending)
+		return nil
 	}
 	what, ok := describeKill(&r.Kill)
 	fmt.Fprintf(e.stdout, "revoked key %s in %s; its running broadcasts are killed (%s)\n", rest[0], took(time.Since(start)), what)

@@ -163,8 +163,15 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	n := st.Counters
 	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  invalid_token %d  cancelled %d  throttled %d\n",
 		n.Targeted, n.Sent, n.Failed, n.InvalidToken, n.Cancelled, n.Throttled)
-	fmt.Fprintf(e.stdout, "  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
-		n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
+	fmt.Fprintf(e.stdout, "  held %d  capped %d  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
+		n.Held, n.Capped, n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
+	if st.ApprovalsRequired > 0 {
+		fmt.Fprintf(e.stdout, "  approvals %d of %d%s\n", len(st.Approvals), st.ApprovalsRequired, approvalsLine(st.Approvals))
+		if st.State == api.StateAwaitingApproval {
+			fmt.Fprintf(e.stdout, "  awaiting approval until %s: pushgate approve %s (approve keys of other owners)\n",
+				st.ApprovalExpiresAt.Format(time.RFC3339), st.ID)
+		}
+	}
 	return nil
 }
 
@@ -220,9 +227,13 @@ func runRecall(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	st, err := c.Recall(ctx, id, &req)
+	st, pending, err := c.Recall(ctx, id, &req)
 	if err != nil {
 		return err
+	}
+	if pending != nil {
+		printPending(e, pending)
+		return nil
 	}
 	fmt.Fprintf(e.stdout, "recall (%s) of broadcast %s started in %s: state %s; pushgate status %s follows it\n",
 		*mode, id, took(time.Since(start)), st.State, id)

@@ -84,7 +84,7 @@ func listBroadcasts(t *testing.T, gw *gatewaytest.Env) []*api.Status {
 	return list
 }
 
-var broadcastIDRE = regexp.MustCompile(`broadcast (b[0-9a-v]+) `)
+var broadcastIDRE = regexp.MustCompile(`broadcast (b[0-9a-v]+) |\(action (a[0-9a-v]+)\)`)
 
 func TestClientCommands(t *testing.T) {
 	gw := startGateway(t)
@@ -92,9 +92,11 @@ func TestClientCommands(t *testing.T) {
 	tokens := writeDevices(t, 3, "direct")
 	imports := writeDevices(t, 25, "imp")
 	for i := range 3 {
-		d := api.Device{Platform: providers.FCM, Token: fmt.Sprintf("cit-%d", i)}
-		if err := gw.Service.Registry().Put(ctx, d, []string{"citizens"}); err != nil {
-			t.Fatal(err)
+		for _, tok := range []string{fmt.Sprintf("cit-%d", i), fmt.Sprintf("direct-%05d", i)} {
+			d := api.Device{Platform: providers.FCM, Token: tok}
+			if err := gw.Service.Registry().Put(ctx, d, []string{"citizens"}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
@@ -158,9 +160,22 @@ func TestClientCommands(t *testing.T) {
 			wantOut: `^cancelled broadcast b[0-9a-v]+ in \S+: state cancelled\n$`,
 		},
 		{
-			name: "recall replace", key: gatewaytest.Admin,
+			name: "recall with custom text", key: gatewaytest.Admin,
 			args:    []string{"recall", "{send topic}", "--mode", "replace", "--title", "Correction", "--body", "Ignore it."},
-			wantOut: `^recall \(replace\) of broadcast b[0-9a-v]+ started in \S+: state recalling`,
+			wantOut: `^recall of b[0-9a-v]+ awaits 1 approval\(s\) from another admin or approver until \S+ \(action (a[0-9a-v]+)\)\n  they run: pushgate approve a[0-9a-v]+\n$`,
+		},
+		{
+			name: "approvals list", key: gatewaytest.Admin2, args: []string{"approvals", "list"},
+			wantOut: `(?s)^ID +WHAT +BY +APPROVALS +EXPIRES +CONTENT\na[0-9a-v]+ +recall b[0-9a-v]+ +admin +0 of 1 .*"Correction".*\n0 broadcasts and 1 actions await approval\n$`,
+		},
+		{
+			name: "approve the recall", key: gatewaytest.Admin2, args: []string{"approve", "{recall with custom text}"},
+			wantOut: `(?s)^approving recall of b[0-9a-v]+ requested by admin: .*\naction a[0-9a-v]+: approvals 1 of 1; carried out\n$`,
+			check: func(t *testing.T) {
+				if st, _ := gw.Service.Get(ctx, ids["send topic"]); st.State != api.StateRecalling || st.RecallMode != api.RecallReplace {
+					t.Errorf("after the approval the broadcast is %s (%s), want recalling (replace)", st.State, st.RecallMode)
+				}
+			},
 		},
 		{
 			name: "recall remove", key: gatewaytest.Admin, args: []string{"recall", "{send with idempotency key}", "--mode", "remove"},
@@ -223,7 +238,7 @@ func TestClientCommands(t *testing.T) {
 		},
 		{
 			name: "kill needs admin", key: gatewaytest.Sender, args: []string{"kill", "--scope", "global", "--reason", "x"},
-			wantCode: 1, wantOut: `^pushgate: forbidden: .*admin role`,
+			wantCode: 1, wantOut: `^pushgate: forbidden: this route needs a key with the role admin`,
 		},
 		{
 			name: "revoked key", key: gatewaytest.Doomed, args: []string{"send", "--topic", "citizens", "--title", "t"},
@@ -301,7 +316,7 @@ func TestClientCommands(t *testing.T) {
 				t.Errorf("output does not match %s:\n%s", tt.wantOut, out)
 			}
 			if m := broadcastIDRE.FindStringSubmatch(r.stdout); m != nil {
-				ids[tt.name] = m[1]
+				ids[tt.name] = m[1] + m[2] // a broadcast id, or an action id
 			}
 			if tt.check != nil {
 				tt.check(t)
@@ -396,7 +411,7 @@ func TestSendWait(t *testing.T) {
 			defer cancel()
 			done := make(chan clientRun, 1)
 			go func() {
-				done <- runAs(ctx, gw, gatewaytest.Wide, "send", "--all", "--title", "t", "--wait", "--poll", "20ms")
+				done <- runAs(ctx, gw, gatewaytest.Wide, "send", "--topic", "citizens", "--title", "t", "--wait", "--poll", "20ms")
 			}()
 			id := waitForBroadcast(t, gw, done)
 			tt.finish(t, gw, id)

@@ -43,6 +43,8 @@ func commands() []command {
 		{"recall", "kill a broadcast, then replace or remove it on the phones it reached", runRecall},
 		{"kill", "stop a scope (global, key:ID, broadcast:ID, topic:NAME) on every worker", runKill},
 		{"resume", "lift a global, key or topic kill", runResume},
+		{"approvals", "what waits for approvals: approvals list", runApprovals},
+		{"approve", "co-sign a broadcast or an admin action that waits for approval", runApprove},
 		{"keys", "manage sender keys: keys revoke ID", runKeys},
 		{"devices", "manage the device registry: devices import FILE --topic T", runDevices},
 		{"audit", "show the audit log of admin actions", runAudit},

@@ -32,14 +32,13 @@ func BenchmarkRecall100k(b *testing.B) {
 			b.Fatalf("broadcast sent %d, want %d", st.Counters.Sent, devices)
 		}
 		start := time.Now()
-		if _, err := e.admin.Recall(ctx, id, &api.RecallRequest{Mode: api.RecallReplace,
-			Replacement: &api.MessageSpec{Title: "right", Body: "corrected"}}); err != nil {
+		if _, _, err := e.admin.Recall(ctx, id, retraction()); err != nil {
 			b.Fatal(err)
 		}
 		waitUntil(b, "the recall", func() bool { return e.status(id).State == api.StateRecalled })
 		total += time.Since(start)
 		for _, s := range e.st.Sim.Showing(queue.CollapseID(id)) {
-			if s.Title != "right" || s.Phones != devices {
+			if s.Title != retraction().Replacement.Title || s.Phones != devices {
 				b.Fatalf("after the recall %d phones show %q, want all %d showing the correction", s.Phones, s.Title, devices)
 			}
 		}

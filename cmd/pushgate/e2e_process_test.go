@@ -421,7 +421,7 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 	}
 	recall := func(id string, req *api.RecallRequest) *api.Status {
 		t.Helper()
-		if _, err := e.admin.Recall(ctx, id, req); err != nil {
+		if _, _, err := e.admin.Recall(ctx, id, req); err != nil {
 			t.Fatal(err)
 		}
 		waitUntil(t, "the recall", func() bool { return e.status(id).State == api.StateRecalled })
@@ -430,7 +430,7 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 
 	id := e.submit(e.owner, topicBroadcast("citizens", "wrong"))
 	e.waitFinished(id)
-	st := recall(id, &api.RecallRequest{Mode: api.RecallReplace, Replacement: &api.MessageSpec{Title: "right", Body: "corrected"}})
+	st := recall(id, retraction())
 	if st.Counters.Recalled != 2000 {
 		t.Errorf("recalled %d, want 2000 (offline phones' held copies included)", st.Counters.Recalled)
 	}
@@ -439,7 +439,7 @@ func TestRecallReplaceAndRemove(t *testing.T) {
 	}
 	collapse := queue.CollapseID(id)
 	for _, s := range e.st.Sim.Showing(collapse) {
-		if s.Title != "right" {
+		if s.Title != retraction().Replacement.Title {
 			t.Errorf("%d phones show %q; after a replace every phone shows the correction", s.Phones, s.Title)
 		}
 	}

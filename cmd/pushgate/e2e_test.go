@@ -102,6 +102,13 @@ func (e *e2e) submit(c *client.Client, req *api.BroadcastRequest) string {
 	return sub.ID
 }
 
+// retraction is a recall with the gateway's standard retraction, which
+// one admin may send at once.
+func retraction() *api.RecallRequest {
+	p := queue.DefaultPolicy()
+	return &api.RecallRequest{Mode: api.RecallReplace, Replacement: &api.MessageSpec{Title: p.RetractionTitle, Body: p.RetractionBody}}
+}
+
 func topicBroadcast(topic, title string) *api.BroadcastRequest {
 	return &api.BroadcastRequest{
 		Audience: api.Audience{Topic: topic},

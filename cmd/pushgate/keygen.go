@@ -14,14 +14,18 @@ import (
 )
 
 func runKeygen(ctx context.Context, e *env, args []string) error {
-	flags := newFlagSet(e, "keygen", "--id ID --roles ROLE,... --dir DIR [--keyring FILE] [--topics T,...] [--max-audience N] [--rate N/UNIT]")
+	flags := newFlagSet(e, "keygen", "--id ID --roles ROLE,... --dir DIR [--keyring FILE] [--topics T,...] [--max-audience N] [--rate N/UNIT] [--reach N/PERIOD] [--owner O]")
 	id := flags.String("id", "", "key id: letters, digits, '.', '_' and '-' (required)")
 	roles := flags.String("roles", "", "comma-separated roles: broadcast, register, approve, admin (required)")
 	dir := flags.String("dir", "", "directory for ID.key (PKCS#8 PEM, mode 0600) and ID.pub (SPKI PEM) (required)")
 	keyring := flags.String("keyring", "", "keyring file to append the entry to, created when missing")
-	topics := flags.String("topics", "", "comma-separated topic patterns the key may broadcast to (\"*\" also allows audience all)")
+	topics := flags.String("topics", "", "comma-separated topic patterns the key may broadcast to or register devices into (\"*\" also allows audience all)")
 	maxAudience := flags.Int("max-audience", 0, "most devices one broadcast may target (required with the broadcast role)")
 	rate := flags.String("rate", "", "delivery rate for the key's broadcasts, such as 6000/min (default unlimited)")
+	owner := flags.String("owner", "", "person or team holding the key; approvals count once per owner (default the id)")
+	reach := flags.String("reach", "", "distinct devices the key's broadcasts may reach per rolling window, such as 200000/24h (default max-audience/24h)")
+	approvalAbove := flags.Int("approval-above", 0, "audience above which the key's broadcasts wait for approvals (default the gateway's approval.above)")
+	maxDevices := flags.Int("max-devices", 0, "most devices a register key may create (default unlimited)")
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
@@ -51,12 +55,16 @@ func runKeygen(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	entry, err := marshalEntry(signing.KeyEntry{
-		ID:          *id,
-		PublicKey:   encoded,
-		Roles:       splitList(*roles),
-		Topics:      splitList(*topics),
-		MaxAudience: *maxAudience,
-		Rate:        *rate,
+		ID:            *id,
+		PublicKey:     encoded,
+		Roles:         splitList(*roles),
+		Topics:        splitList(*topics),
+		MaxAudience:   *maxAudience,
+		Rate:          *rate,
+		Owner:         *owner,
+		Reach:         *reach,
+		ApprovalAbove: *approvalAbove,
+		MaxDevices:    *maxDevices,
 	})
 	if err != nil {
 		return err

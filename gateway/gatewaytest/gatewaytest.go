@@ -11,8 +11,10 @@ package gatewaytest
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -37,12 +39,20 @@ const (
 	Small = "small"
 	// Wide broadcasts everywhere ("*", so also "all"), at most 1,000,000.
 	Wide = "wide"
-	// Registrar registers devices.
+	// Registrar registers devices into any topic.
 	Registrar = "registrar"
+	// Registrar9 registers devices into district-9* only, at most 5.
+	Registrar9 = "registrar-9"
 	// Admin holds the admin role.
 	Admin = "admin"
-	// Approver holds the approve role.
+	// Approver holds the approve role, for owner "gov-a".
 	Approver = "approver"
+	// Approver2 holds the approve role, for owner "gov-b".
+	Approver2 = "approver-2"
+	// Admin2 holds the admin role, for another owner than Admin's.
+	Admin2 = "admin-2"
+	// Gated broadcasts to "citizens" and needs approvals above 2 devices.
+	Gated = "gated"
 	// Doomed broadcasts to "citizens"; tests revoke it.
 	Doomed = "doomed"
 )
@@ -53,17 +63,24 @@ type keySpec struct {
 	roles       []string
 	topics      []string
 	maxAudience int
+	owner       string
+	above       int // approval_above
+	maxDevices  int
 }
 
 func keySpecs() []keySpec {
 	return []keySpec{
-		{Sender, []string{"broadcast"}, []string{"citizens", "district-*"}, 100},
-		{Small, []string{"broadcast"}, []string{"citizens"}, 2},
-		{Wide, []string{"broadcast"}, []string{"*"}, 1000000},
-		{Registrar, []string{"register"}, nil, 0},
-		{Admin, []string{"admin"}, nil, 0},
-		{Approver, []string{"approve"}, nil, 0},
-		{Doomed, []string{"broadcast"}, []string{"citizens"}, 100},
+		{Sender, []string{"broadcast"}, []string{"citizens", "district-*"}, 100, "", 0, 0},
+		{Small, []string{"broadcast"}, []string{"citizens"}, 2, "", 0, 0},
+		{Wide, []string{"broadcast"}, []string{"*"}, 1000000, "", 0, 0},
+		{Registrar, []string{"register"}, []string{"*"}, 0, "", 0, 0},
+		{Registrar9, []string{"register"}, []string{"district-9*"}, 0, "", 0, 5},
+		{Admin, []string{"admin"}, nil, 0, "ops-1", 0, 0},
+		{Admin2, []string{"admin"}, nil, 0, "ops-2", 0, 0},
+		{Approver, []string{"approve"}, nil, 0, "gov-a", 0, 0},
+		{Approver2, []string{"approve"}, nil, 0, "gov-b", 0, 0},
+		{Doomed, []string{"broadcast"}, []string{"citizens"}, 100, "", 0, 0},
+		{Gated, []string{"broadcast"}, []string{"citizens"}, 100, "", 2, 0},
 	}
 }
 
@@ -87,6 +104,31 @@ type Env struct {
 	Metrics *prometheus.Registry
 	// Logs holds what the gateway and the Service logged.
 	Logs *Buffer
+	// Verifier is the gateway's signature verifier.
+	Verifier *signing.Verifier
+}
+
+// Sign signs a request as key id and verifies it as the gateway would,
+// for tests that call the Service directly.
+func (e *Env) Sign(tb testing.TB, id, method, path string, body []byte) (*signing.Verified, *signing.Request) {
+	tb.Helper()
+	r, err := http.NewRequest(method, e.URL+path, bytes.NewReader(body))
+	if err != nil {
+		tb.Fatalf("gatewaytest: %v", err)
+	}
+	if len(body) > 0 {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if err := e.Signers[id].Sign(r, body); err != nil {
+		tb.Fatalf("gatewaytest: %v", err)
+	}
+	req := signing.RequestFromHTTP(r, body)
+	req.Authority = r.URL.Host
+	v, err := e.Verifier.Verify(context.Background(), req)
+	if err != nil {
+		tb.Fatalf("gatewaytest: verify: %v", err)
+	}
+	return v, v.Envelope(req)
 }
 
 // Start starts an API on a fresh Redis database. Everything stops at the
@@ -114,7 +156,8 @@ func Start(tb testing.TB) *Env {
 		if err != nil {
 			tb.Fatalf("gatewaytest: %v", err)
 		}
-		ring = append(ring, signing.KeyEntry{ID: k.id, PublicKey: enc, Roles: k.roles, Topics: k.topics, MaxAudience: k.maxAudience})
+		ring = append(ring, signing.KeyEntry{ID: k.id, PublicKey: enc, Roles: k.roles, Topics: k.topics, MaxAudience: k.maxAudience,
+			Owner: k.owner, ApprovalAbove: k.above, MaxDevices: k.maxDevices})
 		env.Signers[k.id] = &signing.Signer{KeyID: k.id, Key: priv}
 		env.KeyFiles[k.id] = writeKey(tb, dir, k.id, priv)
 	}
@@ -143,6 +186,7 @@ func Start(tb testing.TB) *Env {
 		tb.Fatalf("gatewaytest: service: %v", err)
 	}
 	env.Service = svc
+	env.Verifier = verifier
 	gw, err := gateway.New(gateway.Config{
 		Service: svc, Verifier: verifier, Logger: logger, Metrics: env.Metrics,
 	})

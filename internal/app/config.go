@@ -196,6 +196,26 @@ func options() []option {
 			set: posInt(func(c *Config) *int { return &c.Policy.MaxAttempts })},
 		{key: "limits.kill_wait", def: "2s", help: "how long a kill with wait=true waits for every worker",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
+
+		{key: "approval.required", def: "2", help: "approvals (approve keys of distinct owners, not the submitter's) a broadcast over its threshold or to all needs",
+			set: posInt(func(c *Config) *int { return &c.Policy.ApprovalsRequired })},
+		{key: "approval.above", def: "0", help: "audience above which broadcasts need approvals unless the key sets approval_above; 0: only audiences of all devices",
+			set: func(c *Config, v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return fmt.Errorf("must be a whole number of devices, got %q", v)
+				}
+				c.Policy.ApprovalAbove = n
+				return nil
+			}},
+		{key: "approval.window", def: "30m", help: "how long a broadcast or an admin action waits for its approvals",
+			set: dur(func(c *Config) *time.Duration { return &c.Policy.ApprovalWindow })},
+		{key: "approval.admin_required", def: "1", help: "approvals from other admins or approvers a custom-text recall, a global or key resume, or an admin's revocation needs",
+			set: posInt(func(c *Config) *int { return &c.Policy.AdminApprovals })},
+		{key: "recall.retraction_title", def: "Koreksi", help: "title of the standard retraction, which one admin may send as a recall at once",
+			set: str(func(c *Config) *string { return &c.Policy.RetractionTitle })},
+		{key: "recall.retraction_body", def: "Pesan sebelumnya dibatalkan.", help: "body of the standard retraction",
+			set: str(func(c *Config) *string { return &c.Policy.RetractionBody })},
 	}
 }
 

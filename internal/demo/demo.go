@@ -29,6 +29,7 @@ import (
 	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
+	"github.com/pushgate/pushgate/queue"
 )
 
 // The demo's fixed parts.
@@ -46,6 +47,13 @@ const (
 	demoMinScriptDevices = 100
 )
 
+// The correction of the story is the gateway's standard retraction, which
+// one admin may send at once; custom text would wait for a second person.
+var (
+	demoFixTitle = queue.DefaultPolicy().RetractionTitle
+	demoFixBody  = queue.DefaultPolicy().RetractionBody
+)
+
 // The texts of the story.
 const (
 	demoFirstTitle  = "Flood warning"
@@ -54,8 +62,6 @@ const (
 	demoForgedBody  = "All bridges are closed. Leave the city immediately."
 	demoBadTitle    = "Dam failure"
 	demoBadBody     = "The Katulampa dam has failed. Evacuate at once."
-	demoFixTitle    = "Correction"
-	demoFixBody     = "The previous alert was sent in error. There is no danger."
 )
 
 // Options shape a demo run. The command checks them; Run trusts them.

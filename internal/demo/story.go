@@ -349,7 +349,7 @@ func (d *demo) stepRecall(ctx context.Context, s *demoStep, id string) {
 	reached := d.perPhone(collapse, demoBadTitle)
 	start := time.Now()
 	req := api.RecallRequest{Mode: api.RecallReplace, Replacement: &api.MessageSpec{Title: demoFixTitle, Body: demoFixBody}}
-	if _, err := d.admin.Recall(ctx, id, &req); err != nil {
+	if _, _, err := d.admin.Recall(ctx, id, &req); err != nil {
 		s.check(false, "recall: %v", err)
 		return
 	}
