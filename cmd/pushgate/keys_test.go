@@ -38,7 +38,8 @@ func mustRun(t *testing.T, args ...string) string {
 func TestKeygenWritesKeyPair(t *testing.T) {
 	dir := t.TempDir()
 	out := mustRun(t, "keygen", "--id", "city-alerts", "--roles", "broadcast,register",
-		"--topics", "citizens,district-*", "--max-audience", "100000", "--rate", "6000/min", "--dir", dir)
+		"--topics", "citizens,district-*", "--max-audience", "100000", "--rate", "6000/min", "--dir", dir,
+		"--owner", "diskominfo", "--reach", "50000/24h", "--approval-above", "20000", "--max-devices", "300000")
 
 	keyFile, pubFile := filepath.Join(dir, "city-alerts.key"), filepath.Join(dir, "city-alerts.pub")
 	fi, err := os.Stat(keyFile)
@@ -75,7 +76,8 @@ func TestKeygenWritesKeyPair(t *testing.T) {
 	}
 	k, ok := kr.Lookup("city-alerts")
 	if !ok || !k.Public.Equal(pub) || !k.Has(signing.RoleRegister) || !k.AllowsTopic("district-9") ||
-		k.MaxAudience != 100000 || k.Rate != (signing.Rate{Count: 6000, Per: time.Minute}) {
+		k.MaxAudience != 100000 || k.Rate != (signing.Rate{Count: 6000, Per: time.Minute}) || k.Owner != "diskominfo" ||
+		k.Reach != (signing.Rate{Count: 50000, Per: 24 * time.Hour}) || k.ApprovalAbove != 20000 || k.MaxDevices != 300000 {
 		t.Errorf("printed entry = %+v", k)
 	}
 }

@@ -55,8 +55,17 @@ type Key struct {
 
 // The keys a stack generates.
 const (
-	KeySender   = "sender"   // broadcast and register, to the stack's topic
-	KeyAdmin    = "admin"    // admin
+	// KeySender broadcasts to the stack's topic and registers devices into
+	// it and into district-* topics.
+	KeySender   = "sender"
+	KeyAdmin    = "admin"    // admin, owner ops-1
+	KeyAdmin2   = "admin2"   // admin, owner ops-2: the second person
+	KeyApprover = "approver" // approve, owner gov-a
+	// KeyApprover2 approves too, for owner gov-b.
+	KeyApprover2 = "approver2"
+	// KeyDistrict broadcasts to district-9* only: 20 devices a broadcast,
+	// 100 distinct devices a day.
+	KeyDistrict = "district"
 	KeyAttacker = "attacker" // broadcast, but not in the keyring
 )
 
@@ -130,13 +139,19 @@ func (st *Stack) writeKeys(o Options) (string, error) {
 	}
 	var ring []signing.KeyEntry
 	for _, k := range []struct {
-		name, id string
-		roles    []string
-		inRing   bool
+		name   string
+		entry  signing.KeyEntry
+		inRing bool
 	}{
-		{KeySender, "city-alerts", []string{"broadcast", "register"}, true},
-		{KeyAdmin, "ops-admin", []string{"admin"}, true},
-		{KeyAttacker, "city-alerts-stolen", []string{"broadcast"}, false},
+		{KeySender, signing.KeyEntry{ID: "city-alerts", Roles: []string{"broadcast", "register"},
+			Topics: []string{o.Topic, "district-*"}, MaxAudience: max(o.Devices*2, 1000), Owner: "diskominfo"}, true},
+		{KeyAdmin, signing.KeyEntry{ID: "ops-admin", Roles: []string{"admin"}, Owner: "ops-1"}, true},
+		{KeyAdmin2, signing.KeyEntry{ID: "ops-admin-2", Roles: []string{"admin"}, Owner: "ops-2"}, true},
+		{KeyApprover, signing.KeyEntry{ID: "bpbd-approver", Roles: []string{"approve"}, Owner: "gov-a"}, true},
+		{KeyApprover2, signing.KeyEntry{ID: "walikota-approver", Roles: []string{"approve"}, Owner: "gov-b"}, true},
+		{KeyDistrict, signing.KeyEntry{ID: "kelurahan-9", Roles: []string{"broadcast"}, Topics: []string{"district-9*"},
+			MaxAudience: 20, Reach: "100/24h", Owner: "kelurahan-9"}, true},
+		{KeyAttacker, signing.KeyEntry{ID: "city-alerts-stolen", Roles: []string{"broadcast"}}, false},
 	} {
 		pub, priv, err := signing.GenerateKey()
 		if err != nil {
@@ -146,21 +161,17 @@ func (st *Stack) writeKeys(o Options) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		file := filepath.Join(keyDir, k.id+".key")
+		file := filepath.Join(keyDir, k.entry.ID+".key")
 		if err := os.WriteFile(file, privPEM, 0o600); err != nil {
 			return "", err
 		}
-		st.Keys[k.name] = Key{ID: k.id, File: file, priv: privPEM}
+		st.Keys[k.name] = Key{ID: k.entry.ID, File: file, priv: privPEM}
 		if !k.inRing {
 			continue
 		}
-		enc, err := signing.EncodePublicKey(pub)
-		if err != nil {
+		e := k.entry
+		if e.PublicKey, err = signing.EncodePublicKey(pub); err != nil {
 			return "", err
-		}
-		e := signing.KeyEntry{ID: k.id, PublicKey: enc, Roles: k.roles}
-		if k.name == KeySender {
-			e.Topics, e.MaxAudience = []string{o.Topic}, max(o.Devices*2, 1000)
 		}
 		ring = append(ring, e)
 	}
