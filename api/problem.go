@@ -70,6 +70,13 @@ const (
 	CodeInternal         = "internal"
 	CodeKillSwitchActive = "kill_switch_active"
 	CodeUnavailable      = "unavailable"
+	// CodeControlLogInconsistent: the control log in Redis failed its
+	// checks (smaller than a checkpoint this process verified, forked,
+	// altered or badly signed); nothing changes until it is restored.
+	CodeControlLogInconsistent = "control_log_inconsistent"
+	// CodeControlLogUnavailable: the request could not be integrated into
+	// the control log (no integrator running, or it refused it).
+	CodeControlLogUnavailable = "control_log_unavailable"
 )
 
 // statusTable is the one table from problem code to HTTP status and
@@ -128,6 +135,9 @@ var statusTable = map[string]struct {
 	CodeInternal:         {http.StatusInternalServerError, "Internal error"},
 	CodeKillSwitchActive: {http.StatusServiceUnavailable, "Kill switch active"},
 	CodeUnavailable:      {http.StatusServiceUnavailable, "Service unavailable"},
+
+	CodeControlLogInconsistent: {http.StatusServiceUnavailable, "Control log inconsistent"},
+	CodeControlLogUnavailable:  {http.StatusServiceUnavailable, "Control log unavailable"},
 }
 
 // StatusOf returns the HTTP status and title of a problem code; ok is

@@ -61,6 +61,8 @@ func TestStatusOfEveryCode(t *testing.T) {
 		{CodeInternal, 500},
 		{CodeKillSwitchActive, 503},
 		{CodeUnavailable, 503},
+		{CodeControlLogInconsistent, 503},
+		{CodeControlLogUnavailable, 503},
 	}
 	if len(tests) != len(Codes()) {
 		t.Errorf("the table has %d codes, this test %d: add the new code here with its status", len(Codes()), len(tests))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/client"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/signing"
 )
@@ -121,9 +122,14 @@ func TestEveryRoute(t *testing.T) {
 	if err != nil || !rv.Revoked || rv.KeyID != gatewaytest.Doomed || rv.Kill.Kill.Scope != api.KeyScope(gatewaytest.Doomed) {
 		t.Fatalf("Revoke = %+v, %v", rv, err)
 	}
-	entries, err := admin.Audit(ctx, 100)
-	if err != nil || len(entries) < 4 {
-		t.Fatalf("Audit = %d entries, %v; want the kill, resume, recall, cancel and revoke", len(entries), err)
+	audit, err := admin.Audit(ctx, 100)
+	if err != nil || len(audit.Entries) < 4 {
+		t.Fatalf("Audit = %+v, %v; want the kill, resume, recall, cancel and revoke", audit, err)
+	}
+	for _, e := range audit.Entries {
+		if _, err := controllog.CheckInclusion([]byte(audit.Checkpoint), env.LogKey, e.Index, e.Entry, e.Proof); err != nil {
+			t.Errorf("audit entry %d (%s): %v", e.Index, e.Action, err)
+		}
 	}
 }
 

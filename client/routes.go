@@ -230,9 +230,11 @@ func (c *Client) ApproveAction(ctx context.Context, id, digest string) (*api.Pen
 	return &p, nil
 }
 
-// Audit returns up to limit audit entries, newest first (admin); 0 is the
-// gateway's default.
-func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditEntry, error) {
+// Audit returns up to limit entries of the control log, newest first,
+// with their inclusion proofs and the checkpoint they prove into (admin);
+// 0 is the gateway's default. controllog.CheckInclusion checks an entry
+// with the log's public key.
+func (c *Client) Audit(ctx context.Context, limit int) (*api.AuditPage, error) {
 	var q url.Values
 	if limit > 0 {
 		q = url.Values{"limit": {strconv.Itoa(limit)}}
@@ -241,7 +243,7 @@ func (c *Client) Audit(ctx context.Context, limit int) ([]api.AuditEntry, error)
 	if _, err := c.Do(ctx, http.MethodGet, api.PathAudit, q, nil, &page); err != nil {
 		return nil, err
 	}
-	return page.Entries, nil
+	return &page, nil
 }
 
 // PutDevice registers a device with exactly the given topics (register).

@@ -32,7 +32,7 @@ func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := s.svc.Kill(r.Context(), a.verified.Key.ID, body.Scope, body.Reason, wait)
+	res, err := s.svc.Kill(r.Context(), a.verified, a.envelope, body.Scope, body.Reason, wait)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("kill %s: %w", body.Scope, err))
 		return
@@ -43,11 +43,7 @@ func (s *Server) kill(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listKills(w http.ResponseWriter, r *http.Request) {
-	kills, err := s.svc.ActiveKills(r.Context())
-	if err != nil {
-		s.fail(w, r, fmt.Errorf("list kills: %w", err))
-		return
-	}
+	kills := s.svc.ActiveKills()
 	if kills == nil {
 		kills = []api.Kill{}
 	}
@@ -103,12 +99,12 @@ func (s *Server) listAudit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	entries, err := s.svc.AuditLog(r.Context(), int(limit))
+	page, err := s.svc.AuditLog(r.Context(), int(limit))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list audit: %w", err))
 		return
 	}
-	writeJSON(w, http.StatusOK, api.AuditPage{Entries: entries})
+	writeJSON(w, http.StatusOK, page)
 }
 
 // intParam parses an optional integer query parameter within [lo, hi].

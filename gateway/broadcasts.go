@@ -73,7 +73,7 @@ func (s *Server) cancelBroadcast(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if _, err := s.svc.Cancel(r.Context(), a.verified.Key, id, body.Reason); err != nil {
+	if _, err := s.svc.Cancel(r.Context(), a.verified, a.envelope, id, body.Reason); err != nil {
 		s.fail(w, r, fmt.Errorf("cancel broadcast: %w", err))
 		return
 	}

@@ -16,8 +16,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/gateway"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/queue"
@@ -31,9 +33,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 	getID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"citizens"}`))
 	cancelID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"district-1"}`))
 	recallID := submit(t, env, gatewaytest.Sender, broadcastBody(`{"topic":"district-2"}`))
-	if _, err := env.Service.Kill(ctx, "setup", api.TopicScope("to-resume"), "setup", false); err != nil {
-		t.Fatal(err)
-	}
+	env.Kill(t, gatewaytest.Admin, api.TopicScope("to-resume"), "setup")
 
 	tests := []struct {
 		name       string
@@ -158,7 +158,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			name: "resume", key: gatewaytest.Admin, method: "POST", path: "/v1/resume",
 			body: `{"scope":"topic:to-resume","reason":"fixed"}`, want: http.StatusOK,
 			check: func(t *testing.T, r response) {
-				if active, _ := env.Service.Kills().IsActive(ctx, "topic:to-resume"); active {
+				if env.Service.Control().IsActive("topic:to-resume") {
 					t.Error("kill still active after resume")
 				}
 			},
@@ -167,7 +167,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			name: "revoke", key: gatewaytest.Admin, method: "POST", path: "/v1/keys/" + gatewaytest.Doomed + "/revoke",
 			body: `{"reason":"key leaked"}`, want: http.StatusOK,
 			check: func(t *testing.T, r response) {
-				if revoked, _ := env.Service.Kills().Revoked(ctx, gatewaytest.Doomed); !revoked {
+				if revoked, _ := env.Service.Control().Revoked(ctx, gatewaytest.Doomed); !revoked {
 					t.Error("key not revoked")
 				}
 			},
@@ -334,9 +334,7 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			want{403, "audience_over_cap"}},
 		{"global kill active", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts", body: broadcastBody(`{"topic":"citizens"}`),
 			setup: func(t *testing.T) func() {
-				if _, err := env.Service.Kill(ctx, gatewaytest.Admin, api.ScopeGlobal, "test", false); err != nil {
-					t.Fatal(err)
-				}
+				env.Kill(t, gatewaytest.Admin, api.ScopeGlobal, "test")
 				return func() {
 					// Lifting a global kill takes a second person.
 					body := []byte(`{"scope":"global","reason":"test"}`)
@@ -388,10 +386,7 @@ func TestRefusalsWriteNothing(t *testing.T) {
 					defer undo()
 				}
 			}
-			killsBefore, err := env.Service.Kills().Active(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
+			killsBefore := env.Service.ActiveKills()
 			var body []byte
 			if tt.give.body != "" {
 				body = []byte(tt.give.body)
@@ -412,7 +407,7 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			if n, _ := env.Service.Registry().Count(ctx, ""); n != 3 {
 				t.Errorf("registry holds %d devices, want the 3 registered at setup", n)
 			}
-			if kills, _ := env.Service.Kills().Active(ctx); len(kills) != len(killsBefore) {
+			if kills := env.Service.ActiveKills(); len(kills) != len(killsBefore) {
 				t.Errorf("active kills %v, want %v as before", kills, killsBefore)
 			}
 		})
@@ -600,9 +595,20 @@ func TestInfrastructureFailureIsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, vkey, err := controllog.GenerateKey("pushgate.test/control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logKey, _ := note.NewVerifier(vkey)
+	// A view of the control log that never started: Redis never answered.
+	control, err := queue.NewControl(queue.ControlConfig{Redis: rdb, Keys: keys, Keyring: ring,
+		Profile: signing.DefaultProfile(), Policy: queue.DefaultPolicy(), LogKey: logKey})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ver := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: ring,
-		Revocations: queue.NewKills(rdb, keys, time.Now), Replay: queue.NewReplayGuard(rdb, keys)})
-	svc, err := queue.NewService(queue.Config{Redis: rdb, Keys: keys, Verifier: ver, Policy: queue.DefaultPolicy()})
+		Revocations: control, Replay: queue.NewReplayGuard(rdb, keys)})
+	svc, err := queue.NewService(queue.Config{Redis: rdb, Keys: keys, Verifier: ver, Control: control, Policy: queue.DefaultPolicy()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -262,6 +262,14 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("readiness: %w", err))
 		return
 	}
+	if err := s.svc.Control().Err(); err != nil {
+		s.fail(w, r, api.Errorf(api.CodeControlLogInconsistent, "the control log failed its checks: %v", err))
+		return
+	}
+	if !s.svc.Control().Fresh() {
+		s.fail(w, r, api.Errorf(api.CodeControlLogUnavailable, "this process's view of the control log is stale: is an integrator running?"))
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -20,9 +20,10 @@ import (
 // devices, or to more than its key's approval threshold, is planned only
 // once M approve keys of distinct public keys and owners, none the
 // submitter's, have signed approvals of exactly its body. The API checks
-// and stores each approval; every worker verifies the stored approvals
-// itself before it plans or sends past the threshold, so a state or a count
-// written into Redis is worth nothing.
+// each approval and records it in the control log; every worker takes the
+// approvals from its own verified view of the log and verifies each one
+// itself before it plans or sends past the threshold, so a state, a count
+// or an approval written into Redis is worth nothing.
 
 // approvalThreshold is the audience above which a broadcast of k needs
 // approvals; zero means only audiences of all devices do.
@@ -92,22 +93,29 @@ func parseBroadcastApproval(body []byte) (string, string, error) {
 	return r.BroadcastID, r.EnvelopeSHA256, nil
 }
 
-// broadcastApprovals verifies a broadcast's stored approvals.
+// broadcastApprovals verifies the approvals the control log holds for a
+// broadcast.
 func (c *core) broadcastApprovals(ctx context.Context, vb *verifiedBroadcast) ([]api.Approval, int, error) {
-	raws, err := c.store.approvals(ctx, c.keys.Approvals(vb.id))
-	if err != nil {
-		return nil, 0, err
-	}
-	return c.coSigned(ctx, raws, api.ApprovalsPath(vb.id), []signing.Role{signing.RoleApprove},
+	return c.coSigned(ctx, c.control.broadcastApprovals(vb.id), api.ApprovalsPath(vb.id), []signing.Role{signing.RoleApprove},
 		parseBroadcastApproval, vb.id, vb.digest, vb.key)
 }
 
 // approved reports whether a broadcast has the approvals it needs, as
-// this process verifies them. A forged approval is a security event.
+// this process verifies them from its view of the control log, read
+// again once when it falls short (the API integrates the last approval
+// before it enqueues the plan). A forged approval is a security event.
 func (c *core) approved(ctx context.Context, task string, vb *verifiedBroadcast) (bool, error) {
 	counted, forged, err := c.broadcastApprovals(ctx, vb)
 	if err != nil {
 		return false, err
+	}
+	if len(counted) < c.policy.ApprovalsRequired {
+		if err := c.control.refresh(ctx); err != nil {
+			return false, err
+		}
+		if counted, forged, err = c.broadcastApprovals(ctx, vb); err != nil {
+			return false, err
+		}
 	}
 	if forged > 0 {
 		c.securityEvent(ctx, task, vb.id, fmt.Errorf("%w: %d approvals do not verify", errForged, forged))
@@ -123,6 +131,9 @@ func (c *core) approved(ctx context.Context, task string, vb *verifiedBroadcast)
 // enqueues its planning.
 func (s *Service) Approve(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *api.ApprovalRequest) (*api.Status, error) {
 	id := req.BroadcastID
+	if err := s.controlOK(); err != nil {
+		return nil, err
+	}
 	st, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -154,20 +165,15 @@ func (s *Service) Approve(ctx context.Context, v *signing.Verified, envelope *si
 			return nil, api.Errorf(api.CodeDuplicateApproval, "owner %s already approved broadcast %s", a.Owner, id)
 		}
 	}
-	raw, err := json.Marshal(envelope)
-	if err != nil {
-		return nil, fmt.Errorf("encode approval: %w", err)
-	}
-	fresh, err := s.store.saveApproval(ctx, id, s.keys.Approvals(id), k.ID, raw)
-	if err != nil {
+	d := controllog.Decision{Kind: controllog.KindApprove, Target: id,
+		Outcome: fmt.Sprintf("%d of %d", len(counted)+1, s.policy.ApprovalsRequired)}
+	if _, err := s.logged(ctx, v, envelope, d, false); err != nil {
 		return nil, err
 	}
-	if !fresh {
-		return nil, api.Errorf(api.CodeDuplicateApproval, "key %s already approved broadcast %s", k.ID, id)
+	if counted, _, err = s.broadcastApprovals(ctx, vb); err != nil {
+		return nil, err
 	}
-	s.recordAudit(ctx, api.AuditEntry{Actor: k.ID, Action: "approve", Target: id,
-		Outcome: fmt.Sprintf("%d of %d", len(counted)+1, s.policy.ApprovalsRequired)})
-	if len(counted)+1 >= s.policy.ApprovalsRequired {
+	if len(counted) >= s.policy.ApprovalsRequired {
 		moved, err := s.transition(ctx, id, api.StateQueued, "approved", "", api.StateAwaitingApproval)
 		if err != nil {
 			return nil, err
@@ -216,11 +222,10 @@ func (s *Service) Pending(ctx context.Context) (*api.ApprovalsList, error) {
 		after = page.Next
 	}
 	slices.Reverse(out.Broadcasts) // oldest first
-	actions, err := s.pendingActions(ctx)
-	if err != nil {
-		return nil, err
+	out.Actions = s.control.pendingActions()
+	if out.Actions == nil {
+		out.Actions = []api.PendingAction{}
 	}
-	out.Actions = actions
 	return out, nil
 }
 
@@ -265,36 +270,6 @@ func (w *Worker) expireApproval(ctx context.Context, t *asynq.Task) error {
 	}
 	w.expire(ctx, p.Broadcast)
 	return nil
-}
-
-// approvals returns the stored approval envelopes of a hash: approver key
-// id → envelope.
-func (s *store) approvals(ctx context.Context, key string) (map[string]string, error) {
-	m, err := s.rdb.HGetAll(ctx, key).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("read approvals: %w", err)
-	}
-	return m, nil
-}
-
-// saveApproval stores an approval envelope under its key id unless that
-// key already approved, and renews the broadcast's retention. It reports
-// whether it stored it.
-func (s *store) saveApproval(ctx context.Context, id, key, keyID string, envelope []byte) (bool, error) {
-	var set *redis.BoolCmd
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		set = p.HSetNX(ctx, key, keyID, envelope)
-		if id != "" {
-			for _, k := range s.broadcastKeys(id) {
-				p.Expire(ctx, k, recordRetention)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("store approval: %w", err)
-	}
-	return set.Val(), nil
 }
 
 // approvalsSummary reads the approval fields of a record for its status.

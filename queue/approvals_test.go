@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -21,6 +23,22 @@ func (f *fixture) forgePlan(id string) {
 	if _, err := cl.Enqueue(PlanTask(id), asynq.Queue(QueuePlan)); err != nil {
 		f.t.Fatal(err)
 	}
+}
+
+// nonceOf reads the signature nonce of an encoded log entry.
+func nonceOf(t *testing.T, leaf string) string {
+	t.Helper()
+	e, err := controllog.Decode([]byte(leaf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := e.Request.Header.Get("Signature-Input")
+	_, rest, ok := strings.Cut(in, `nonce="`)
+	nonce, _, _ := strings.Cut(rest, `"`)
+	if !ok || nonce == "" {
+		t.Fatalf("no nonce in %q", in)
+	}
+	return nonce
 }
 
 // securityEvents reads one refused-task counter.
@@ -76,17 +94,24 @@ func TestBroadcastOverThresholdNeedsTwoOwnersApprovals(t *testing.T) {
 		t.Errorf("a second key of the same owner: %v, want %s", err, api.CodeDuplicateApproval)
 	}
 
-	// One approval, the state written straight into Redis, a copy of the
-	// approval under another key id, and a plan task: still refused.
+	// One approval, the state written straight into Redis, the genuine
+	// approval appended again for integration (a replay), a forged one
+	// written past the signed end of the log, and a plan task: still
+	// refused.
 	f.rdb.HSet(ctx, f.keys.Broadcast(st.ID), "state", api.StateQueued)
-	first := f.rdb.HGet(ctx, f.keys.Approvals(st.ID), "approver-a").Val()
-	f.rdb.HSet(ctx, f.keys.Approvals(st.ID), "approver-b", first, "forged", `{"method":"POST"}`)
+	_, size := f.control.Head()
+	first := f.rdb.HGet(ctx, f.keys.LogEntries(), strconv.FormatInt(size-1, 10)).Val()
+	f.rdb.RPush(ctx, f.keys.LogPending(), first)
+	f.rdb.HSet(ctx, f.keys.LogEntries(), strconv.FormatInt(size, 10), strings.Replace(first, "approver-a", "approver-b", -1))
 	f.forgePlan(st.ID)
 	waitFor(t, "the second forged plan task to be refused", func() bool { return refused() == 2 })
 	if n := len(f.fcm.sent("big")); n != 0 {
 		t.Fatalf("%d phones got a broadcast with one genuine approval", n)
 	}
-	f.rdb.HDel(ctx, f.keys.Approvals(st.ID), "approver-b", "forged")
+	waitFor(t, "the replayed approval to be refused as a replay", func() bool {
+		why, _ := f.control.store.rejection(ctx, "approver-a "+nonceOf(t, first))
+		return strings.Contains(why, "replayed")
+	})
 	f.rdb.HSet(ctx, f.keys.Broadcast(st.ID), "state", api.StateAwaitingApproval)
 
 	// The second owner's approval completes it: every phone, once.
@@ -157,24 +182,20 @@ func TestCustomRecallWaitsForASecondPerson(t *testing.T) {
 	if got, _ := f.svc.Get(ctx, st.ID); got.State != api.StateCompleted {
 		t.Fatalf("a pending recall changed the broadcast to %s", got.State)
 	}
-	// Someone with write access to Redis stores the signed recall and
-	// enqueues its planning: the workers refuse it without approvals.
-	v, env := f.as("admin", "POST", api.RecallPath(st.ID), custom)
-	envRaw, _ := json.Marshal(env)
-	_ = v
-	f.rdb.Set(ctx, f.keys.RecallEnvelope(st.ID), envRaw, 0)
+	// Someone with write access to Redis marks the broadcast recalling and
+	// enqueues its recall: the log holds the request only as a pending
+	// action, so the workers find no recall to send.
 	f.rdb.HSet(ctx, f.keys.Broadcast(st.ID), "state", api.StateRecalling)
 	cl := asynq.NewClientFromRedisClient(f.rdb)
 	task := PlanTask(st.ID)
 	if _, err := cl.Enqueue(asynq.NewTask(TypeRecallPlan, task.Payload()), asynq.Queue(QueueRecall)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the forged recall to be refused", func() bool { return f.securityEvents(TypeRecallPlan+":approval") == 1 })
+	waitFor(t, "the forged recall to be refused", func() bool { return f.securityEvents(TypeRecallPlan+":envelope") == 1 })
 	if n := len(f.fcm.sent("Evacuate")); n != 0 {
 		t.Fatalf("%d phones got custom recall text nobody approved", n)
 	}
 	f.rdb.HSet(ctx, f.keys.Broadcast(st.ID), "state", api.StateCompleted)
-	f.rdb.Del(ctx, f.keys.RecallEnvelope(st.ID))
 
 	if _, err := f.approveAction("admin", pending); api.CodeOf(err) != api.CodeSelfApproval {
 		t.Errorf("the requester approving its own recall: %v, want %s", err, api.CodeSelfApproval)
@@ -203,20 +224,20 @@ func TestCustomRecallWaitsForASecondPerson(t *testing.T) {
 func TestAdminActionsThatReleaseNeedASecondPerson(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	if _, err := f.svc.Kill(ctx, "admin", api.KeyScope("small"), "drill", false); err != nil {
+	if _, err := f.kill("admin", api.KeyScope("small"), "drill", false); err != nil {
 		t.Fatal(err)
 	}
 	_, pending, err := f.resume("admin", api.KeyScope("small"), "over")
 	if err != nil || pending == nil {
 		t.Fatalf("resume of a key kill = %+v, %v; want pending", pending, err)
 	}
-	if active, _ := f.svc.Kills().IsActive(ctx, api.KeyScope("small")); !active {
+	if !f.control.IsActive(api.KeyScope("small")) {
 		t.Fatal("a pending resume lifted the kill")
 	}
 	if _, err := f.approveAction("admin2", pending); err != nil {
 		t.Fatal(err)
 	}
-	if active, _ := f.svc.Kills().IsActive(ctx, api.KeyScope("small")); active {
+	if f.control.IsActive(api.KeyScope("small")) {
 		t.Fatal("the approved resume did not lift the kill")
 	}
 	if _, err := f.approveAction("approver-a", pending); api.CodeOf(err) != api.CodeInvalidState {
@@ -224,7 +245,7 @@ func TestAdminActionsThatReleaseNeedASecondPerson(t *testing.T) {
 	}
 
 	// A topic kill is lifted at once.
-	if _, err := f.svc.Kill(ctx, "admin", api.TopicScope("floods"), "drill", false); err != nil {
+	if _, err := f.kill("admin", api.TopicScope("floods"), "drill", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, pending, err := f.resume("admin", api.TopicScope("floods"), "over"); err != nil || pending != nil {
@@ -236,7 +257,7 @@ func TestAdminActionsThatReleaseNeedASecondPerson(t *testing.T) {
 	if err != nil || pending == nil {
 		t.Fatalf("revoke of an admin = %+v, %v; want pending", pending, err)
 	}
-	if revoked, _ := f.svc.Kills().Revoked(ctx, "admin2"); revoked {
+	if revoked, _ := f.control.Revoked(ctx, "admin2"); revoked {
 		t.Fatal("a pending revocation revoked the key")
 	}
 	if res, pending, err := f.revoke("admin", "small", "leaked"); err != nil || pending != nil || res == nil {
@@ -248,7 +269,7 @@ func TestAdminActionsThatReleaseNeedASecondPerson(t *testing.T) {
 	if err != nil || out.Kill == nil {
 		t.Fatalf("approval of the revocation = %+v, %v", out, err)
 	}
-	if revoked, _ := f.svc.Kills().Revoked(ctx, "admin2"); !revoked {
+	if revoked, _ := f.control.Revoked(ctx, "admin2"); !revoked {
 		t.Fatal("the approved revocation did not revoke the key")
 	}
 }

@@ -2,56 +2,97 @@ package queue
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"time"
+	"strings"
+
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/pushgate/pushgate/api"
-	"github.com/redis/go-redis/v9"
+	"github.com/pushgate/pushgate/controllog"
 )
 
-// auditMaxLen bounds the audit stream (approximately, as XADD MAXLEN ~ does).
-const auditMaxLen = 100000
+// The audit trail is the control log: every kill, resume, revocation,
+// cancel, recall, approval and accepted submission, as signed.
 
-// Audit is the append-only log of kills, resumes, recalls, revocations
-// and cancellations, kept as a Redis stream.
-type Audit struct {
-	rdb  redis.UniversalClient
-	keys Keys
-	now  func() time.Time
-}
-
-// Record appends an entry; At and ID are filled in.
-func (a *Audit) Record(ctx context.Context, e api.AuditEntry) error {
-	e.At = a.now().UTC()
-	b, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+// AuditLog returns up to limit entries of the control log, newest first,
+// each with its inclusion proof against the newest checkpoint this
+// process verified. Every entry and proof read from Redis is checked
+// against that checkpoint before it is served; one that does not check
+// means the log in Redis changed under a verified checkpoint, and fails
+// the view closed.
+func (s *Service) AuditLog(ctx context.Context, limit int) (*api.AuditPage, error) {
+	head, size := s.control.Head()
+	if err := s.controlOK(); err != nil {
+		return nil, err
 	}
-	err = a.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: a.keys.Audit(), MaxLen: auditMaxLen, Approx: true, Values: []any{"e", b},
-	}).Err()
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+	page := &api.AuditPage{Entries: []api.AuditEntry{}}
+	if head == nil {
+		return page, nil
 	}
-	return nil
-}
-
-// List returns up to limit entries, newest first.
-func (a *Audit) List(ctx context.Context, limit int) ([]api.AuditEntry, error) {
-	msgs, err := a.rdb.XRevRangeN(ctx, a.keys.Audit(), "+", "-", int64(limit)).Result()
+	page.Checkpoint = string(s.control.signedHead())
+	from := max(size-int64(limit), 0)
+	var leaves [][]byte
+	err := s.control.store.entries(ctx, from, size, func(_ int64, ls [][]byte) error {
+		leaves = append(leaves, ls...)
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("read audit: %w", err)
+		return nil, err
 	}
-	out := make([]api.AuditEntry, 0, len(msgs))
-	for _, m := range msgs {
-		var e api.AuditEntry
-		raw, _ := m.Values["e"].(string)
-		if json.Unmarshal([]byte(raw), &e) != nil {
-			e = api.AuditEntry{Action: "unreadable"}
+	hashes := s.control.store.hashReader(ctx)
+	for j := len(leaves) - 1; j >= 0; j-- {
+		i := from + int64(j)
+		proof, err := tlog.ProveRecord(size, i, hashes)
+		if err == nil {
+			err = tlog.CheckRecord(proof, size, head.Root, i, tlog.RecordHash(leaves[j]))
 		}
-		e.ID = m.ID
-		out = append(out, e)
+		if err != nil {
+			return nil, s.control.fail(fmt.Errorf("entry %d in Redis does not prove into the verified checkpoint of size %d: %v", i, size, err))
+		}
+		e, err := s.auditEntry(ctx, i, leaves[j])
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range proof {
+			e.Proof = append(e.Proof, base64.StdEncoding.EncodeToString(h[:]))
+		}
+		page.Entries = append(page.Entries, *e)
 	}
+	return page, nil
+}
+
+// auditEntry describes one verified entry for people.
+func (s *Service) auditEntry(ctx context.Context, index int64, leaf []byte) (*api.AuditEntry, error) {
+	e, err := controllog.Decode(leaf)
+	if err != nil {
+		return nil, s.control.fail(fmt.Errorf("entry %d: %v", index, err))
+	}
+	out := &api.AuditEntry{Index: index, At: e.Time.UTC(), Action: string(e.Decision.Kind), Target: e.Decision.Target,
+		Outcome: e.Decision.Outcome, Entry: json.RawMessage(leaf)}
+	c, err := controllog.Check(ctx, s.control.verifier, e, s.control.window)
+	if err != nil {
+		out.Outcome = "does not verify now: " + err.Error()
+		return out, nil
+	}
+	out.Actor = c.Verified.Key.ID
+	out.Reason = reasonOf(c.Kind, e.Request.Body)
 	return out, nil
+}
+
+// reasonOf reads the reason (or, for a recall, the mode) of a control
+// request's body.
+func reasonOf(kind controllog.Kind, body []byte) string {
+	var r struct {
+		Reason string `json:"reason"`
+		Mode   string `json:"mode"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return ""
+	}
+	if kind == controllog.KindRecall {
+		return r.Mode
+	}
+	return strings.ToValidUTF8(r.Reason, "?")
 }

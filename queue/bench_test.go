@@ -26,7 +26,7 @@ func BenchmarkPlanMillion(b *testing.B) {
 	const devices = 1_000_000
 	f := newFixture(b, func(p *Policy) {})
 	benchRegister(b, f.rdb, f.keys, "citizens", devices)
-	w, err := NewWorker(WorkerConfig{Config: f.config(),
+	w, err := NewWorker(WorkerConfig{Config: f.config(f.control),
 		Senders: map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns}})
 	if err != nil {
 		b.Fatal(err)

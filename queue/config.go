@@ -34,7 +34,10 @@ type Policy struct {
 	RetryBase, RetryMax time.Duration
 	// IdempotencyTTL is how long an idempotency key is remembered.
 	IdempotencyTTL time.Duration
-	// KillWait bounds how long a kill with wait=true waits for workers.
+	// KillWait bounds how long a kill with wait=true waits for workers. A
+	// worker that stopped answering counts until it must have stopped
+	// itself (control.max_staleness and a second after its last
+	// heartbeat), so KillWait should be longer than that.
 	KillWait time.Duration
 
 	// ApprovalsRequired is M: how many approvals, from approve keys of
@@ -73,7 +76,7 @@ func DefaultPolicy() Policy {
 		RetryBase:      time.Second,
 		RetryMax:       5 * time.Minute,
 		IdempotencyTTL: 24 * time.Hour,
-		KillWait:       2 * time.Second,
+		KillWait:       5 * time.Second,
 
 		ApprovalsRequired: 2,
 		ApprovalWindow:    30 * time.Minute,
@@ -85,12 +88,17 @@ func DefaultPolicy() Policy {
 
 // Config is what the API service and the workers are built from.
 type Config struct {
-	Redis    redis.UniversalClient
-	Keys     Keys
+	Redis redis.UniversalClient
+	Keys  Keys
+	// Verifier checks requests at ingress and stored envelopes again; its
+	// Revocations should be Control.
 	Verifier *signing.Verifier
-	Policy   Policy
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	// Control is the process's view of the control log, shared by its API
+	// service and its workers, and started by its owner.
+	Control *Control
+	Policy  Policy
+	Logger  *slog.Logger
+	Metrics *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -105,18 +113,18 @@ type core struct {
 	now      func() time.Time
 	store    *store
 	registry *Registry
-	kills    *Kills
+	control  *Control
+	workers  *workerSet
 	verifier *signing.Verifier
 	enqueuer *asynq.Client
-	audit    *Audit
 	// verify re-verifies stored envelopes, remembering verdicts.
 	verify *envelopeVerifier
 	limits *limiter
 }
 
 func newCore(cfg Config) (*core, error) {
-	if cfg.Redis == nil || cfg.Verifier == nil {
-		return nil, errors.New("queue: Redis and Verifier are required")
+	if cfg.Redis == nil || cfg.Verifier == nil || cfg.Control == nil {
+		return nil, errors.New("queue: Redis, Verifier and Control are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -142,11 +150,11 @@ func newCore(cfg Config) (*core, error) {
 		now:      cfg.Now,
 		store:    &store{rdb: cfg.Redis, keys: cfg.Keys},
 		registry: NewRegistry(cfg.Redis, cfg.Keys),
-		kills:    NewKills(cfg.Redis, cfg.Keys, cfg.Now),
+		control:  cfg.Control,
+		workers:  &workerSet{rdb: cfg.Redis, keys: cfg.Keys, now: cfg.Now},
 		verifier: cfg.Verifier,
 		enqueuer: asynq.NewClientFromRedisClient(cfg.Redis),
-		audit:    &Audit{rdb: cfg.Redis, keys: cfg.Keys, now: cfg.Now},
-		verify:   newEnvelopeVerifier(cfg.Verifier, p.EnvelopeMaxAge, p.MaxTTL, defaultVerifyCacheSize),
+		verify:   newEnvelopeVerifier(cfg.Verifier, cfg.Control, p.EnvelopeMaxAge, p.MaxTTL, defaultVerifyCacheSize),
 	}
 	c.limits = c.newLimiter()
 	return c, nil

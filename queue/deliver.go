@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -46,8 +47,11 @@ type outcomes struct {
 	invalid  []int   // devices the provider says are gone: pruned from the registry
 	retry    []int   // devices to try again after max(after, backoff)
 	deferred []int   // devices to send once the rate limit allows, after wait
-	after    time.Duration
-	wait     time.Duration
+	// stalled are devices not tried because the worker's view of the
+	// control log went stale mid-batch: tried again, same attempt.
+	stalled []int
+	after   time.Duration
+	wait    time.Duration
 }
 
 // final is a device's final outcome: its index in the batch and the
@@ -65,6 +69,9 @@ func (o *outcomes) add(i int, letter string) { o.final = append(o.final, final{i
 // failed transiently or was deferred by a rate limit. It never sleeps on a
 // provider.
 func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
+	if err := w.fresh(); err != nil {
+		return err
+	}
 	b, err := decodeBatch(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypeDeliver, "", err)
@@ -182,14 +189,14 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	defer f.end()
 	if len(send) > 0 {
 		results := sender.Send(f.ctx, f, &vb.msg, b.tokens(send))
-		w.classify(b.Platform, send, results, f.killed() != "", &out)
+		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), &out)
 	}
 	return w.finishBatch(ctx, vb, b, &out, f.killed())
 }
 
 // classify turns provider results for the devices sent (by index) into
 // final outcomes and retries.
-func (w *Worker) classify(platform providers.Platform, sent []int, results []providers.Result, killed bool, out *outcomes) {
+func (w *Worker) classify(platform providers.Platform, sent []int, results []providers.Result, killed, stalled bool, out *outcomes) {
 	for j, r := range results {
 		i := sent[j]
 		if w.metrics != nil {
@@ -215,6 +222,8 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 				out.add(i, outUnknown)
 			case killed:
 				out.add(i, outCancelled)
+			case stalled && r.Latency == 0:
+				out.stalled = append(out.stalled, i)
 			default:
 				// Shutdown or timeout, not a kill: the outcome is unknown,
 				// so try again; the collapse identity hides a re-send.
@@ -231,10 +240,10 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 // and a crash before it re-runs the batch rather than losing devices.
 func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batch, out *outcomes, killedBy string) error {
 	if killedBy != "" {
-		for _, i := range append(out.retry, out.deferred...) {
+		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled) {
 			out.add(i, outCancelled)
 		}
-		out.retry, out.deferred = nil, nil
+		out.retry, out.deferred, out.stalled = nil, nil, nil
 	}
 	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, b, out)
 	if err != nil {
@@ -275,6 +284,11 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 	}
 	if len(out.deferred) > 0 {
 		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.deferred), out.wait); err != nil {
+			return 0, err
+		}
+	}
+	if len(out.stalled) > 0 {
+		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.stalled), time.Second); err != nil {
 			return 0, err
 		}
 	}

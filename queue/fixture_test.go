@@ -14,8 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/internal/redistest"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
@@ -46,7 +48,9 @@ type fakeSender struct {
 type sendRecord struct {
 	token string
 	msg   providers.Message
-	at    time.Time
+	// started is when the gate let the request leave; at is when the
+	// call completed.
+	started, at time.Time
 }
 
 var _ Sender = (*fakeSender)(nil)
@@ -81,6 +85,7 @@ func (f *fakeSender) Send(ctx context.Context, gate providers.Gate, msg *provide
 				return
 			}
 			commits = 1
+			started := time.Now()
 			if f.latency > 0 {
 				select {
 				case <-time.After(f.latency):
@@ -98,9 +103,9 @@ func (f *fakeSender) Send(ctx context.Context, gate providers.Gate, msg *provide
 			}
 			switch res.Class {
 			case providers.Sent:
-				f.sends = append(f.sends, sendRecord{token: tok, msg: *msg, at: time.Now()})
+				f.sends = append(f.sends, sendRecord{token: tok, msg: *msg, started: started, at: time.Now()})
 			case providers.Retryable:
-				f.refused = append(f.refused, sendRecord{token: tok, msg: *msg, at: time.Now()})
+				f.refused = append(f.refused, sendRecord{token: tok, msg: *msg, started: started, at: time.Now()})
 			}
 			f.mu.Unlock()
 			out[i] = res
@@ -166,12 +171,26 @@ type fixture struct {
 	policy   Policy
 	fcm      *fakeSender
 	apns     *fakeSender
+	// control is the API's view of the control log, which integrates;
+	// logSigner and logKey are the log's key.
+	control   *Control
+	logSigner note.Signer
+	logKey    note.Verifier
+	// staleness is control.max_staleness for every view (0: default).
+	staleness time.Duration
 }
 
 func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 	t.Helper()
+	return newFixtureStaleness(t, tune, 0)
+}
+
+// newFixtureStaleness is newFixture whose views of the control log have a
+// control.max_staleness of staleness (0: the default).
+func newFixtureStaleness(t testing.TB, tune func(*Policy), staleness time.Duration) *fixture {
+	t.Helper()
 	rdb := redistest.Client(t)
-	f := &fixture{t: t, rdb: rdb, keys: NewKeys("pgt"), policy: DefaultPolicy(),
+	f := &fixture{t: t, rdb: rdb, keys: NewKeys("pgt"), policy: DefaultPolicy(), staleness: staleness,
 		fcm: newFakeSender(providers.FCM), apns: newFakeSender(providers.APNs)}
 	f.policy.DeviceLimit = 0
 	f.policy.RetryBase = 200 * time.Millisecond
@@ -201,14 +220,20 @@ func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 	}
 	f.keyring = kr
 	f.sender, f.admin = signers["sender"], signers["admin"]
-	kills := NewKills(rdb, f.keys, time.Now)
-	f.verifier = signing.NewVerifier(signing.VerifierConfig{
-		Profile:     signing.DefaultProfile(),
-		Keys:        kr,
-		Revocations: kills,
-		Replay:      NewReplayGuard(rdb, f.keys),
-	})
-	svc, err := NewService(f.config())
+	skey, vkey, err := controllog.GenerateKey("pushgate.test/control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.logSigner, err = note.NewSigner(skey); err != nil {
+		t.Fatal(err)
+	}
+	if f.logKey, err = note.NewVerifier(vkey); err != nil {
+		t.Fatal(err)
+	}
+	f.control = f.newControl(true, "")
+	waitFor(t, "the first checkpoint", f.control.Fresh)
+	f.verifier = f.verifierFor(f.control)
+	svc, err := NewService(f.config(f.control))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,10 +242,42 @@ func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 	return f
 }
 
-func (f *fixture) config() Config {
-	return Config{Redis: f.rdb, Keys: f.keys, Verifier: f.verifier, Policy: f.policy,
-		Metrics: NewMetrics(prometheus.NewRegistry()),
-		Logger:  slog.New(slog.NewTextHandler(tlog{f.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+// newControl starts a view of the fixture's control log, as a process of
+// its own would hold one: the integrator's when integrate is set. It
+// remembers checkpoints in stateDir unless that is empty.
+func (f *fixture) newControl(integrate bool, stateDir string) *Control {
+	f.t.Helper()
+	cfg := ControlConfig{Redis: f.rdb, Keys: f.keys, Keyring: f.keyring, Profile: signing.DefaultProfile(),
+		Policy: f.policy, LogKey: f.logKey, StateDir: stateDir, MaxStaleness: f.staleness,
+		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
+	if integrate {
+		cfg.Signer = f.logSigner
+	}
+	c, err := NewControl(cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(c.Close)
+	return c
+}
+
+func (f *fixture) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(testLog{f.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// verifierFor is the ingress verifier of a process holding view c.
+func (f *fixture) verifierFor(c *Control) *signing.Verifier {
+	return signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: f.keyring,
+		Revocations: c, Replay: NewReplayGuard(f.rdb, f.keys)})
+}
+
+// config is a process's configuration around its view of the log.
+func (f *fixture) config(c *Control) Config {
+	return Config{Redis: f.rdb, Keys: f.keys, Verifier: f.verifierFor(c), Control: c, Policy: f.policy,
+		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
 }
 
 // startWorker starts a worker with the fixture's fake senders and stops it
@@ -228,7 +285,7 @@ func (f *fixture) config() Config {
 func (f *fixture) startWorker(id string) *Worker {
 	f.t.Helper()
 	w, err := NewWorker(WorkerConfig{
-		Config:                   f.config(),
+		Config:                   f.config(f.newControl(false, "")),
 		Senders:                  map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns},
 		ID:                       id,
 		Concurrency:              4,
@@ -277,6 +334,22 @@ func (f *fixture) as(id, method, path, body string) (*signing.Verified, *signing
 		f.t.Fatalf("verify as %s: %v", id, err)
 	}
 	return v, env
+}
+
+// kill has key by kill a scope.
+func (f *fixture) kill(by, scope, reason string, wait bool) (*KillResult, error) {
+	f.t.Helper()
+	body := fmt.Sprintf(`{"scope":%q,"reason":%q}`, scope, reason)
+	v, env := f.as(by, "POST", api.PathKill, body)
+	return f.svc.Kill(context.Background(), v, env, scope, reason, wait)
+}
+
+// cancel has key by cancel broadcast id.
+func (f *fixture) cancel(by, id, reason string) (*KillResult, error) {
+	f.t.Helper()
+	body := fmt.Sprintf(`{"reason":%q}`, reason)
+	v, env := f.as(by, "POST", api.CancelPath(id), body)
+	return f.svc.Cancel(context.Background(), v, env, id, reason)
 }
 
 // revoke has key by revoke keyID.
@@ -399,16 +472,16 @@ func (f *fixture) waitState(id, state string) *api.Status {
 	}
 }
 
-// tlog writes log lines into the test's output.
-type tlog struct{ t testing.TB }
+// testLog writes log lines into the test's output.
+type testLog struct{ t testing.TB }
 
-func (l tlog) Write(b []byte) (int, error) {
+func (l testLog) Write(b []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(hangGuard)
 	for !cond() {

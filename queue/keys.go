@@ -31,9 +31,6 @@ func (k Keys) Broadcast(id string) string { return k.bc(id) }
 // Envelope holds the signed submission of a broadcast exactly as received.
 func (k Keys) Envelope(id string) string { return k.bc(id) + ":env" }
 
-// RecallEnvelope holds the signed recall request of a broadcast.
-func (k Keys) RecallEnvelope(id string) string { return k.bc(id) + ":recall-env" }
-
 // Ledger is the hash of per-device outcomes of a broadcast: field
 // "<platform>:<token>", value an outcome letter followed by the batch
 // sequence that owns the device.
@@ -48,14 +45,6 @@ func (k Keys) Plan(id string) string { return k.bc(id) + ":plan" }
 
 // RecallPlan is the planning progress of a broadcast's recall.
 func (k Keys) RecallPlan(id string) string { return k.bc(id) + ":recall-plan" }
-
-// Approvals is the hash of a broadcast's approvals: approver key id → the
-// signed approval request as received.
-func (k Keys) Approvals(id string) string { return k.bc(id) + ":approvals" }
-
-// RecallApprovals is the hash of the approvals of a broadcast's recall
-// with custom text, as Approvals.
-func (k Keys) RecallApprovals(id string) string { return k.bc(id) + ":recall-approvals" }
 
 // Timeline is the list of a broadcast's events, oldest first.
 func (k Keys) Timeline(id string) string { return k.bc(id) + ":timeline" }
@@ -99,34 +88,17 @@ func (k Keys) DeviceRate(window int64) string {
 	return k.prefix + ":{rl:device}:" + strconv.FormatInt(window, 10)
 }
 
-// Kills is the hash of active kills: scope → JSON. It shares the {kill}
-// hash tag with KillVersion and Revoked, which change with it atomically.
-func (k Keys) Kills() string { return k.prefix + ":{kill}:active" }
-
-// KillVersion is the counter bumped by every change of the kill state or of
-// the revoked keys.
-func (k Keys) KillVersion() string { return k.prefix + ":{kill}:version" }
-
-// KillChannel is the pub/sub channel on which a new kill version is
-// announced.
-func (k Keys) KillChannel() string { return k.prefix + ":kill-events" }
-
-// AckChannel is the pub/sub channel on which workers announce the kill
-// version they have applied.
+// AckChannel is the pub/sub channel on which workers announce the control
+// log size they have applied.
 func (k Keys) AckChannel() string { return k.prefix + ":kill-acks" }
 
-// Revoked is the hash of revoked sender keys: key id → JSON.
-func (k Keys) Revoked() string { return k.prefix + ":{kill}:revoked" }
-
-// Workers is the sorted set of live workers scored by their last heartbeat
-// in milliseconds.
+// Workers is the sorted set of live workers scored by when their view of
+// the control log stops being fresh, in milliseconds.
 func (k Keys) Workers() string { return k.prefix + ":workers" }
 
-// WorkerAcks is the hash of the kill version each worker has applied.
+// WorkerAcks is the hash of the control log size each worker has
+// applied.
 func (k Keys) WorkerAcks() string { return k.prefix + ":worker-acks" }
-
-// Audit is the stream of admin actions.
-func (k Keys) Audit() string { return k.prefix + ":audit" }
 
 // Reach is the sorted set of the devices a sender key's broadcasts
 // reached: an 8-byte hash of each device, scored by when it was last
@@ -136,15 +108,45 @@ func (k Keys) Reach(keyID string) string { return k.prefix + ":{reach:" + keyID 
 // DeviceQuota counts the devices a register key created.
 func (k Keys) DeviceQuota(keyID string) string { return k.prefix + ":quota:" + keyID }
 
-// Action is the hash of an admin action waiting for approvals: kind,
-// target, requester, the signed request, times.
-func (k Keys) Action(id string) string { return k.prefix + ":{act:" + id + "}" }
-
-// ActionApprovals is the hash of an action's approvals, as Approvals.
-func (k Keys) ActionApprovals(id string) string { return k.prefix + ":{act:" + id + "}:approvals" }
-
-// Actions is the sorted set of action ids by creation time (ms).
-func (k Keys) Actions() string { return k.prefix + ":actions" }
-
 // SecurityEvents is the counter hash of refused tasks by reason.
 func (k Keys) SecurityEvents() string { return k.prefix + ":security" }
+
+// The control log's keys share the hash tag {log}, so that one script
+// integrates a batch (docs/ARCHITECTURE.md, "The control log").
+
+// LogPending is the list of encoded entries waiting to be integrated.
+func (k Keys) LogPending() string { return k.prefix + ":{log}:pending" }
+
+// LogTaken counts the items ever taken off LogPending, so that two
+// integrators never take the same ones.
+func (k Keys) LogTaken() string { return k.prefix + ":{log}:taken" }
+
+// LogEntries is the hash of integrated entries: index → leaf bytes.
+func (k Keys) LogEntries() string { return k.prefix + ":{log}:entries" }
+
+// LogHashes is the string of the tree's stored hashes, 32 bytes each in
+// tlog's storage order, from which inclusion proofs are served.
+func (k Keys) LogHashes() string { return k.prefix + ":{log}:hashes" }
+
+// LogCheckpoint is the newest signed checkpoint.
+func (k Keys) LogCheckpoint() string { return k.prefix + ":{log}:checkpoint" }
+
+// LogCheckpoints is the hash of the first checkpoint signed at each size:
+// size → note, for exports.
+func (k Keys) LogCheckpoints() string { return k.prefix + ":{log}:checkpoints" }
+
+// LogRejected is the hash of requests the integrator refused: "key nonce"
+// → reason.
+func (k Keys) LogRejected() string { return k.prefix + ":{log}:rejected" }
+
+// LogChannel is the pub/sub channel on which a grown log's size is
+// announced.
+func (k Keys) LogChannel() string { return k.prefix + ":log-checkpoints" }
+
+// LogPendingChannel wakes integrators when a request was appended.
+func (k Keys) LogPendingChannel() string { return k.prefix + ":log-pending" }
+
+// StopChannel carries the signed requests of kills, revocations, cancels
+// and recalls as they are appended, so that workers stop on the signature
+// before the entry is integrated.
+func (k Keys) StopChannel() string { return k.prefix + ":stops" }

@@ -83,7 +83,7 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "bad"))
 	waitFor(t, "first deliveries", func() bool { return len(f.fcm.sent("bad"))+len(f.apns.sent("bad")) > 100 })
 
-	res, err := f.svc.Kill(context.Background(), "admin", api.BroadcastScope(st.ID), "wrong text", true)
+	res, err := f.kill("admin", api.BroadcastScope(st.ID), "wrong text", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,8 +98,8 @@ func TestKillAcknowledgedStopsEveryCall(t *testing.T) {
 	})
 	done, _ = f.svc.Get(context.Background(), st.ID)
 	for _, r := range append(f.fcm.records(), f.apns.records()...) {
-		// A record's time is taken when the call completes; a call that
-		// completed after the acknowledgement started after it.
+		// A call that completed after the acknowledgement would have
+		// started after it.
 		if r.msg.Title == "bad" && r.at.After(acked) {
 			t.Errorf("a provider call completed %s after the kill was acknowledged", r.at.Sub(acked))
 		}
@@ -225,7 +225,7 @@ func TestRecallReplaceReachesExactlyTheReachedDevices(t *testing.T) {
 	}
 	// Every key of the broadcast, the recall's included, expires with it.
 	for _, k := range []string{f.keys.Broadcast(st.ID), f.keys.Envelope(st.ID), f.keys.Ledger(st.ID),
-		f.keys.RecallEnvelope(st.ID), f.keys.RecallLedger(st.ID), f.keys.RecallPlan(st.ID)} {
+		f.keys.RecallLedger(st.ID), f.keys.RecallPlan(st.ID)} {
 		if ttl := f.rdb.TTL(ctx, k).Val(); ttl <= 0 {
 			t.Errorf("%s has no expiry (TTL %v)", k, ttl)
 		}

@@ -2,89 +2,60 @@ package queue
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/pushgate/pushgate/api"
-	"github.com/pushgate/pushgate/internal/redistest"
+	"github.com/pushgate/pushgate/controllog"
+	"github.com/pushgate/pushgate/signing"
 )
 
-func TestParseKillEvent(t *testing.T) {
-	tests := []struct {
-		give      string
-		wantV     int64
-		wantScope string
-		wantErr   bool
-	}{
-		{give: "7", wantV: 7},
-		{give: "7 kill broadcast:b1", wantV: 7, wantScope: "broadcast:b1"},
-		{give: "8 kill global", wantV: 8, wantScope: api.ScopeGlobal},
-		{give: "9 kill key:city-alerts", wantV: 9, wantScope: "key:city-alerts"},
-		{give: "9 kill nonsense", wantV: 9},
-		{give: "9 resume topic:news", wantV: 9},
-		{give: "x kill global", wantErr: true},
+// announcement returns the stop announcement of a request signed by key
+// by, as the API publishes it.
+func (f *fixture) announcement(by, path, body string) string {
+	f.t.Helper()
+	_, env := f.as(by, "POST", path, body)
+	kind, target, _ := controllog.KindOf("POST", path)
+	leaf, err := controllog.Encode(&controllog.Entry{Time: time.Now(), Request: env, Decision: controllog.Decision{Kind: kind, Target: target}})
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	for _, tt := range tests {
-		v, scope, err := parseKillEvent(tt.give)
-		if v != tt.wantV || scope != tt.wantScope || (err != nil) != tt.wantErr {
-			t.Errorf("parseKillEvent(%q) = %d, %q, %v; want %d, %q, error %t", tt.give, v, scope, err, tt.wantV, tt.wantScope, tt.wantErr)
-		}
-	}
+	return string(leaf)
 }
 
-// TestKillAnnouncementNamesItsScope checks what the kill channel carries:
-// a kill names its scope, so that workers can stop it before loading the
-// new state; a resume only bumps the version.
-func TestKillAnnouncementNamesItsScope(t *testing.T) {
-	ctx := context.Background()
-	rdb := redistest.Client(t)
-	keys := NewKeys("")
-	kills := NewKills(rdb, keys, time.Now)
-	ps := rdb.Subscribe(ctx, keys.KillChannel())
-	defer ps.Close()
-	if _, err := ps.Receive(ctx); err != nil {
-		t.Fatal(err)
-	}
-	msgs := ps.Channel()
-	next := func() string {
-		select {
-		case m := <-msgs:
-			return m.Payload
-		case <-time.After(hangGuard):
-			t.Fatal("hung: no announcement")
-			return ""
-		}
-	}
-
-	if _, err := kills.Kill(ctx, api.TopicScope("news"), "test", "admin"); err != nil {
-		t.Fatal(err)
-	}
-	if got := next(); got != "1 kill topic:news" {
-		t.Errorf("kill announced %q, want %q", got, "1 kill topic:news")
-	}
-	if _, _, err := kills.Resume(ctx, api.TopicScope("news")); err != nil {
-		t.Fatal(err)
-	}
-	if got := next(); got != "2" {
-		t.Errorf("resume announced %q, want %q", got, "2")
-	}
-}
-
-// TestStopNowStopsAnnouncedScope checks the early stop of an announced
-// kill: flights in its scope, running or new, admit no call and let no
-// request leave, before any state is loaded; others go on; the view keeps
-// its version, so the loaded state still replaces it.
-func TestStopNowStopsAnnouncedScope(t *testing.T) {
-	ks := NewKillSwitch(NewKills(nil, NewKeys(""), time.Now), "w1", slog.New(slog.DiscardHandler))
+// TestAnnouncedStopActsBeforeIntegration checks the early stop of an
+// announced kill: a worker that verifies the announcement's signature
+// stops the flights in its scope, running or new, before the log holds
+// the kill; flights of other scopes go on; announcements that do not
+// verify, or come from a key that may not stop, stop nothing.
+func TestAnnouncedStopActsBeforeIntegration(t *testing.T) {
+	f := newFixture(t, nil)
+	// A view that never integrates: nothing announced here reaches the log.
+	ks := NewKillSwitch(f.newControl(false, ""), f.rdb, f.keys, "w1", slog.New(slog.DiscardHandler))
+	waitFor(t, "a fresh view", ks.control.Fresh)
 	ctx := context.Background()
 	hit := ks.begin(ctx, Scope{BroadcastID: "b1", KeyID: "k1"})
 	other := ks.begin(ctx, Scope{BroadcastID: "b2", KeyID: "k1"})
 	defer hit.end()
 	defer other.end()
 
-	ks.stopNow(api.BroadcastScope("b1"))
+	kill := func(scope string) string { return fmt.Sprintf(`{"scope":%q,"reason":"test"}`, scope) }
+	refused := []string{
+		f.announcement("sender", api.PathKill, kill(api.BroadcastScope("b1"))), // a sender may not kill
+		`{"time":"2026-12-01T00:00:00Z","request":{"method":"POST","path":"/v1/kill","header":{},"body":null},"decision":{"kind":"kill"}}`,
+		"not an entry",
+	}
+	for _, a := range refused {
+		ks.announce(ctx, a)
+	}
+	if !hit.Enter() {
+		t.Fatal("an announcement that does not verify stopped a flight")
+	}
+	hit.Leave(0)
 
+	ks.announce(ctx, f.announcement("admin", api.PathKill, kill(api.BroadcastScope("b1"))))
 	if hit.Enter() || hit.Commit() {
 		t.Error("a running flight of the announced scope still admits calls")
 	}
@@ -100,7 +71,25 @@ func TestStopNowStopsAnnouncedScope(t *testing.T) {
 	if late.Enter() {
 		t.Error("a flight begun after the announcement admits calls")
 	}
-	if v := ks.Version(); v != 0 {
-		t.Errorf("version = %d after an announcement, want 0 (unchanged until the state is loaded)", v)
+	// The stop stands across syncs of a log that does not hold it yet.
+	ks.Sync(ctx)
+	if _, ok := ks.Killed(Scope{BroadcastID: "b1"}); !ok {
+		t.Error("a sync of the log lifted an announced stop before it expired")
+	}
+}
+
+// TestReplayedAnnouncementStopsNothing replays an announcement signed
+// longer ago than the signing skew: it is refused.
+func TestReplayedAnnouncementStopsNothing(t *testing.T) {
+	f := newFixture(t, nil)
+	ks := NewKillSwitch(f.control, f.rdb, f.keys, "w1", slog.New(slog.DiscardHandler))
+	old := time.Now().Add(-signing.DefaultSkew - time.Minute)
+	f.signers["admin"].Now = func() time.Time { return old }
+	f.verifier = signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: f.keyring,
+		Now: func() time.Time { return old }})
+	a := f.announcement("admin", api.PathKill, `{"scope":"global","reason":"old"}`)
+	ks.announce(context.Background(), a)
+	if by, ok := ks.Killed(Scope{BroadcastID: "b1"}); ok {
+		t.Errorf("a replayed announcement stopped work (by %s)", by)
 	}
 }

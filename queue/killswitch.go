@@ -20,16 +20,25 @@ var errKilled = errors.New("killed")
 // KillSwitch is a worker's in-memory view of the kill state and its guard
 // over provider calls.
 //
-// The view is refreshed by the kill channel and, in case a message was
-// missed, by polling the kill version every second. Applying a new view
-// stops every running flight in a killed scope (no further provider call
-// of it is admitted), waits for it to end (its admitted calls returned —
-// cancelled through their context if they outlast a short grace — and its
-// outcomes recorded), and only then acknowledges the version. So once
-// every live worker has acknowledged a kill, no provider call in its scope
-// can start, and the ledger holds every device it reached.
+// The view is the control log's fold (Control), refreshed whenever the log
+// grows, plus the stops announced on the stop channel that the log has
+// not integrated yet: a kill, revocation, cancel or recall whose signed
+// request this worker verified itself stops at once (stops act on one
+// signature), and stands until the log holds it or, if it never does,
+// for provisionalHold. Applying a new view stops every running flight in
+// a killed scope (no further provider call of it is admitted), waits for
+// it to end (its admitted calls returned — cancelled through their
+// context if they outlast a short grace — and its outcomes recorded), and
+// only then acknowledges the log size it applied. So once every live
+// worker has acknowledged the size that holds a kill, no provider call in
+// its scope can start, and the ledger holds every device it reached.
+//
+// A worker whose view of the log is not fresh (Control.Fresh) admits no
+// provider call at all, and heartbeats no more: the API drops it from the
+// live set once it must have stopped itself.
 type KillSwitch struct {
-	kills    *Kills
+	control  *Control
+	workers  *workerSet
 	workerID string
 	logger   *slog.Logger
 	now      func() time.Time
@@ -39,26 +48,44 @@ type KillSwitch struct {
 	mu      sync.Mutex // guards flights
 	flights map[*flight]struct{}
 
-	applyMu sync.Mutex // serialises apply
+	applyMu sync.Mutex // serialises apply; guards announced
+	// announced holds the stops verified from announcements and not yet
+	// seen in the log, by request id.
+	announced map[string]announcedStop
 
-	// applied counts acknowledged versions; nil when metrics are off.
+	// applied counts acknowledged sizes; nil when metrics are off.
 	applied prometheus.Counter
 }
+
+// announcedStop is a stop this worker verified from its announcement.
+type announcedStop struct {
+	keyID, nonce, scope string
+	// revokes is the key a revocation revokes.
+	revokes string
+	until   time.Time
+}
+
+// provisionalHold is how long an announced stop stands without the log
+// integrating it: a genuine one is integrated within milliseconds, so
+// one that is not was never recorded (a replayed announcement).
+const provisionalHold = 30 * time.Second
 
 // drainTimeout bounds each wait of applying a kill — for committed calls to
 // be answered, then for the flight to end — before acknowledging anyway
 // (and logging it): a provider that never answers must not block kills.
 const drainTimeout = 10 * time.Second
 
-// NewKillSwitch returns a kill switch for the worker workerID. Run must be
-// running for it to follow changes.
-func NewKillSwitch(kills *Kills, workerID string, logger *slog.Logger) *KillSwitch {
+// NewKillSwitch returns a kill switch for the worker workerID over the
+// control log's view. Run must be running for it to follow changes.
+func NewKillSwitch(control *Control, rdb redis.UniversalClient, keys Keys, workerID string, logger *slog.Logger) *KillSwitch {
 	return &KillSwitch{
-		kills:    kills,
-		workerID: workerID,
-		logger:   logger,
-		now:      kills.now,
-		flights:  map[*flight]struct{}{},
+		control:   control,
+		workers:   &workerSet{rdb: rdb, keys: keys, now: control.now},
+		workerID:  workerID,
+		logger:    logger,
+		now:       control.now,
+		flights:   map[*flight]struct{}{},
+		announced: map[string]announcedStop{},
 	}
 }
 
@@ -68,7 +95,7 @@ func (ks *KillSwitch) Killed(sc Scope) (string, bool) {
 	return ks.state.Load().match(sc)
 }
 
-// Version is the kill version this worker has applied.
+// Version is the control log size this worker has applied.
 func (ks *KillSwitch) Version() int64 {
 	if st := ks.state.Load(); st != nil {
 		return st.version
@@ -76,56 +103,47 @@ func (ks *KillSwitch) Version() int64 {
 	return 0
 }
 
-// Run follows the kill state and keeps the worker's heartbeat until ctx is
-// cancelled. It loads the state before returning from its first iteration,
-// so a worker should call Sync before taking tasks.
+// Run follows the control log and the stop announcements, and keeps the
+// worker's heartbeat, until ctx is cancelled.
 func (ks *KillSwitch) Run(ctx context.Context) error {
-	ps := ks.kills.subscribe(ctx)
+	ps := ks.workers.rdb.Subscribe(ctx, ks.workers.keys.StopChannel())
 	defer ps.Close()
 	msgs := ps.Channel(redis.WithChannelSize(64))
-	poll := time.NewTicker(time.Second)
-	defer poll.Stop()
-	ks.heartbeat(ctx)
+	tick := time.NewTicker(ks.control.interval())
+	defer tick.Stop()
 	for {
+		changed := ks.control.Changed()
+		ks.Sync(ctx)
 		select {
 		case <-ctx.Done():
 			ks.leave()
 			return nil
 		case m := <-msgs:
-			v, scope, err := parseKillEvent(m.Payload)
-			if err == nil && v <= ks.Version() {
-				continue
-			}
-			if scope != "" {
-				ks.stopNow(scope)
-			}
-			ks.refresh(ctx)
-		case <-poll.C:
-			ks.heartbeat(ctx)
-			v, err := ks.kills.version(ctx)
-			if err != nil {
-				ks.logger.Warn("kill switch: poll failed", "err", err)
-				continue
-			}
-			if v != ks.Version() {
-				ks.refresh(ctx)
-			}
+			ks.announce(ctx, m.Payload)
+		case <-changed:
+		case <-tick.C:
 		}
 	}
 }
 
-// stopNow applies an announced kill before the state that holds it is
-// loaded, sparing the kill a Redis round trip (slow on a busy Redis) while
-// sends go on: it installs the current view plus the kill, at the current
-// version, and stops the flights in its scope. The loaded state then
-// replaces that view, and only it is acknowledged. An announcement is made
-// by the script that makes its kill durable, so stopping early stops only
-// what that kill stops.
-func (ks *KillSwitch) stopNow(scope string) {
+// announce verifies an announced stop and applies it before the log holds
+// it. An announcement that does not verify is a security event, and stops
+// nothing.
+func (ks *KillSwitch) announce(ctx context.Context, payload string) {
+	stop, err := ks.control.verifyStop(ctx, []byte(payload))
+	if err != nil {
+		ks.logger.Error("security: stop announcement refused", "event", "stop_refused", "err", err)
+		return
+	}
+	if stop == nil {
+		return
+	}
 	ks.applyMu.Lock()
-	defer ks.applyMu.Unlock()
-	st := ks.state.Load().with(scope)
+	stop.until = ks.now().Add(provisionalHold)
+	ks.announced[requestID(stop.keyID, stop.nonce)] = *stop
+	st := ks.state.Load().with(*stop)
 	ks.state.Store(st)
+	ks.applyMu.Unlock()
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	for f := range ks.flights {
@@ -135,19 +153,28 @@ func (ks *KillSwitch) stopNow(scope string) {
 	}
 }
 
-// Sync loads and applies the current kill state once.
-func (ks *KillSwitch) Sync(ctx context.Context) error {
-	st, err := ks.kills.load(ctx)
-	if err != nil {
-		return err
+// Sync applies the control log's current view once, with the announced
+// stops it does not hold yet, and heartbeats while the view is fresh.
+func (ks *KillSwitch) Sync(ctx context.Context) {
+	st := ks.control.killState()
+	now := ks.now()
+	ks.applyMu.Lock()
+	for id, a := range ks.announced {
+		_, inLog := ks.control.seen(a.keyID, a.nonce)
+		switch {
+		case inLog:
+			delete(ks.announced, id)
+		case now.After(a.until):
+			ks.logger.Warn("an announced stop was never integrated into the control log; lifting it", "scope", a.scope, "key_id", a.keyID)
+			delete(ks.announced, id)
+		default:
+			st = st.with(a)
+		}
 	}
+	ks.applyMu.Unlock()
 	ks.apply(ctx, st)
-	return nil
-}
-
-func (ks *KillSwitch) refresh(ctx context.Context) {
-	if err := ks.Sync(ctx); err != nil && ctx.Err() == nil {
-		ks.logger.Warn("kill switch: refresh failed", "err", err)
+	if until := ks.control.FreshUntil(); until.After(now) {
+		ks.heartbeat(ctx, until)
 	}
 }
 
@@ -163,9 +190,6 @@ func (ks *KillSwitch) refresh(ctx context.Context) {
 func (ks *KillSwitch) apply(ctx context.Context, st *killState) {
 	ks.applyMu.Lock()
 	defer ks.applyMu.Unlock()
-	if cur := ks.state.Load(); cur != nil && st.version < cur.version {
-		return
-	}
 	ks.state.Store(st)
 
 	var hit []*flight
@@ -210,7 +234,7 @@ func (ks *KillSwitch) wait(ctx context.Context, flights []*flight, ch func(*flig
 }
 
 func (ks *KillSwitch) ack(ctx context.Context, version int64) {
-	if err := ks.kills.ack(ctx, ks.workerID, version); err != nil && ctx.Err() == nil {
+	if err := ks.workers.ack(ctx, ks.workerID, version); err != nil && ctx.Err() == nil {
 		ks.logger.Warn("kill switch: acknowledge failed", "version", version, "err", err)
 		return
 	}
@@ -219,10 +243,9 @@ func (ks *KillSwitch) ack(ctx context.Context, version int64) {
 	}
 }
 
-// heartbeat records that this worker is live, and forgets workers gone
-// for a minute.
-func (ks *KillSwitch) heartbeat(ctx context.Context) {
-	if err := ks.kills.heartbeat(ctx, ks.workerID); err != nil && ctx.Err() == nil {
+// heartbeat records that this worker is live and fresh until until.
+func (ks *KillSwitch) heartbeat(ctx context.Context, until time.Time) {
+	if err := ks.workers.heartbeat(ctx, ks.workerID, until); err != nil && ctx.Err() == nil {
 		ks.logger.Warn("kill switch: heartbeat failed", "err", err)
 	}
 }
@@ -231,7 +254,7 @@ func (ks *KillSwitch) heartbeat(ctx context.Context) {
 func (ks *KillSwitch) leave() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := ks.kills.leave(ctx, ks.workerID); err != nil {
+	if err := ks.workers.leave(ctx, ks.workerID); err != nil {
 		ks.logger.Warn("kill switch: leaving the live set failed; kills wait for this worker until its heartbeat ages out", "err", err)
 	}
 }
@@ -266,26 +289,46 @@ type flight struct {
 	mu        sync.Mutex
 	killedBy  string
 	committed int // committed calls that have not left
+	// stale is set once a call was refused because the worker's view of
+	// the control log was not fresh; the calls it refused are tried again.
+	stale bool
 }
 
 var _ providers.Gate = (*flight)(nil)
 
-// Enter admits a provider call unless the flight was stopped.
+// Enter admits a provider call unless the flight was stopped or the
+// worker's view of the control log is not fresh.
 func (f *flight) Enter() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.killedBy == ""
+	return f.killedBy == "" && f.freshLocked()
 }
 
-// Commit lets a request's body leave unless the flight was stopped.
+// Commit lets a request's body leave unless the flight was stopped or the
+// worker's view of the control log is not fresh.
 func (f *flight) Commit() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.killedBy != "" {
+	if f.killedBy != "" || !f.freshLocked() {
 		return false
 	}
 	f.committed++
 	return true
+}
+
+func (f *flight) freshLocked() bool {
+	if f.ks.control.Fresh() {
+		return true
+	}
+	f.stale = true
+	return false
+}
+
+// stalled reports whether a call was refused for a stale view.
+func (f *flight) stalled() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stale
 }
 
 // Leave is called after an admitted call returns, with its commits.

@@ -227,14 +227,9 @@ func (s *store) note(ctx context.Context, id string, now time.Time, event, detai
 	return nil
 }
 
-// saveRecall stores a broadcast's recall envelope and mode.
-func (s *store) saveRecall(ctx context.Context, id string, envelope []byte, mode string) error {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.keys.RecallEnvelope(id), envelope, recordRetention)
-		p.HSet(ctx, s.keys.Broadcast(id), "recall_mode", mode)
-		return nil
-	})
-	if err != nil {
+// saveRecallMode notes on a broadcast's record how it is being recalled.
+func (s *store) saveRecallMode(ctx context.Context, id, mode string) error {
+	if err := s.rdb.HSet(ctx, s.keys.Broadcast(id), "recall_mode", mode).Err(); err != nil {
 		return fmt.Errorf("store recall: %w", err)
 	}
 	return nil

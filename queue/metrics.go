@@ -13,6 +13,9 @@ type Metrics struct {
 	transitions  *prometheus.CounterVec
 	refused      *prometheus.CounterVec
 	killsApplied prometheus.Counter
+
+	controlFailures prometheus.Counter
+	controlSize     prometheus.Gauge
 }
 
 // NewMetrics creates the pipeline metrics and registers them on reg.
@@ -37,10 +40,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"task", "reason"}),
 		killsApplied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pushgate_kill_versions_applied_total",
-			Help: "api.Kill-state versions this worker applied and acknowledged.",
+			Help: "Views of the control log this worker applied to its flights and acknowledged.",
+		}),
+		controlFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pushgate_control_log_failures_total",
+			Help: "Times this process found the control log inconsistent (rolled back, forked, altered or badly signed) and failed closed: security events.",
+		}),
+		controlSize: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pushgate_control_log_entries",
+			Help: "Entries in the control log as this process last verified it.",
 		}),
 	}
-	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied)
+	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize)
 	return m
 }
 

@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func broadcastBody(audience, title string) string {
@@ -159,7 +162,7 @@ func TestBatchRetriedAfterPartialSuccessResendsToNobody(t *testing.T) {
 	f.register("citizens", 6, 0)
 	// No worker is started: the test drives the handlers itself, as asynq
 	// would when it retries a task.
-	w, err := NewWorker(WorkerConfig{Config: f.config(),
+	w, err := NewWorker(WorkerConfig{Config: f.config(f.control),
 		Senders: map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns}})
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +268,7 @@ func TestIdempotencyKey(t *testing.T) {
 func TestGlobalKillRefusesSubmissions(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	if _, err := f.svc.Kill(ctx, "admin", api.ScopeGlobal, "drill", false); err != nil {
+	if _, err := f.kill("admin", api.ScopeGlobal, "drill", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); api.CodeOf(err) != api.CodeKillSwitchActive {
@@ -278,21 +281,61 @@ func TestGlobalKillRefusesSubmissions(t *testing.T) {
 	if _, err := f.approveAction("admin2", pending); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x")); err != nil {
+	sub, err := f.submit(f.sender, broadcastBody(`{"topic":"citizens"}`, "x"))
+	if err != nil {
 		t.Fatalf("after resume: %v", err)
 	}
-	entries, err := f.svc.AuditLog(ctx, 10)
+	if _, err := f.control.await(ctx, "sender", nonceOfBroadcast(t, f, sub.Status.ID)); err != nil {
+		t.Fatal(err)
+	}
+	page, err := f.svc.AuditLog(ctx, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var actions []string
-	for _, e := range entries {
+	for _, e := range page.Entries {
 		actions = append(actions, e.Actor+" "+e.Action+" "+e.Target)
 	}
-	want := []string{"admin resume global", "admin2 approve " + pending.ID, "admin resume_requested global", "admin kill global"}
+	want := []string{"sender submit " + sub.Status.ID, "admin2 approve_action " + pending.ID, "admin resume global", "admin kill global"}
 	if !slices.Equal(actions, want) {
 		t.Errorf("audit, newest first = %q, want %q", actions, want)
 	}
+	// Each entry proves into the signed checkpoint.
+	cp, err := controllog.OpenCheckpoint([]byte(page.Checkpoint), f.logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range page.Entries {
+		var proof tlog.RecordProof
+		for _, p := range e.Proof {
+			h, err := tlog.ParseHash(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proof = append(proof, h)
+		}
+		if err := tlog.CheckRecord(proof, cp.Size, cp.Root, e.Index, tlog.RecordHash(e.Entry)); err != nil {
+			t.Errorf("entry %d does not prove into the checkpoint: %v", e.Index, err)
+		}
+	}
+}
+
+// nonceOfBroadcast reads the nonce of a broadcast's stored envelope.
+func nonceOfBroadcast(t *testing.T, f *fixture, id string) string {
+	t.Helper()
+	raw, err := f.rdb.Get(context.Background(), f.keys.Envelope(id)).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env signing.Request
+	if err := json.Unmarshal(raw, &env); err != nil {
+		t.Fatal(err)
+	}
+	v, err := f.control.verifier.VerifyRecorded(context.Background(), &env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Nonce
 }
 
 func TestDeviceLimitThrottlesExcess(t *testing.T) {

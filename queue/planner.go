@@ -60,6 +60,9 @@ func chunk(broadcastID string, members []string, seq int64) []*batchPayload {
 // envelope first: a plan task for a broadcast whose envelope does not
 // verify is refused and delivers nothing.
 func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
+	if err := w.fresh(); err != nil {
+		return err
+	}
 	p, err := decodePlan(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypePlan, "", err)

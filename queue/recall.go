@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hibiken/asynq"
@@ -11,14 +12,6 @@ import (
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
 )
-
-// openGate admits every call: recalls are not stopped by kills, since a
-// kill is usually what makes a recall necessary.
-type openGate struct{}
-
-func (openGate) Enter() bool  { return true }
-func (openGate) Commit() bool { return true }
-func (openGate) Leave(int)    {}
 
 // recallMessage builds what a recall sends to every reached device: the
 // replacement under the original's collapse identity and TTL, or a silent
@@ -50,24 +43,28 @@ func mayHaveReached(ledgerValue string) bool {
 	return strings.HasPrefix(ledgerValue, outSent) || strings.HasPrefix(ledgerValue, outUnknown)
 }
 
-// loadRecall verifies a broadcast's envelope and its recall envelope.
+// loadRecall verifies a broadcast's envelope and the recall the control
+// log holds for it (read again once if this worker's view does not hold
+// it yet: the API starts a recall only once it is integrated).
 func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast, *verifiedRecall, error) {
 	vb, err := w.loadBroadcast(ctx, id)
 	if err != nil {
 		return nil, nil, err
 	}
-	raw, err := w.store.envelope(ctx, w.keys.RecallEnvelope(id))
-	if api.CodeOf(err) == api.CodeNotFound {
-		return nil, nil, fmt.Errorf("%w: no recall envelope for broadcast %s", errForged, id)
+	rec, ok := w.control.recallOf(id)
+	if !ok {
+		if err := w.control.refresh(ctx); err != nil {
+			return nil, nil, err
+		}
+		if rec, ok = w.control.recallOf(id); !ok {
+			return nil, nil, fmt.Errorf("%w: the control log holds no recall of broadcast %s", errForged, id)
+		}
 	}
+	vr, err := w.verify.recall(ctx, id, []byte(rec.envelope))
 	if err != nil {
 		return nil, nil, err
 	}
-	vr, err := w.verify.recall(ctx, id, raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	ok, err := w.recallApproved(ctx, vb, vr)
+	ok, err = w.recallApproved(ctx, vr, rec.approvals)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -80,6 +77,9 @@ func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast,
 // recallPlan reads the ledger for devices the broadcast reached and
 // enqueues recall batches for them, resumably.
 func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
+	if err := w.fresh(); err != nil {
+		return err
+	}
 	p, err := decodePlan(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypeRecallPlan, "", err)
@@ -129,9 +129,12 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
-// recallDeliver sends one recall batch, under the provider rate limits but
-// not the kill-switch.
+// recallDeliver sends one recall batch, under the provider rate limits and
+// a gate that only the revocation of the recall's admin closes.
 func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
+	if err := w.fresh(); err != nil {
+		return err
+	}
 	b, err := decodeBatch(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypeRecallDeliver, "", err)
@@ -180,10 +183,21 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 		out.deferred, out.wait = send[n:], wait
 		send = send[:n]
 	}
+	// Kills do not stop a recall — a kill is usually what made it
+	// necessary — but revoking the admin who signed it does, at once.
+	f := w.ks.begin(ctx, Scope{RecallBy: vr.adminID})
+	defer f.end()
 	if len(send) > 0 {
 		msg := recallMessage(vb, vr)
-		results := sender.Send(ctx, openGate{}, &msg, b.tokens(send))
-		w.classify(b.Platform, send, results, false, &out)
+		results := sender.Send(f.ctx, f, &msg, b.tokens(send))
+		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), &out)
+	}
+	if by := f.killed(); by != "" {
+		w.logger.Warn("recall stopped: the admin who signed it was revoked", "broadcast_id", id, "killed_by", by)
+		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled) {
+			out.add(i, outFailed)
+		}
+		out.retry, out.deferred, out.stalled = nil, nil, nil
 	}
 	return w.finishRecallBatch(ctx, id, b, &out)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -35,16 +36,32 @@ func NewService(cfg Config) (*Service, error) {
 // API.
 func (s *Service) Registry() *Registry { return s.registry }
 
-// Kills returns the durable kill state, for tests that look behind the
-// API.
-func (s *Service) Kills() *Kills { return s.kills }
+// Control returns the process's view of the control log.
+func (s *Service) Control() *Control { return s.control }
 
 // ActiveKills returns the active kills, oldest first.
-func (s *Service) ActiveKills(ctx context.Context) ([]api.Kill, error) { return s.kills.Active(ctx) }
+func (s *Service) ActiveKills() []api.Kill { return s.control.Active() }
 
-// AuditLog returns up to limit audit entries, newest first.
-func (s *Service) AuditLog(ctx context.Context, limit int) ([]api.AuditEntry, error) {
-	return s.audit.List(ctx, limit)
+// logged records a request in the control log and waits until this
+// process's view holds it; it returns the size of the log that does (the
+// entry's index plus one). A stop is announced to the workers at once.
+func (s *Service) logged(ctx context.Context, v *signing.Verified, envelope *signing.Request, d controllog.Decision, stop bool) (int64, error) {
+	if err := s.control.record(ctx, envelope, d, stop); err != nil {
+		return 0, err
+	}
+	i, err := s.control.await(ctx, v.Key.ID, v.Nonce)
+	if err != nil {
+		return 0, err
+	}
+	return i + 1, nil
+}
+
+// controlOK refuses changes while the control log fails its checks.
+func (s *Service) controlOK() error {
+	if err := s.control.Err(); err != nil {
+		return api.Errorf(api.CodeControlLogInconsistent, "the control log failed its checks; changes are refused until it is restored: %v", err)
+	}
+	return nil
 }
 
 // Submission is the outcome of a broadcast submission.
@@ -64,6 +81,9 @@ type Submission struct {
 // awaiting them until its approval window ends.
 func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *api.BroadcastRequest) (*Submission, error) {
 	key := v.Key
+	if err := s.controlOK(); err != nil {
+		return nil, err
+	}
 	if err := authorize(key, &req.Audience); err != nil {
 		return nil, err
 	}
@@ -73,11 +93,7 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 		return sub, err
 	}
 	for _, scope := range []string{api.ScopeGlobal, api.KeyScope(key.ID)} {
-		active, err := s.kills.IsActive(ctx, scope)
-		if err != nil {
-			return nil, err
-		}
-		if active {
+		if s.control.IsActive(scope) {
 			return nil, api.Errorf(api.CodeKillSwitchActive, "kill switch %s is active; broadcasts are refused until an admin resumes", scope)
 		}
 	}
@@ -112,10 +128,16 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 		title: req.Message.Title, idemKey: req.IdempotencyKey, ttl: ttl, created: now,
 	}
 	pending := s.needsApproval(key, req.Audience.Kind(), size)
+	outcome := fmt.Sprintf("queued for %d devices", size)
 	if pending {
 		rec.state = api.StateAwaitingApproval
 		rec.approvalsRequired = s.policy.ApprovalsRequired
 		rec.approvalExpires = now.Add(s.policy.ApprovalWindow)
+		outcome = fmt.Sprintf("awaiting %d approvals for %d devices", rec.approvalsRequired, size)
+	}
+	// The submission is in the control log before the broadcast exists.
+	if err := s.control.record(ctx, envelope, controllog.Decision{Kind: controllog.KindSubmit, Target: id, Outcome: outcome}, false); err != nil {
+		return nil, err
 	}
 	if err := s.store.create(ctx, rec, env); err != nil {
 		if errors.Is(err, errExists) {
@@ -127,8 +149,6 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 		if err := s.scheduleExpiry(ctx, id, rec.approvalExpires); err != nil {
 			return nil, err
 		}
-		s.recordAudit(ctx, api.AuditEntry{Actor: key.ID, Action: "submit", Target: id,
-			Outcome: fmt.Sprintf("awaiting %d approvals for %d devices", rec.approvalsRequired, size)})
 	} else if err := s.enqueuePlan(ctx, id); err != nil {
 		return nil, err
 	}
@@ -257,42 +277,54 @@ func (s *Service) MaxTTL() time.Duration { return s.policy.MaxTTL }
 
 // KillResult reports a kill and, when waited for, its acknowledgement.
 type KillResult struct {
-	Kill    api.Kill      `json:"kill"`
+	Kill api.Kill `json:"kill"`
+	// Version is the size of the control log that holds the kill.
 	Version int64         `json:"version"`
 	Ack     api.AckReport `json:"ack"`
 	Waited  bool          `json:"waited"`
 }
 
-// Kill stops a scope everywhere. The kill is durable before Kill returns;
-// with wait it also waits until every live worker has acknowledged it (or
-// the policy's KillWait passes, which the result reports).
-func (s *Service) Kill(ctx context.Context, by, scope, reason string, wait bool) (*KillResult, error) {
+// Kill stops a scope everywhere. The kill is an integrated entry of the
+// control log before Kill returns; with wait it also waits until every
+// live worker has acknowledged a log that holds it (or the policy's
+// KillWait passes, which the result reports).
+func (s *Service) Kill(ctx context.Context, v *signing.Verified, envelope *signing.Request, scope, reason string, wait bool) (*KillResult, error) {
 	if err := api.ValidateScope(scope); err != nil {
 		return nil, err
 	}
-	return s.kill(ctx, by, scope, reason, wait, func(ctx context.Context) (int64, error) {
-		return s.kills.Kill(ctx, scope, reason, by)
-	})
+	if err := s.controlOK(); err != nil {
+		return nil, err
+	}
+	res, err := s.kill(ctx, v, envelope, controllog.Decision{Kind: controllog.KindKill, Target: scope, Outcome: "stop"}, scope, reason, wait)
+	if err != nil {
+		return nil, err
+	}
+	if id, ok := strings.CutPrefix(scope, api.ScopeBroadcastPrefix); ok {
+		if _, err := s.transition(ctx, id, api.StateKilled, reason, "", api.StateQueued, api.StateSending); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
-// kill runs change (which writes the kill) while opening an
-// acknowledgement subscription, then waits on it, marks a killed broadcast
-// as killed, and audits.
+// kill records a stop in the control log, announcing it to the workers,
+// while opening an acknowledgement subscription, then waits for the
+// workers.
 //
 // The subscription takes a new connection (a dial and a handshake: several
 // Redis round trips, each slow on a loaded Redis), so it is opened beside
-// the change rather than before it: the kill reaches the workers that much
-// sooner. An acknowledgement published before the subscription is in place
-// is not lost: waitAcks reads the stored acknowledgements first, and polls
-// them.
-func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool, change func(context.Context) (int64, error)) (*KillResult, error) {
+// the recording rather than before it: the stop reaches the workers that
+// much sooner. An acknowledgement published before the subscription is in
+// place is not lost: waitAcks reads the stored acknowledgements first, and
+// polls them.
+func (s *Service) kill(ctx context.Context, v *signing.Verified, envelope *signing.Request, d controllog.Decision, scope, reason string, wait bool) (*KillResult, error) {
 	var sub *ackSubscription
 	var subErr error
 	var subscribed sync.WaitGroup
 	if wait {
-		subscribed.Go(func() { sub, subErr = s.kills.subscribeAcks(ctx) })
+		subscribed.Go(func() { sub, subErr = s.workers.subscribeAcks(ctx) })
 	}
-	version, err := change(ctx)
+	version, err := s.logged(ctx, v, envelope, d, true)
 	subscribed.Wait()
 	if sub != nil {
 		defer sub.Close()
@@ -303,40 +335,40 @@ func (s *Service) kill(ctx context.Context, by, scope, reason string, wait bool,
 	if subErr != nil && ctx.Err() == nil {
 		s.logger.Warn("kill: no acknowledgement subscription; polling for acknowledgements", "err", subErr)
 	}
-	res := &KillResult{Kill: api.Kill{Scope: scope, Reason: reason, By: by, At: s.now().UTC()}, Version: version, Waited: wait}
-	if id, ok := strings.CutPrefix(scope, api.ScopeBroadcastPrefix); ok {
-		if _, err := s.transition(ctx, id, api.StateKilled, reason, "", api.StateQueued, api.StateSending); err != nil {
-			return nil, err
-		}
-	}
+	res := &KillResult{Kill: api.Kill{Scope: scope, Reason: reason, By: v.Key.ID, At: s.now().UTC()}, Version: version, Waited: wait}
 	if wait {
-		res.Ack, err = s.kills.waitAcks(ctx, sub, version, s.policy.KillWait)
+		res.Ack, err = s.workers.waitAcks(ctx, sub, version, s.policy.KillWait)
 		if err != nil {
 			return nil, err
 		}
 	}
-	outcome := "durable"
-	if wait {
-		outcome = fmt.Sprintf("acknowledged=%t workers=%d missing=%d", res.Ack.Acknowledged, res.Ack.Workers, len(res.Ack.Missing))
-	}
-	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "kill", Target: scope, Reason: reason, Outcome: outcome})
 	return res, nil
 }
 
 // Resume lifts a global, key or topic kill. Broadcast kills are final: a
 // killed broadcast is resubmitted, not resumed. Lifting a global or key
 // kill releases a brake, so it waits for a second person: Resume then
-// returns the pending action and changes nothing.
+// returns the pending action, and the kill stays until the control log
+// holds its approval.
 func (s *Service) Resume(ctx context.Context, v *signing.Verified, envelope *signing.Request, scope, reason string) (int64, *api.PendingAction, error) {
+	if err := s.controlOK(); err != nil {
+		return 0, nil, err
+	}
 	if err := s.resumable(ctx, scope); err != nil {
 		return 0, nil, err
 	}
-	if scope == api.ScopeGlobal || strings.HasPrefix(scope, api.ScopeKeyPrefix) {
+	if needsSecondPerson(scope) {
 		p, err := s.requestAction(ctx, v, envelope, api.ActionResume, scope)
 		return 0, p, err
 	}
-	version, err := s.resume(ctx, v.Key.ID, scope, reason)
-	return version, nil, err
+	version, err := s.logged(ctx, v, envelope, controllog.Decision{Kind: controllog.KindResume, Target: scope, Outcome: "lifted"}, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	if s.control.IsActive(scope) {
+		return 0, nil, api.Errorf(api.CodeInvalidState, "the control log did not lift the kill of %s (see the log's entry %d)", scope, version-1)
+	}
+	return version, nil, nil
 }
 
 // resumable refuses a resume that could not be carried out.
@@ -348,38 +380,14 @@ func (s *Service) resumable(ctx context.Context, scope string) error {
 		return api.Errorf(api.CodeNotResumable, "a killed broadcast is not resumed; submit it again")
 	}
 	if id, ok := strings.CutPrefix(scope, api.ScopeKeyPrefix); ok {
-		revoked, err := s.kills.Revoked(ctx, id)
-		if err != nil {
-			return err
-		}
-		if revoked {
+		if revoked, _ := s.control.Revoked(ctx, id); revoked {
 			return api.Errorf(api.CodeNotResumable, "key %s is revoked", id)
 		}
 	}
-	active, err := s.kills.IsActive(ctx, scope)
-	if err != nil {
-		return err
-	}
-	if !active {
+	if !s.control.IsActive(scope) {
 		return api.Errorf(api.CodeNotFound, "no active kill for scope %s", scope)
 	}
 	return nil
-}
-
-// resume lifts a kill.
-func (s *Service) resume(ctx context.Context, by, scope, reason string) (int64, error) {
-	if err := s.resumable(ctx, scope); err != nil {
-		return 0, err
-	}
-	existed, version, err := s.kills.Resume(ctx, scope)
-	if err != nil {
-		return 0, err
-	}
-	if !existed {
-		return 0, api.Errorf(api.CodeNotFound, "no active kill for scope %s", scope)
-	}
-	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "resume", Target: scope, Reason: reason})
-	return version, nil
 }
 
 // Revoke revokes a key: its future requests fail signature checks, its
@@ -387,6 +395,9 @@ func (s *Service) resume(ctx context.Context, by, scope, reason string) (int64, 
 // Revoking an admin key waits for a second person, so that one admin
 // cannot lock the others out: Revoke then returns the pending action.
 func (s *Service) Revoke(ctx context.Context, v *signing.Verified, envelope *signing.Request, keyID, reason string) (*KillResult, *api.PendingAction, error) {
+	if err := s.controlOK(); err != nil {
+		return nil, nil, err
+	}
 	target, ok := s.verifier.Keys().Lookup(keyID)
 	if !ok {
 		return nil, nil, api.Errorf(api.CodeNotFound, "no key %q in the keyring", keyID)
@@ -395,25 +406,22 @@ func (s *Service) Revoke(ctx context.Context, v *signing.Verified, envelope *sig
 		p, err := s.requestAction(ctx, v, envelope, api.ActionRevoke, keyID)
 		return nil, p, err
 	}
-	res, err := s.revoke(ctx, v.Key.ID, keyID, reason)
-	return res, nil, err
+	return s.revoke(ctx, v, envelope, keyID, reason)
 }
 
-// revoke revokes a key and kills everything it submitted.
-func (s *Service) revoke(ctx context.Context, by, keyID, reason string) (*KillResult, error) {
-	res, err := s.kill(ctx, by, api.KeyScope(keyID), reason, true, func(ctx context.Context) (int64, error) {
-		return s.kills.Revoke(ctx, keyID, reason, by)
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "revoke", Target: keyID, Reason: reason})
-	return res, nil
+func (s *Service) revoke(ctx context.Context, v *signing.Verified, envelope *signing.Request, keyID, reason string) (*KillResult, *api.PendingAction, error) {
+	res, err := s.kill(ctx, v, envelope, controllog.Decision{Kind: controllog.KindRevoke, Target: keyID, Outcome: "revoked"},
+		api.KeyScope(keyID), reason, true)
+	return res, nil, err
 }
 
 // Cancel stops the rest of a broadcast's fan-out. Only the key that
 // submitted it or an admin may cancel.
-func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string) (*KillResult, error) {
+func (s *Service) Cancel(ctx context.Context, v *signing.Verified, envelope *signing.Request, id, reason string) (*KillResult, error) {
+	if err := s.controlOK(); err != nil {
+		return nil, err
+	}
+	by := v.Key
 	st, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -424,8 +432,13 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 	if st.Terminal() {
 		return nil, api.Errorf(api.CodeInvalidState, "broadcast is %s", st.State)
 	}
+	d := controllog.Decision{Kind: controllog.KindCancel, Target: id, Outcome: "cancelled"}
 	if st.State == api.StateAwaitingApproval {
-		// Nothing was planned: the broadcast ends here.
+		// Nothing was planned: the broadcast ends here, and the log's kill
+		// of it keeps it from ever being planned.
+		if _, err := s.logged(ctx, v, envelope, d, true); err != nil {
+			return nil, err
+		}
 		ok, err := s.store.cancelPending(ctx, id, reason, s.now())
 		if err != nil {
 			return nil, err
@@ -434,8 +447,11 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 			return nil, api.Errorf(api.CodeInvalidState, "broadcast changed state while it was being cancelled")
 		}
 		s.metrics.transition(api.StateCancelled)
-		s.recordAudit(ctx, api.AuditEntry{Actor: by.ID, Action: "cancel", Target: id, Reason: reason})
 		return &KillResult{}, nil
+	}
+	res, err := s.kill(ctx, v, envelope, d, api.BroadcastScope(id), "cancelled: "+reason, true)
+	if err != nil {
+		return nil, err
 	}
 	ok, err := s.transition(ctx, id, api.StateCancelled, reason, "cancel_requested", api.StateQueued, api.StateSending)
 	if err != nil {
@@ -444,14 +460,6 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 	if !ok {
 		return nil, api.Errorf(api.CodeInvalidState, "broadcast finished while it was being cancelled")
 	}
-	scope := api.BroadcastScope(id)
-	res, err := s.kill(ctx, by.ID, scope, "cancelled: "+reason, true, func(ctx context.Context) (int64, error) {
-		return s.kills.Kill(ctx, scope, "cancelled: "+reason, by.ID)
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.recordAudit(ctx, api.AuditEntry{Actor: by.ID, Action: "cancel", Target: id, Reason: reason})
 	return res, nil
 }
 
@@ -461,18 +469,21 @@ func (s *Service) Cancel(ctx context.Context, by *signing.Key, id, reason string
 // standard retraction, waits for a second person: Recall then returns the
 // pending action and does nothing else.
 func (s *Service) Recall(ctx context.Context, v *signing.Verified, id string, envelope *signing.Request, req *api.RecallRequest) (*api.Status, *api.PendingAction, error) {
+	if err := s.controlOK(); err != nil {
+		return nil, nil, err
+	}
 	if err := s.recallable(ctx, id); err != nil {
 		return nil, nil, err
 	}
-	if !s.isRetraction(req) {
+	if !s.policy.isRetraction(req) {
 		p, err := s.requestAction(ctx, v, envelope, api.ActionRecall, id)
 		return nil, p, err
 	}
-	env, err := json.Marshal(envelope)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encode envelope: %w", err)
+	d := controllog.Decision{Kind: controllog.KindRecall, Target: id, Outcome: "recall (" + req.Mode + ")"}
+	if _, err := s.kill(ctx, v, envelope, d, api.BroadcastScope(id), "recall ("+req.Mode+")", true); err != nil {
+		return nil, nil, err
 	}
-	st, err := s.recall(ctx, v.Key.ID, id, env, req, nil)
+	st, err := s.startRecall(ctx, id, req.Mode)
 	return st, nil, err
 }
 
@@ -492,50 +503,32 @@ func (s *Service) recallable(ctx context.Context, id string) error {
 	return nil
 }
 
-// recall carries out a recall whose envelope (and, for custom text, its
-// approvals) is stored for the workers to verify.
-func (s *Service) recall(ctx context.Context, by, id string, env []byte, req *api.RecallRequest, approvals map[string]string) (*api.Status, error) {
-	if err := s.recallable(ctx, id); err != nil {
+// startRecall starts a recall the control log holds, once its kill is
+// acknowledged: the workers take its envelope (and the approvals of a
+// custom text) from the log, never from Redis.
+func (s *Service) startRecall(ctx context.Context, id, mode string) (*api.Status, error) {
+	if err := s.store.saveRecallMode(ctx, id, mode); err != nil {
 		return nil, err
 	}
-	for keyID, raw := range approvals {
-		if _, err := s.store.saveApproval(ctx, id, s.keys.RecallApprovals(id), keyID, []byte(raw)); err != nil {
-			return nil, err
-		}
-	}
-	scope := api.BroadcastScope(id)
-	reason := "recall (" + req.Mode + ")"
-	if _, err := s.kill(ctx, by, scope, reason, true, func(ctx context.Context) (int64, error) {
-		return s.kills.Kill(ctx, scope, reason, by)
-	}); err != nil {
-		return nil, err
-	}
-	if err := s.store.saveRecall(ctx, id, env, req.Mode); err != nil {
-		return nil, err
-	}
-	ok, err := s.transition(ctx, id, api.StateRecalling, req.Mode, "",
+	ok, err := s.transition(ctx, id, api.StateRecalling, mode, "",
 		api.StateQueued, api.StateSending, api.StateCompleted, api.StateCancelled, api.StateKilled)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		return nil, api.Errorf(api.CodeInvalidState, "broadcast changed state during the recall; read it and try again")
+		st, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if st.State != api.StateRecalling && st.State != api.StateRecalled {
+			return nil, api.Errorf(api.CodeInvalidState, "broadcast changed state during the recall; read it and try again")
+		}
 	}
 	payload, _ := json.Marshal(planPayload{Broadcast: id})
 	if err := s.enqueue(ctx, TypeRecallPlan, payload, asynq.Queue(QueueRecall), asynq.TaskID("recall:"+id), asynq.MaxRetry(25)); err != nil {
 		return nil, err
 	}
-	s.recordAudit(ctx, api.AuditEntry{Actor: by, Action: "recall", Target: id, Reason: req.Mode})
 	return s.Get(ctx, id)
-}
-
-// recordAudit writes an audit entry. The action has happened by then, so a
-// failure to audit is logged loudly rather than turned into an error the
-// caller might retry.
-func (s *Service) recordAudit(ctx context.Context, e api.AuditEntry) {
-	if err := s.audit.Record(ctx, e); err != nil {
-		s.logger.Error("audit write failed", "action", e.Action, "target", e.Target, "err", err)
-	}
 }
 
 // Ping checks that Redis answers, for readiness.

@@ -91,8 +91,7 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 // broadcastKeys are the keys of one broadcast that expire with its record.
 func (s *store) broadcastKeys(id string) []string {
 	return []string{s.keys.Broadcast(id), s.keys.Envelope(id), s.keys.Timeline(id), s.keys.Ledger(id),
-		s.keys.Plan(id), s.keys.RecallEnvelope(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id),
-		s.keys.Approvals(id), s.keys.RecallApprovals(id)}
+		s.keys.Plan(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id)}
 }
 
 // touchExpiry renews the retention of keys created after the record (the

@@ -48,6 +48,8 @@ func (v *verifiedBroadcast) scope() Scope {
 
 // verifiedRecall is a verified recall request.
 type verifiedRecall struct {
+	// id is the broadcast the recall's signed path names.
+	id      string
 	adminID string
 	admin   *signing.Key
 	digest  string // api.Digest of the signed body
@@ -59,11 +61,15 @@ type verifiedRecall struct {
 // envelopeVerifier verifies stored envelopes and remembers verdicts by
 // envelope digest, so each process verifies a broadcast's signature once,
 // not once per batch. A changed envelope has another digest and is
-// verified afresh.
+// verified afresh. A remembered verdict is bound to the broadcast it was
+// given for and checked against the current revocations at every use: a
+// copy of one broadcast's envelope under another, or an envelope whose
+// key was revoked since, is refused from the cache as it would be afresh.
 type envelopeVerifier struct {
-	verifier *signing.Verifier
-	maxAge   time.Duration
-	maxTTL   time.Duration
+	verifier    *signing.Verifier
+	revocations signing.Revocations
+	maxAge      time.Duration
+	maxTTL      time.Duration
 
 	mu    sync.Mutex
 	cache map[[32]byte]*list.Element
@@ -76,8 +82,8 @@ type cacheEntry struct {
 	value  any
 }
 
-func newEnvelopeVerifier(v *signing.Verifier, maxAge, maxTTL time.Duration, size int) *envelopeVerifier {
-	return &envelopeVerifier{verifier: v, maxAge: maxAge, maxTTL: maxTTL,
+func newEnvelopeVerifier(v *signing.Verifier, rev signing.Revocations, maxAge, maxTTL time.Duration, size int) *envelopeVerifier {
+	return &envelopeVerifier{verifier: v, revocations: rev, maxAge: maxAge, maxTTL: maxTTL,
 		cache: map[[32]byte]*list.Element{}, order: list.New(), size: size}
 }
 
@@ -139,9 +145,15 @@ func (ev *envelopeVerifier) reverifyAny(ctx context.Context, raw []byte, path st
 func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte) (*verifiedBroadcast, error) {
 	d := sha256.Sum256(raw)
 	if v, ok := ev.cached(d); ok {
-		vb := v.(*verifiedBroadcast)
+		vb, ok := v.(*verifiedBroadcast)
+		if !ok {
+			return nil, fmt.Errorf("%w: not a broadcast envelope", errForged)
+		}
 		if vb.id != id {
 			return nil, fmt.Errorf("%w: envelope belongs to broadcast %s", errForged, vb.id)
+		}
+		if err := ev.stillValid(ctx, vb.keyID); err != nil {
+			return nil, err
 		}
 		return vb, nil
 	}
@@ -192,10 +204,17 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (*verifiedRecall, error) {
 	d := sha256.Sum256(raw)
 	if v, ok := ev.cached(d); ok {
-		if vr, ok := v.(*verifiedRecall); ok {
-			return vr, nil
+		vr, ok := v.(*verifiedRecall)
+		if !ok {
+			return nil, fmt.Errorf("%w: not a recall envelope", errForged)
 		}
-		return nil, fmt.Errorf("%w: not a recall envelope", errForged)
+		if vr.id != id {
+			return nil, fmt.Errorf("%w: recall envelope belongs to broadcast %s", errForged, vr.id)
+		}
+		if err := ev.stillValid(ctx, vr.adminID); err != nil {
+			return nil, err
+		}
+		return vr, nil
 	}
 	v, req, err := ev.reverify(ctx, raw, api.RecallPath(id), signing.RoleAdmin)
 	if err != nil {
@@ -205,10 +224,26 @@ func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: body: %v", errForged, err)
 	}
-	vr := &verifiedRecall{adminID: v.Key.ID, admin: v.Key, digest: api.Digest(req.Body),
+	vr := &verifiedRecall{id: id, adminID: v.Key.ID, admin: v.Key, digest: api.Digest(req.Body),
 		actionID: ActionID(v.Key.ID, v.Nonce), req: rr}
 	ev.remember(d, vr)
 	return vr, nil
+}
+
+// stillValid refuses a remembered verdict whose key has been revoked
+// since.
+func (ev *envelopeVerifier) stillValid(ctx context.Context, keyID string) error {
+	if ev.revocations == nil {
+		return nil
+	}
+	revoked, err := ev.revocations.Revoked(ctx, keyID)
+	if err != nil {
+		return err
+	}
+	if revoked {
+		return fmt.Errorf("%w: %s", errForged, signing.CodeRevokedKey)
+	}
+	return nil
 }
 
 // authorize checks that a key may send to an audience: the topic matches

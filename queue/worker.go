@@ -54,7 +54,7 @@ type WorkerConfig struct {
 }
 
 // Worker runs the planning, delivery and recall tasks on an asynq server,
-// with a kill switch that follows the kill state.
+// with a kill switch that follows the control log.
 type Worker struct {
 	*core
 	senders     map[providers.Platform]Sender
@@ -92,12 +92,12 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
 	if cfg.VerifyCacheSize > 0 {
-		c.verify = newEnvelopeVerifier(c.verifier, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize)
+		c.verify = newEnvelopeVerifier(c.verifier, c.control, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize)
 	}
 	w := &Worker{
 		core:        c,
 		senders:     cfg.Senders,
-		ks:          NewKillSwitch(c.kills, cfg.ID, c.logger.With("worker_id", cfg.ID)),
+		ks:          NewKillSwitch(c.control, c.rdb, c.keys, cfg.ID, c.logger.With("worker_id", cfg.ID)),
 		taskRetries: 25,
 	}
 	if c.metrics != nil {
@@ -115,10 +115,19 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{c.logger},
 		LogLevel:                 asynq.WarnLevel,
-		// A refused (forged) task is a security event, already logged.
-		IsFailure: func(err error) bool { return !errors.Is(err, asynq.SkipRetry) },
+		// A refused (forged) task is a security event, already logged; a
+		// task put off because this worker's view of the control log is
+		// stale has not failed, and is tried again soon without spending
+		// one of its retries.
+		IsFailure: func(err error) bool { return !errors.Is(err, asynq.SkipRetry) && !errors.Is(err, errStale) },
+		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
+			if errors.Is(err, errStale) {
+				return time.Second
+			}
+			return asynq.DefaultRetryDelayFunc(n, err, t)
+		},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			if !errors.Is(err, asynq.SkipRetry) {
+			if !errors.Is(err, asynq.SkipRetry) && !errors.Is(err, errStale) {
 				c.logger.Warn("task failed; asynq will retry it", "task", t.Type(), "err", err)
 			}
 		}),
@@ -129,12 +138,23 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 // ID is the worker's id.
 func (w *Worker) ID() string { return w.ks.workerID }
 
-// Start loads the kill state, starts following it, and starts taking
-// tasks.
-func (w *Worker) Start(ctx context.Context) error {
-	if err := w.ks.Sync(ctx); err != nil {
-		return fmt.Errorf("worker: %w", err)
+// errStale puts a task off because this worker's view of the control log
+// is not fresh: nothing may be sent until it is.
+var errStale = errors.New("the control log view is stale; sending waits until it is fresh")
+
+// fresh returns errStale unless this worker's view of the control log is
+// fresh.
+func (w *Worker) fresh() error {
+	if !w.control.Fresh() {
+		return errStale
 	}
+	return nil
+}
+
+// Start applies the control log's current view, starts following it, and
+// starts taking tasks. The Control must be started.
+func (w *Worker) Start(ctx context.Context) error {
+	w.ks.Sync(ctx)
 	ksCtx, cancel := context.WithCancel(context.Background())
 	w.stopKS = cancel
 	w.wg.Add(1)

@@ -138,6 +138,18 @@ func (v *Verifier) Reverify(ctx context.Context, req *Request, maxAge time.Durat
 	return v.verify(ctx, req, maxAge)
 }
 
+// VerifyRecorded checks a request kept in the control log: every check of
+// Verify except the clock (created, expires) and the nonce, which were
+// checked when the request was received and again when it was integrated
+// into the log. Revocation is checked when the Verifier has Revocations;
+// the log's readers use one without, and apply revocations in log order.
+func (v *Verifier) VerifyRecorded(ctx context.Context, req *Request) (*Verified, error) {
+	return v.verify(ctx, req, recorded)
+}
+
+// recorded is verify's maxAge for VerifyRecorded: no clock checks.
+const recorded = -1
+
 // signature is the selected signature of a request, parsed once.
 type signature struct {
 	label      string
@@ -155,7 +167,8 @@ type signature struct {
 // maxNonce bounds the nonce, which becomes part of a Redis key.
 const maxNonce = 128
 
-// verify is Verify when maxAge is zero and Reverify otherwise.
+// verify is Verify when maxAge is zero, VerifyRecorded when it is
+// recorded, and Reverify otherwise.
 func (v *Verifier) verify(ctx context.Context, req *Request, maxAge time.Duration) (*Verified, error) {
 	sig, rerr := v.parse(req)
 	if rerr != nil {
@@ -183,7 +196,7 @@ func (v *Verifier) verify(ctx context.Context, req *Request, maxAge time.Duratio
 		if sig.hasExpires && now.Unix() > sig.expires {
 			return nil, refuse(CodeExpiredSignature, "signature expired")
 		}
-	} else {
+	} else if maxAge != recorded {
 		if !sig.hasCreated {
 			return nil, refuse(CodeMalformedSignature, "missing parameter created")
 		}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // describeKill says how far a kill got: durable, or acknowledged by which
@@ -134,10 +136,14 @@ func runKeysRevoke(ctx context.Context, e *env, args []string) error {
 }
 
 func runAudit(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "audit", "[--limit N] [--json]")
+	if len(args) > 0 && args[0] == "verify" {
+		return runAuditVerify(ctx, e, args[1:])
+	}
+	fs := newFlagSet(e, "audit", "[--limit N] [--json] [--log-key KEY] | audit verify FILE")
 	cf := addClientFlags(fs, e)
 	limit := fs.Int("limit", 50, "how many entries, newest first (at most 1000)")
 	raw := fs.Bool("json", false, "print the entries as the API returns them")
+	logKey := fs.String("log-key", e.getenv("PUSHGATE_CONTROL_LOG_PUBLIC_KEY"), "the control log's public key: check every entry's inclusion proof against the signed checkpoint (env PUSHGATE_CONTROL_LOG_PUBLIC_KEY)")
 	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -159,13 +165,30 @@ func runAudit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AT\tACTOR\tACTION\tTARGET\tREASON\tOUTCOME")
+	fmt.Fprintln(tw, "INDEX\tAT\tACTOR\tACTION\tTARGET\tREASON\tOUTCOME")
 	for _, a := range page.Entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.At.Format(time.RFC3339), a.Actor, a.Action, a.Target, a.Reason, a.Outcome)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Index, a.At.Format(time.RFC3339), a.Actor, a.Action, a.Target, a.Reason, a.Outcome)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%d entries, read in %s\n", len(page.Entries), took(time.Since(start)))
+	if *logKey == "" {
+		fmt.Fprintln(e.stdout, "not verified: pass --log-key to check each entry against the log's signed checkpoint")
+		return nil
+	}
+	v, err := note.NewVerifier(*logKey)
+	if err != nil {
+		return usagef("audit: --log-key: %v", err)
+	}
+	var cp *controllog.Checkpoint
+	for _, a := range page.Entries {
+		if cp, err = controllog.CheckInclusion([]byte(page.Checkpoint), v, a.Index, a.Entry, a.Proof); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if cp != nil {
+		fmt.Fprintf(e.stdout, "every entry is in the log of %d entries that %s signed at %s\n", cp.Size, cp.Origin, cp.Time.Format(time.RFC3339))
+	}
 	return nil
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/providers"
-	"github.com/pushgate/pushgate/signing"
 )
 
 // startGateway starts a real API (real Redis, real Service, no worker)
@@ -190,8 +189,8 @@ func TestClientCommands(t *testing.T) {
 			name: "kill and wait", key: gatewaytest.Admin, args: []string{"kill", "--scope", "topic:floods", "--reason", "bad text", "--wait"},
 			wantOut: `^killed scope topic:floods in \S+: acknowledged by 0 workers\n$`,
 			check: func(t *testing.T) {
-				if active, err := gw.Service.Kills().IsActive(ctx, "topic:floods"); !active || err != nil {
-					t.Errorf("kill active = %t, %v", active, err)
+				if !gw.Service.Control().IsActive("topic:floods") {
+					t.Error("kill not active")
 				}
 			},
 		},
@@ -203,7 +202,7 @@ func TestClientCommands(t *testing.T) {
 			name: "resume", key: gatewaytest.Admin, args: []string{"resume", "--scope", "topic:floods"},
 			wantOut: `^resumed scope topic:floods in \S+ \(kill version \d+\)\n$`,
 			check: func(t *testing.T) {
-				if active, _ := gw.Service.Kills().IsActive(ctx, "topic:floods"); active {
+				if gw.Service.Control().IsActive("topic:floods") {
 					t.Error("kill still active")
 				}
 			},
@@ -212,7 +211,7 @@ func TestClientCommands(t *testing.T) {
 			name: "revoke", key: gatewaytest.Admin, args: []string{"keys", "revoke", gatewaytest.Doomed, "--reason", "leaked"},
 			wantOut: `^revoked key doomed in \S+; its running broadcasts are killed \(acknowledged by 0 workers\)\n$`,
 			check: func(t *testing.T) {
-				if revoked, _ := gw.Service.Kills().Revoked(ctx, gatewaytest.Doomed); !revoked {
+				if revoked, _ := gw.Service.Control().Revoked(ctx, gatewaytest.Doomed); !revoked {
 					t.Error("key not revoked")
 				}
 			},
@@ -227,8 +226,13 @@ func TestClientCommands(t *testing.T) {
 			},
 		},
 		{
-			name: "audit", key: gatewaytest.Admin, args: []string{"audit", "--limit", "20"},
-			wantOut: `(?s)^AT +ACTOR +ACTION +TARGET +REASON +OUTCOME\n.*admin +revoke +doomed +leaked.*admin +kill +topic:floods +bad text.*sender +cancel .*\n\d+ entries, read in \S+\n$`,
+			name: "audit", key: gatewaytest.Admin, args: []string{"audit", "--limit", "20", "--log-key", gw.LogPublicKey},
+			wantOut: `(?s)^INDEX +AT +ACTOR +ACTION +TARGET +REASON +OUTCOME\n\d+ .*admin +revoke +doomed +leaked.*admin +kill +topic:floods +bad text.*sender +cancel .*\n\d+ entries, read in \S+\n` +
+				`every entry is in the log of \d+ entries that pushgate.test/control signed at \S+\n$`,
+		},
+		{
+			name: "audit without the log key", key: gatewaytest.Admin, args: []string{"audit", "--limit", "1"},
+			wantOut: `(?s)^INDEX .*\n1 entries, read in \S+\nnot verified: pass --log-key .*\n$`,
 		},
 
 		// Refusals by the API: one line, exit 1.
@@ -373,8 +377,8 @@ func TestSendWait(t *testing.T) {
 		{
 			name: "cancelled",
 			finish: func(t *testing.T, gw *gatewaytest.Env, id string) {
-				admin := &signing.Key{ID: gatewaytest.Admin, Roles: []signing.Role{signing.RoleAdmin}}
-				if _, err := gw.Service.Cancel(context.Background(), admin, id, "test"); err != nil {
+				v, env := gw.Sign(t, gatewaytest.Admin, "POST", api.CancelPath(id), []byte(`{"reason":"test"}`))
+				if _, err := gw.Service.Cancel(context.Background(), v, env, id, "test"); err != nil {
 					t.Error(err)
 				}
 				// No worker runs here; write what the worker whose plan

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/hibiken/asynq"
@@ -117,11 +118,13 @@ func TestOneStolenKeyCannotReachEveryone(t *testing.T) {
 	if _, err := approver.Approve(ctx, sub.ID, digest); err != nil {
 		t.Fatal(err)
 	}
-	// One approval, the state and a copied approval written into Redis,
-	// and a plan task in the queue: no phone gets it.
+	// One approval, the state written into Redis, the approval's entry
+	// appended again to the control log's pending list (a replay), and a
+	// plan task in the queue: no phone gets it.
 	rdb, keys := e.redisOf(), queue.NewKeys("")
-	one := rdb.HGet(ctx, keys.Approvals(sub.ID), e.st.Keys[stack.KeyApprover].ID).Val()
-	rdb.HSet(ctx, keys.Approvals(sub.ID), e.st.Keys[stack.KeyApprover2].ID, one)
+	size := rdb.HLen(ctx, keys.LogEntries()).Val()
+	one := rdb.HGet(ctx, keys.LogEntries(), strconv.FormatInt(size-1, 10)).Val()
+	rdb.RPush(ctx, keys.LogPending(), one)
 	rdb.HSet(ctx, keys.Broadcast(sub.ID), "state", api.StateQueued)
 	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(queue.PlanTask(sub.ID), asynq.Queue(queue.QueuePlan)); err != nil {
 		t.Fatal(err)
@@ -133,7 +136,6 @@ func TestOneStolenKeyCannotReachEveryone(t *testing.T) {
 	if n := len(phonesWith(e.st.Sim, "Everyone")); n != 0 {
 		t.Fatalf("%d phones got a broadcast over the threshold with one approval", n)
 	}
-	rdb.HDel(ctx, keys.Approvals(sub.ID), e.st.Keys[stack.KeyApprover2].ID)
 	rdb.HSet(ctx, keys.Broadcast(sub.ID), "state", api.StateAwaitingApproval)
 	if st, err := approver2.Approve(ctx, sub.ID, digest); err != nil || st.State != api.StateQueued {
 		t.Fatalf("second approval = %+v, %v", st, err)

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -24,7 +25,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/note"
 
+	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/gateway"
 	"github.com/pushgate/pushgate/internal/redistest"
 	"github.com/pushgate/pushgate/queue"
@@ -106,6 +110,10 @@ type Env struct {
 	Logs *Buffer
 	// Verifier is the gateway's signature verifier.
 	Verifier *signing.Verifier
+	// LogKey is the public key of the control log, which the Service's
+	// Control integrates, and LogPublicKey its encoding.
+	LogKey       note.Verifier
+	LogPublicKey string
 }
 
 // Sign signs a request as key id and verifies it as the gateway would,
@@ -129,6 +137,17 @@ func (e *Env) Sign(tb testing.TB, id, method, path string, body []byte) (*signin
 		tb.Fatalf("gatewaytest: verify: %v", err)
 	}
 	return v, v.Envelope(req)
+}
+
+// Kill has key id kill scope through the Service, as a signed request
+// would.
+func (e *Env) Kill(tb testing.TB, id, scope, reason string) {
+	tb.Helper()
+	body := fmt.Appendf(nil, `{"scope":%q,"reason":%q}`, scope, reason)
+	v, env := e.Sign(tb, id, "POST", api.PathKill, body)
+	if _, err := e.Service.Kill(context.Background(), v, env, scope, reason, false); err != nil {
+		tb.Fatalf("gatewaytest: kill %s: %v", scope, err)
+	}
 }
 
 // Start starts an API on a fresh Redis database. Everything stops at the
@@ -171,16 +190,35 @@ func Start(tb testing.TB) *Env {
 	}
 
 	logger := slog.New(slog.NewTextHandler(env.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	skey, vkey, err := controllog.GenerateKey("pushgate.test/control")
+	if err != nil {
+		tb.Fatalf("gatewaytest: %v", err)
+	}
+	logSigner, _ := note.NewSigner(skey)
+	logKey, _ := note.NewVerifier(vkey)
+	env.LogKey, env.LogPublicKey = logKey, vkey
+	control, err := queue.NewControl(queue.ControlConfig{Redis: rdb, Keys: env.Keys, Keyring: keyring,
+		Profile: signing.DefaultProfile(), Policy: queue.DefaultPolicy(), LogKey: logKey, Signer: logSigner, Logger: logger})
+	if err != nil {
+		tb.Fatalf("gatewaytest: control log: %v", err)
+	}
+	if err := control.Start(context.Background()); err != nil {
+		tb.Fatalf("gatewaytest: control log: %v", err)
+	}
+	tb.Cleanup(control.Close)
+	for deadline := time.Now().Add(time.Minute); !control.Fresh(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatal("gatewaytest: hung: the control log signed no checkpoint in a minute")
+		}
+	}
 	verifier := signing.NewVerifier(signing.VerifierConfig{
-		Profile: signing.DefaultProfile(),
-		Keys:    keyring,
-		// The Service's Kills reads the same Redis hash; the verifier
-		// is built first because the Service needs it.
-		Revocations: queue.NewKills(rdb, env.Keys, time.Now),
+		Profile:     signing.DefaultProfile(),
+		Keys:        keyring,
+		Revocations: control,
 		Replay:      queue.NewReplayGuard(rdb, env.Keys),
 	})
 	svc, err := queue.NewService(queue.Config{
-		Redis: rdb, Keys: env.Keys, Verifier: verifier, Policy: queue.DefaultPolicy(), Logger: logger,
+		Redis: rdb, Keys: env.Keys, Verifier: verifier, Control: control, Policy: queue.DefaultPolicy(), Logger: logger,
 	})
 	if err != nil {
 		tb.Fatalf("gatewaytest: service: %v", err)

@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/pushgate/pushgate/gateway"
 	"github.com/pushgate/pushgate/providers"
@@ -104,6 +105,7 @@ type App struct {
 	rdb     *redis.Client
 	keyring *keyringHolder
 	reg     *prometheus.Registry
+	control *queue.Control
 	svc     *queue.Service
 	worker  *queue.Worker
 	closers []func()
@@ -144,15 +146,21 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	keys := queue.NewKeys(cfg.KeyPrefix)
-	kills := queue.NewKills(a.rdb, keys, time.Now)
+	metrics := queue.NewMetrics(a.reg)
+	if a.control, err = newControl(cfg, r.API, a.rdb, keys, kr, metrics, logger); err != nil {
+		return nil, err
+	}
+	if r.API && cfg.Control.LogKey == "" {
+		logger.Warn("this API process has no control.log_key, so it does not integrate the control log: run another that has it")
+	}
 	verifier := signing.NewVerifier(signing.VerifierConfig{
 		Profile:     signing.DefaultProfile(),
 		Keys:        kr,
-		Revocations: kills,
+		Revocations: a.control,
 		Replay:      queue.NewReplayGuard(a.rdb, keys),
 	})
-	qcfg := queue.Config{Redis: a.rdb, Keys: keys, Verifier: verifier, Policy: cfg.Policy,
-		Logger: logger, Metrics: queue.NewMetrics(a.reg)}
+	qcfg := queue.Config{Redis: a.rdb, Keys: keys, Verifier: verifier, Control: a.control, Policy: cfg.Policy,
+		Logger: logger, Metrics: metrics}
 	queue.RegisterQueueDepth(a.reg, asynq.NewInspectorFromRedisClient(a.rdb))
 
 	if r.API {
@@ -185,6 +193,31 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 	ok = true
 	return a, nil
 }
+
+// newControl builds the process's view of the control log; an API process
+// with the log's private key integrates it.
+func newControl(cfg *Config, integrate bool, rdb redis.UniversalClient, keys queue.Keys, kr signing.KeyLookup, m *queue.Metrics, logger *slog.Logger) (*queue.Control, error) {
+	v, err := note.NewVerifier(cfg.Control.LogPublicKey)
+	if err != nil {
+		return nil, configErrorf("config: control.log_public_key: %w", err)
+	}
+	cc := queue.ControlConfig{Redis: rdb, Keys: keys, Keyring: kr, Profile: signing.DefaultProfile(), Policy: cfg.Policy,
+		LogKey: v, StateDir: cfg.Control.StateDir, MirrorFile: cfg.Control.MirrorFile, MaxStaleness: cfg.Control.MaxStaleness,
+		Metrics: m, Logger: logger}
+	if integrate && cfg.Control.LogKey != "" {
+		if cc.Signer, err = note.NewSigner(cfg.Control.LogKey); err != nil {
+			return nil, configErrorf("config: control.log_key: %w", err)
+		}
+	}
+	c, err := queue.NewControl(cc)
+	if err != nil {
+		return nil, configErrorf("config: control: %w", err)
+	}
+	return c, nil
+}
+
+// Control is the process's view of the control log.
+func (a *App) Control() *queue.Control { return a.control }
 
 // ServeOn makes the API serve on ln instead of listening on the
 // configured address: the local stack and tests pass a listener on port 0.
@@ -236,6 +269,13 @@ func (a *App) newSenders(ctx context.Context) (map[providers.Platform]queue.Send
 // the Redis client close. SIGHUP reloads the keyring meanwhile.
 func (a *App) Run(ctx context.Context) error {
 	defer a.Close()
+	if err := a.control.Start(ctx); err != nil {
+		return err
+	}
+	defer a.control.Close()
+	if err := a.control.Err(); err != nil {
+		a.logger.Error("starting failed closed: the control log in Redis fails its checks; restore it with pushgate log restore", "err", err)
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 3)
 	serve := func(name string, srv *http.Server, ln net.Listener) {

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/queue"
 	"github.com/pushgate/pushgate/signing"
@@ -42,6 +44,21 @@ type Config struct {
 	// APNsRate.
 	Policy            queue.Policy
 	FCMRate, APNsRate signing.Rate
+
+	Control ControlConfig
+}
+
+// ControlConfig configures the process's view of the control log.
+type ControlConfig struct {
+	// LogKey is the log's private key ("PRIVATE+KEY+..."): a process that
+	// has it integrates and signs checkpoints. Never stored in Redis.
+	LogKey string
+	// LogPublicKey is the log's public key; derived from LogKey when only
+	// that is set.
+	LogPublicKey string
+	StateDir     string
+	MirrorFile   string
+	MaxStaleness time.Duration
 }
 
 // FCMConfig configures the FCM sender; it is off when ProjectID is empty.
@@ -194,8 +211,20 @@ func options() []option {
 			}},
 		{key: "limits.max_attempts", def: "5", help: "tries per device before it counts as failed",
 			set: posInt(func(c *Config) *int { return &c.Policy.MaxAttempts })},
-		{key: "limits.kill_wait", def: "2s", help: "how long a kill with wait=true waits for every worker",
+		{key: "limits.kill_wait", def: "5s", help: "how long a kill with wait=true waits for every worker (a silent worker counts until control.max_staleness and a second have passed)",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
+
+		{key: "control.log_key", secret: true,
+			help: "the control log's private key (pushgate log keygen NAME --out FILE); an API process that has it integrates the log and signs its checkpoints",
+			set:  str(func(c *Config) *string { return &c.Control.LogKey })},
+		{key: "control.log_public_key", help: "the control log's public key; every process needs it, or log_key",
+			set: str(func(c *Config) *string { return &c.Control.LogPublicKey })},
+		{key: "control.state_dir", help: "directory where the newest verified checkpoint is remembered across restarts (a persistent volume)",
+			set: str(func(c *Config) *string { return &c.Control.StateDir })},
+		{key: "control.mirror_file", help: "file this process keeps as an export of the control log, for pushgate log restore",
+			set: str(func(c *Config) *string { return &c.Control.MirrorFile })},
+		{key: "control.max_staleness", def: "2s", help: "a worker sends only while its view of the control log is younger than this",
+			set: dur(func(c *Config) *time.Duration { return &c.Control.MaxStaleness })},
 
 		{key: "approval.required", def: "2", help: "approvals (approve keys of distinct owners, not the submitter's) a broadcast over its threshold or to all needs",
 			set: posInt(func(c *Config) *int { return &c.Policy.ApprovalsRequired })},
@@ -329,6 +358,26 @@ func (c *Config) validate() error {
 				return fmt.Errorf("config: %s: required when apns.key_file is set", f.key)
 			}
 		}
+	}
+	if c.Control.LogKey != "" {
+		pub, err := controllog.PublicKey(c.Control.LogKey)
+		if err != nil {
+			return errors.New("config: control.log_key: not a log key (pushgate log keygen NAME --out FILE makes one)")
+		}
+		if c.Control.LogPublicKey != "" && c.Control.LogPublicKey != pub {
+			return errors.New("config: control.log_public_key: not the public key of control.log_key")
+		}
+		c.Control.LogPublicKey = pub
+	}
+	if c.Control.LogPublicKey == "" {
+		return errors.New("config: control.log_public_key: required, or control.log_key (pushgate log keygen NAME --out FILE makes them)")
+	}
+	if _, err := note.NewVerifier(c.Control.LogPublicKey); err != nil {
+		return fmt.Errorf("config: control.log_public_key: %v", err)
+	}
+	if c.Policy.KillWait <= c.Control.MaxStaleness+time.Second {
+		return fmt.Errorf("config: limits.kill_wait: %s is too short: a worker that stopped answering counts as live for control.max_staleness (%s) and a second",
+			c.Policy.KillWait, c.Control.MaxStaleness)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
 )
@@ -20,8 +21,28 @@ func writeConfig(t *testing.T, yaml string) string {
 	return p
 }
 
+// testLogKey is a control log key pair for configurations.
+var testLogKey, testLogPublicKey = func() (string, string) {
+	private, public, err := controllog.GenerateKey("pushgate.test/control")
+	if err != nil {
+		panic(err)
+	}
+	return private, public
+}()
+
+// envOf is an environment of m, with the control log's public key unless
+// m sets a log key itself.
 func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
+	return func(k string) string {
+		if v, ok := m[k]; ok {
+			return v
+		}
+		_, hasKey := m["PUSHGATE_CONTROL_LOG_KEY"]
+		if k == "PUSHGATE_CONTROL_LOG_PUBLIC_KEY" && !hasKey {
+			return testLogPublicKey
+		}
+		return ""
+	}
 }
 
 func TestLoadConfig(t *testing.T) {
@@ -62,6 +83,15 @@ func TestLoadConfig(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.Listen != "127.0.0.1:2" || c.WorkerConcurrency != 3 {
 					t.Errorf("listen %s, concurrency %d", c.Listen, c.WorkerConcurrency)
+				}
+			},
+		},
+		{
+			name: "log public key derived from the private key",
+			env:  map[string]string{"PUSHGATE_CONTROL_LOG_KEY": testLogKey},
+			check: func(t *testing.T, c *Config) {
+				if c.Control.LogPublicKey != testLogPublicKey || c.Control.MaxStaleness != 2*time.Second || c.Policy.KillWait != 5*time.Second {
+					t.Errorf("control = %+v, kill wait %s", c.Control, c.Policy.KillWait)
 				}
 			},
 		},
@@ -112,6 +142,11 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"apns without team", "apns:\n  key_file: k.p8\n  key_id: K\n  topic: t\n", nil, "apns.team_id: required"},
 		{"missing secret file", "", map[string]string{"PUSHGATE_REDIS_URL_FILE": "/nonexistent/secret"}, "PUSHGATE_REDIS_URL_FILE"},
 		{"not YAML", "listen: [\n", nil, "config"},
+		{"no log key", "", map[string]string{"PUSHGATE_CONTROL_LOG_PUBLIC_KEY": ""}, "control.log_public_key: required"},
+		{"bad log key", "", map[string]string{"PUSHGATE_CONTROL_LOG_KEY": "PRIVATE+KEY+x"}, "control.log_key: not a log key"},
+		{"public key of another log key", "", map[string]string{"PUSHGATE_CONTROL_LOG_KEY": testLogKey,
+			"PUSHGATE_CONTROL_LOG_PUBLIC_KEY": "pushgate.test/control+00000000+AQ=="}, "control.log_public_key: not the public key"},
+		{"kill wait shorter than staleness", "limits:\n  kill_wait: 2s\n", nil, "limits.kill_wait: 2s is too short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

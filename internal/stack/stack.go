@@ -26,6 +26,7 @@ import (
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/client"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/internal/app"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
@@ -44,6 +45,9 @@ type Stack struct {
 	// Keys are the generated keys by name (KeySender, KeyAdmin,
 	// KeyAttacker).
 	Keys map[string]Key
+	// LogKey and LogPublicKey are the control log's keys; the
+	// configuration holds both, and a state directory under Dir.
+	LogKey, LogPublicKey string
 }
 
 // Key is one generated key.
@@ -193,7 +197,12 @@ func (st *Stack) writeConfig(o Options, fragment, ringPath string) error {
 	var b strings.Builder
 	b.Write(frag)
 	fmt.Fprintf(&b, "redis_url: %q\nkeyring_file: %q\n", o.RedisURL, ringPath)
-	nested := map[string]map[string]string{}
+	if st.LogKey, st.LogPublicKey, err = controllog.GenerateKey("pushgate.local/control"); err != nil {
+		return err
+	}
+	nested := map[string]map[string]string{"control": {
+		"log_key": st.LogKey, "log_public_key": st.LogPublicKey, "state_dir": filepath.Join(o.Dir, "state"),
+	}}
 	for _, k := range sortedKeys(o.Settings) {
 		section, name, ok := strings.Cut(k, ".")
 		if !ok {

@@ -1,0 +1,75 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/pushgate/pushgate/controllog"
+	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
+)
+
+// ExportLog writes the control log in the configured Redis to w as an
+// export (see controllog), verified as it is written.
+func ExportLog(ctx context.Context, cfg *Config, w io.Writer) (*controllog.Summary, error) {
+	rdb, logKey, err := logStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	return queue.ExportLog(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), logKey, w)
+}
+
+// RestoreLog writes an export back into the configured Redis, which must
+// hold no control log entries: for a Redis that lost the log (flushed, or
+// restarted without persistence). Every process verifies the restored log
+// against the newest checkpoint it remembers before it trusts it.
+func RestoreLog(ctx context.Context, cfg *Config, r io.Reader) (*controllog.Summary, error) {
+	rdb, logKey, err := logStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer rdb.Close()
+	return queue.RestoreLog(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), logKey, r)
+}
+
+func logStore(ctx context.Context, cfg *Config) (*redis.Client, note.Verifier, error) {
+	logKey, err := note.NewVerifier(cfg.Control.LogPublicKey)
+	if err != nil {
+		return nil, nil, configErrorf("config: control.log_public_key: %w", err)
+	}
+	opts, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, configErrorf("config: redis_url: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis %s: %w", RedactURL(cfg.RedisURL), err)
+	}
+	return rdb, logKey, nil
+}
+
+// VerifyExport checks an export offline with only the log's public key
+// and the keyring file, under the default policy's window for how long
+// after signing a request may be integrated: see controllog.Verify.
+func VerifyExport(ctx context.Context, r io.Reader, logPublicKey, keyringFile string) (*controllog.Summary, error) {
+	v, err := note.NewVerifier(logPublicKey)
+	if err != nil {
+		return nil, configErrorf("log key: %w", err)
+	}
+	kr, err := signing.LoadKeyring(keyringFile)
+	if err != nil {
+		return nil, configErrorf("keyring: %w", err)
+	}
+	verifier := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: kr})
+	window := controllog.Window{Skew: signing.DefaultSkew, MaxAge: queue.DefaultPolicy().EnvelopeMaxAge}
+	return controllog.Verify(ctx, r, v, verifier, window)
+}
