@@ -118,7 +118,8 @@ type KillList struct {
 	Kills []Kill `json:"kills"`
 }
 
-// AckReport says which live workers acknowledged a kill version.
+// AckReport says which live workers acknowledged a kill: that they
+// applied a control log of at least Version entries, which holds it.
 type AckReport struct {
 	Version      int64    `json:"version"`
 	Acknowledged bool     `json:"acknowledged"`
@@ -133,7 +134,8 @@ type AckReport struct {
 // revoke. Ack is present only when the request waited for the workers
 // (?wait=true).
 type KillResponse struct {
-	Kill    Kill       `json:"kill"`
+	Kill Kill `json:"kill"`
+	// Version is the size of the control log that holds the kill.
 	Version int64      `json:"version"`
 	Waited  bool       `json:"waited"`
 	Ack     *AckReport `json:"ack,omitempty"`
@@ -145,8 +147,9 @@ func (k *KillResponse) Acknowledged() bool { return k.Waited && k.Ack != nil && 
 
 // ResumeResponse answers POST /v1/resume.
 type ResumeResponse struct {
-	Scope   string `json:"scope"`
-	Version int64  `json:"version"`
+	Scope string `json:"scope"`
+	// Version is the size of the control log that holds the resume.
+	Version int64 `json:"version"`
 }
 
 // RevokeResponse answers POST /v1/keys/{id}/revoke: the key is revoked,

@@ -117,6 +117,10 @@ func GenerateKey(name string) (private, public string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("controllog: generate log key: %w", err)
 	}
+	// note checks the name only when the key is used.
+	if _, err := note.NewSigner(private); err != nil {
+		return "", "", fmt.Errorf("controllog: log key name %q: %w", name, err)
+	}
 	return private, public, nil
 }
 

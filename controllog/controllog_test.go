@@ -440,3 +440,39 @@ func TestWriterRefusesOutOfOrder(t *testing.T) {
 		t.Errorf("Entry(3) = %v, next %d", err, w.Next())
 	}
 }
+
+func FuzzReadExport(f *testing.F) {
+	skey, vkey, err := GenerateKey("pushgate.test/control")
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, _ := note.NewSigner(skey)
+	v, _ := note.NewVerifier(vkey)
+	var tree Tree
+	leaf := []byte(`{"time":"2026-12-01T00:00:00Z","request":{"method":"POST","path":"/v1/kill","header":{},"body":null},"decision":{"kind":"kill"}}`)
+	tree.Append(leaf)
+	msg, err := (&Checkpoint{Origin: s.Name(), Size: 1, Root: tree.Root(), Time: time.UnixMilli(1)}).Sign(s)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w := NewWriter(&buf, 0)
+	w.Entry(0, leaf)
+	w.Checkpoint(msg)
+	w.Flush()
+	f.Add(buf.Bytes())
+	f.Add([]byte("{\"index\":0}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var seen int64
+		sum, err := ReadExport(bytes.NewReader(b), v, func(i int64, _ []byte, e *Entry) error {
+			if i != seen || e == nil {
+				t.Fatalf("visited entry %d (%v) where %d is next", i, e, seen)
+			}
+			seen++
+			return nil
+		})
+		if err == nil && (sum.Entries != seen || sum.Checkpoint != nil && sum.Checkpoint.Size > sum.Entries) {
+			t.Fatalf("summary %+v after %d entries", sum, seen)
+		}
+	})
+}

@@ -101,15 +101,16 @@ func (c *core) broadcastApprovals(ctx context.Context, vb *verifiedBroadcast) ([
 }
 
 // approved reports whether a broadcast has the approvals it needs, as
-// this process verifies them from its view of the control log, read
-// again once when it falls short (the API integrates the last approval
-// before it enqueues the plan). A forged approval is a security event.
+// this process verifies them from its view of the control log. Planning
+// reads the log again once when they fall short: the API integrates the
+// last approval before it enqueues the plan, and this view may lag. A
+// forged approval is a security event.
 func (c *core) approved(ctx context.Context, task string, vb *verifiedBroadcast) (bool, error) {
 	counted, forged, err := c.broadcastApprovals(ctx, vb)
 	if err != nil {
 		return false, err
 	}
-	if len(counted) < c.policy.ApprovalsRequired {
+	if len(counted) < c.policy.ApprovalsRequired && task == TypePlan {
 		if err := c.control.refresh(ctx); err != nil {
 			return false, err
 		}

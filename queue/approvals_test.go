@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -116,8 +117,9 @@ func TestBroadcastOverThresholdNeedsTwoOwnersApprovals(t *testing.T) {
 
 	// The second owner's approval completes it: every phone, once.
 	got, err := f.approve("approver-b", st.ID, digest)
-	if err != nil || got.State != api.StateQueued || len(got.Approvals) != 2 {
-		t.Fatalf("second approval = %+v, %v; want queued with two approvals", got, err)
+	// The worker may plan it before the status is read back.
+	if err != nil || !slices.Contains([]string{api.StateQueued, api.StateSending, api.StateCompleted}, got.State) || len(got.Approvals) != 2 {
+		t.Fatalf("second approval = %+v, %v; want it queued (or under way) with two approvals", got, err)
 	}
 	done := f.waitState(st.ID, api.StateCompleted)
 	if done.Counters.Sent != 50 || len(f.fcm.sent("big")) != 50 {
@@ -213,7 +215,8 @@ func TestCustomRecallWaitsForASecondPerson(t *testing.T) {
 	st2 := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "second"))
 	f.waitState(st2.ID, api.StateCompleted)
 	retraction := `{"mode":"replace","replacement":{"title":"` + f.policy.RetractionTitle + `","body":"` + f.policy.RetractionBody + `"}}`
-	if got, pending, err := f.recall("admin", st2.ID, retraction); err != nil || pending != nil || got.State != api.StateRecalling {
+	if got, pending, err := f.recall("admin", st2.ID, retraction); err != nil || pending != nil ||
+		got.State != api.StateRecalling && got.State != api.StateRecalled {
 		t.Fatalf("standard retraction = %+v, %+v, %v; want it under way at once", got, pending, err)
 	}
 	f.waitState(st2.ID, api.StateRecalled)

@@ -49,7 +49,8 @@ func (s *Service) AuditLog(ctx context.Context, limit int) (*api.AuditPage, erro
 			err = tlog.CheckRecord(proof, size, head.Root, i, tlog.RecordHash(leaves[j]))
 		}
 		if err != nil {
-			return nil, s.control.fail(fmt.Errorf("entry %d in Redis does not prove into the verified checkpoint of size %d: %v", i, size, err))
+			err = s.control.fail(fmt.Errorf("entry %d in Redis does not prove into the verified checkpoint of size %d: %v", i, size, err))
+			return nil, api.Errorf(api.CodeControlLogInconsistent, "%v", err)
 		}
 		e, err := s.auditEntry(ctx, i, leaves[j])
 		if err != nil {
@@ -67,7 +68,7 @@ func (s *Service) AuditLog(ctx context.Context, limit int) (*api.AuditPage, erro
 func (s *Service) auditEntry(ctx context.Context, index int64, leaf []byte) (*api.AuditEntry, error) {
 	e, err := controllog.Decode(leaf)
 	if err != nil {
-		return nil, s.control.fail(fmt.Errorf("entry %d: %v", index, err))
+		return nil, api.Errorf(api.CodeControlLogInconsistent, "%v", s.control.fail(fmt.Errorf("entry %d: %v", index, err)))
 	}
 	out := &api.AuditEntry{Index: index, At: e.Time.UTC(), Action: string(e.Decision.Kind), Target: e.Decision.Target,
 		Outcome: e.Decision.Outcome, Entry: json.RawMessage(leaf)}

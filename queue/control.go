@@ -94,9 +94,12 @@ type Control struct {
 	read        []byte
 	refreshedAt time.Time
 	failure     error
-	tried       []byte // the checkpoint a failed rebuild last tried
-	changed     chan struct{}
-	lastPrune   time.Time
+	// tried and triedAt are the checkpoint a failed view last tried to
+	// rebuild from, and when.
+	tried     []byte
+	triedAt   time.Time
+	changed   chan struct{}
+	lastPrune time.Time
 
 	// freshUntil is when the current view stops being fresh (unix ns;
 	// zero: not fresh).
@@ -281,9 +284,15 @@ func (c *Control) failLocked(err error) error {
 	return err
 }
 
+// retryRebuild is how often a failed view reads the whole log again when
+// its checkpoint has not changed (entries may have been put right under
+// the same checkpoint): five times control.max_staleness.
+func (c *Control) retryRebuild() time.Duration { return 20 * c.interval() }
+
 // refresh reads the newest checkpoint and, when the log grew, the new
 // entries; it checks them and folds them in. A failed view tries a full
-// rebuild whenever the checkpoint in Redis changes.
+// rebuild whenever the checkpoint in Redis changes, and every
+// retryRebuild.
 func (c *Control) refresh(ctx context.Context) error {
 	c.refreshMu.Lock()
 	defer c.refreshMu.Unlock()
@@ -292,12 +301,15 @@ func (c *Control) refresh(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		now := c.now()
 		c.mu.Lock()
-		same := bytes.Equal(signed, c.tried)
-		c.tried = signed
+		again := !bytes.Equal(signed, c.tried) || now.Sub(c.triedAt) >= c.retryRebuild()
+		if again {
+			c.tried, c.triedAt = signed, now
+		}
 		failure := c.failure
 		c.mu.Unlock()
-		if same {
+		if !again {
 			return failure
 		}
 		return c.rebuildLocked(ctx)
@@ -481,7 +493,7 @@ func (c *Control) rebuildLocked(ctx context.Context) error {
 func (c *Control) install(state *controlState, tree controllog.Tree, cp *controllog.Checkpoint, signed []byte) {
 	c.mu.Lock()
 	recovered := c.failure != nil
-	c.state, c.tree, c.head, c.signed, c.read, c.failure, c.tried = state, tree, cp, signed, signed, nil, nil
+	c.state, c.tree, c.head, c.signed, c.read, c.failure, c.tried, c.triedAt = state, tree, cp, signed, signed, nil, nil, time.Time{}
 	c.refreshedAt = c.now()
 	c.updateFreshLocked()
 	c.notifyLocked()

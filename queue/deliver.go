@@ -124,8 +124,19 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	}
 
 	if killedBy, killed := w.ks.Killed(vb.scope()); killed {
+		// A device this batch claimed before (a run that crashed, froze or
+		// lost Redis after its calls) may have been reached: it counts as
+		// unknown, which a recall includes, not as cancelled.
+		isFresh := make(map[int]bool, len(fresh))
+		for _, i := range fresh {
+			isFresh[i] = true
+		}
 		for _, i := range send {
-			out.add(i, outCancelled)
+			if isFresh[i] {
+				out.add(i, outCancelled)
+			} else {
+				out.add(i, outUnknown)
+			}
 		}
 		return w.finishBatch(ctx, vb, b, &out, killedBy)
 	}

@@ -4,8 +4,12 @@
 // of one broadcast through its files is in docs/ARCHITECTURE.md.
 //
 // The planner, the deliverer, the recall and the kill switch reach Redis
-// only through the store (store.go, ledger.go), the registry and the kill
-// state (kill.go), as asynq's processor reaches it only through its broker.
+// only through the store (store.go, ledger.go), the registry, the control
+// log's storage (controlstore.go) and the live set of workers (kill.go),
+// as asynq's processor reaches it only through its broker. Kill,
+// revocation and approval state is each process's own fold of the control
+// log it verified (control.go, controlstate.go): nothing else in Redis
+// decides whether work may run.
 //
 // # Flow
 //
@@ -35,9 +39,13 @@
 //     broadcast again; a worker killed between a provider's answer and the
 //     ledger write may cause one re-send, which the collapse identity
 //     (CollapseID) makes replace the first copy on the phone.
-//   - Once every live worker has acknowledged a kill version, no provider
-//     call in a killed scope starts, and the ledger records every device
-//     the killed broadcast reached (recall relies on it).
+//   - Once every live worker has acknowledged a control log that holds a
+//     kill, no provider call in a killed scope starts, and the ledger
+//     records every device the killed broadcast may have reached (recall
+//     relies on it).
+//   - A view of the control log that is rolled back, forked, altered or
+//     badly signed fails closed; one older than its max staleness sends
+//     nothing.
 //   - A broadcast completes when planning is done and every planned device
 //     has a final outcome: targeted = sent + failed + invalid_token +
 //     cancelled + throttled.
@@ -48,7 +56,7 @@
 // broadcast records, envelopes, ledgers, plan progress and timelines under
 // the hash tag {bc:<id>}; the broadcast index; idempotency keys; signature
 // nonces; topic and device sets; rate-limit keys (redis_rate adds its
-// "rate:" prefix); the kill state under {kill}; worker heartbeats and
-// acknowledgements; the audit stream; security-event counters. asynq keeps
+// "rate:" prefix); the control log under {log}; worker heartbeats and
+// acknowledgements; security-event counters. asynq keeps
 // its tasks under its own "asynq:" keys.
 package queue

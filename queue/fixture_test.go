@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,6 +30,9 @@ func TestMain(m *testing.M) {
 		// clients are closed at cleanup, after goleak looks.
 		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).reaper"),
 		goleak.IgnoreTopFunction("github.com/redis/go-redis/v9/maintnotifications.(*CircuitBreakerManager).cleanupLoop"),
+		// After failed dials (a test cuts a client off from Redis) go-redis
+		// keeps trying in the background for a second after Close.
+		goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/pool.(*ConnPool).tryDial"),
 	)
 }
 
@@ -43,6 +47,13 @@ type fakeSender struct {
 	refused []sendRecord   // retryable answers, with the time they were given
 	calls   map[string]int // token → calls made
 	script  func(token string, call int) providers.Result
+	// hold, when set, keeps every recall call waiting between its gate's
+	// Enter and Commit until it is closed; held counts the calls that
+	// reached it.
+	hold chan struct{}
+	held atomic.Int32
+	// active counts calls that committed and have not finished.
+	active atomic.Int32
 }
 
 type sendRecord struct {
@@ -80,12 +91,21 @@ func (f *fakeSender) Send(ctx context.Context, gate providers.Gate, msg *provide
 			// leaves; a closed gate stops it unsent.
 			commits := 0
 			defer func() { gate.Leave(commits) }()
+			if f.hold != nil && msg.RecallOf != "" {
+				f.held.Add(1)
+				select {
+				case <-f.hold:
+				case <-ctx.Done():
+				}
+			}
 			if !gate.Commit() {
 				out[i] = providers.Result{Class: providers.Cancelled}
 				return
 			}
 			commits = 1
 			started := time.Now()
+			f.active.Add(1)
+			defer f.active.Add(-1)
 			if f.latency > 0 {
 				select {
 				case <-time.After(f.latency):
@@ -247,12 +267,25 @@ func newFixtureStaleness(t testing.TB, tune func(*Policy), staleness time.Durati
 // remembers checkpoints in stateDir unless that is empty.
 func (f *fixture) newControl(integrate bool, stateDir string) *Control {
 	f.t.Helper()
-	cfg := ControlConfig{Redis: f.rdb, Keys: f.keys, Keyring: f.keyring, Profile: signing.DefaultProfile(),
-		Policy: f.policy, LogKey: f.logKey, StateDir: stateDir, MaxStaleness: f.staleness,
+	return f.newControlOn(f.rdb, integrate, stateDir)
+}
+
+// newControlOn is newControl of a process whose Redis client is rdb.
+func (f *fixture) newControlOn(rdb *redis.Client, integrate bool, stateDir string) *Control {
+	f.t.Helper()
+	return f.newControlWith(rdb, integrate, func(c *ControlConfig) { c.StateDir = stateDir })
+}
+
+// newControlWith is newControlOn with the configuration edited by tune.
+func (f *fixture) newControlWith(rdb *redis.Client, integrate bool, tune func(*ControlConfig)) *Control {
+	f.t.Helper()
+	cfg := ControlConfig{Redis: rdb, Keys: f.keys, Keyring: f.keyring, Profile: signing.DefaultProfile(),
+		Policy: f.policy, LogKey: f.logKey, MaxStaleness: f.staleness,
 		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
 	if integrate {
 		cfg.Signer = f.logSigner
 	}
+	tune(&cfg)
 	c, err := NewControl(cfg)
 	if err != nil {
 		f.t.Fatal(err)
@@ -276,7 +309,7 @@ func (f *fixture) verifierFor(c *Control) *signing.Verifier {
 
 // config is a process's configuration around its view of the log.
 func (f *fixture) config(c *Control) Config {
-	return Config{Redis: f.rdb, Keys: f.keys, Verifier: f.verifierFor(c), Control: c, Policy: f.policy,
+	return Config{Redis: c.cfg.Redis, Keys: f.keys, Verifier: f.verifierFor(c), Control: c, Policy: f.policy,
 		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
 }
 
@@ -284,9 +317,16 @@ func (f *fixture) config(c *Control) Config {
 // at cleanup.
 func (f *fixture) startWorker(id string) *Worker {
 	f.t.Helper()
+	return f.startWorkerOn(id, f.newControl(false, ""), f.fcm, f.apns)
+}
+
+// startWorkerOn starts a worker around its own view of the control log,
+// with its own senders.
+func (f *fixture) startWorkerOn(id string, c *Control, fcm, apns *fakeSender) *Worker {
+	f.t.Helper()
 	w, err := NewWorker(WorkerConfig{
-		Config:                   f.config(f.newControl(false, "")),
-		Senders:                  map[providers.Platform]Sender{providers.FCM: f.fcm, providers.APNs: f.apns},
+		Config:                   f.config(c),
+		Senders:                  map[providers.Platform]Sender{providers.FCM: fcm, providers.APNs: apns},
 		ID:                       id,
 		Concurrency:              4,
 		TaskCheckInterval:        10 * time.Millisecond,

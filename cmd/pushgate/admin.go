@@ -92,7 +92,7 @@ func runResume(ctx context.Context, e *env, args []string) error {
 		printPending(e, pending)
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "resumed scope %s in %s (kill version %d)\n", *scope, took(time.Since(start)), r.Version)
+	fmt.Fprintf(e.stdout, "resumed scope %s in %s (control log entry %d)\n", *scope, took(time.Since(start)), r.Version-1)
 	return nil
 }
 

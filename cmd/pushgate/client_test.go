@@ -200,7 +200,7 @@ func TestClientCommands(t *testing.T) {
 		},
 		{
 			name: "resume", key: gatewaytest.Admin, args: []string{"resume", "--scope", "topic:floods"},
-			wantOut: `^resumed scope topic:floods in \S+ \(kill version \d+\)\n$`,
+			wantOut: `^resumed scope topic:floods in \S+ \(control log entry \d+\)\n$`,
 			check: func(t *testing.T) {
 				if gw.Service.Control().IsActive("topic:floods") {
 					t.Error("kill still active")

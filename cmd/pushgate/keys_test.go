@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushgate/pushgate/internal/app"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -291,4 +292,35 @@ func TestKeysUsageErrors(t *testing.T) {
 func isUsage(err error) bool {
 	var u *usageError
 	return errors.As(err, &u)
+}
+
+func TestLogKeygen(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "control.key")
+	out := mustRun(t, "log", "keygen", "pushgate.example.org/control", "--out", file)
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("private key file: %v, mode %v; want 0600", err, fi)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	public := lines[len(lines)-1]
+	if !strings.HasPrefix(public, "pushgate.example.org/control+") {
+		t.Fatalf("last line %q is not the public key", public)
+	}
+	// The files work as the configuration says.
+	cfg, err := app.LoadConfig("", func(k string) string {
+		return map[string]string{"PUSHGATE_CONTROL_LOG_KEY_FILE": file, "PUSHGATE_CONTROL_LOG_PUBLIC_KEY": public}[k]
+	})
+	if err != nil || cfg.Control.LogPublicKey != public {
+		t.Fatalf("config from the generated key: %+v, %v", cfg, err)
+	}
+	if strings.Contains(out, "PRIVATE+KEY") {
+		t.Error("keygen printed the private key")
+	}
+	if _, _, err := runCmd(t, nil, "", "log", "keygen", "pushgate.example.org/control", "--out", file); err == nil {
+		t.Error("keygen overwrote an existing key file")
+	}
+	if _, _, err := runCmd(t, nil, "", "log", "keygen", "bad name", "--out", filepath.Join(dir, "x")); err == nil {
+		t.Error("keygen took a name with a space")
+	}
 }
