@@ -327,7 +327,7 @@ func (c *Control) refresh(ctx context.Context) error {
 		if have == 0 {
 			return nil // a new log: the integrator has not signed yet
 		}
-		return c.fail(fmt.Errorf("Redis holds no control log, and this process verified one of %d entries (Redis flushed, or restarted without persistence)", have))
+		return c.fail(errGone(have))
 	}
 	cp, err := controllog.OpenCheckpoint(signed, c.cfg.LogKey)
 	if err != nil {
@@ -335,7 +335,7 @@ func (c *Control) refresh(ctx context.Context) error {
 	}
 	switch {
 	case cp.Size < have:
-		return c.fail(fmt.Errorf("the log in Redis has %d entries, fewer than the %d this process verified (rolled back)", cp.Size, have))
+		return c.fail(errRolledBack(cp.Size, have))
 	case cp.Size == have:
 		if cp.Root != root {
 			return c.fail(fmt.Errorf("the checkpoint of size %d has another root than the tree this process verified (forked)", cp.Size))
@@ -393,6 +393,14 @@ func (c *Control) refresh(ctx context.Context) error {
 	return nil
 }
 
+func errGone(verified int64) error {
+	return fmt.Errorf("Redis holds no control log, and this process verified one of %d entries (Redis flushed, or restarted without persistence)", verified)
+}
+
+func errRolledBack(size, verified int64) error {
+	return fmt.Errorf("the log in Redis has %d entries, fewer than the %d this process verified (rolled back)", size, verified)
+}
+
 func (c *Control) fail(err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -436,7 +444,7 @@ func (c *Control) rebuildLocked(ctx context.Context) error {
 	}
 	if signed == nil {
 		if remembered != nil && remembered.Size > 0 {
-			return c.fail(fmt.Errorf("Redis holds no control log, and this process verified one of %d entries (Redis flushed, or restarted without persistence)", remembered.Size))
+			return c.fail(errGone(remembered.Size))
 		}
 		c.install(c.newState(), controllog.Tree{}, nil, nil)
 		return nil
@@ -446,7 +454,7 @@ func (c *Control) rebuildLocked(ctx context.Context) error {
 		return c.fail(err)
 	}
 	if remembered != nil && cp.Size < remembered.Size {
-		return c.fail(fmt.Errorf("the log in Redis has %d entries, fewer than the %d this process verified (rolled back)", cp.Size, remembered.Size))
+		return c.fail(errRolledBack(cp.Size, remembered.Size))
 	}
 	state := c.newState()
 	var tree controllog.Tree

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/pushgate/pushgate/controllog"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // mirror keeps a file that is an export of the log, appended as this
@@ -192,30 +193,46 @@ func ExportLog(ctx context.Context, rdb redis.UniversalClient, keys Keys, logKey
 
 // RestoreLog writes an export back into Redis, for a Redis that lost the
 // log: the file is checked as controllog.ReadExport does (every checkpoint
-// signed by the log key and matching the entries before it), and only the
-// entries its newest checkpoint covers are restored, with their stored
-// hashes and checkpoints. Redis must hold no log entries. Every process
-// verifies the restored log again before it trusts it.
-func RestoreLog(ctx context.Context, rdb redis.UniversalClient, keys Keys, logKey note.Verifier, r io.Reader) (*controllog.Summary, error) {
+// signed by the log key and matching the entries before it), every entry
+// is verified again under the keyring in v (controllog.Check), and only
+// the entries its newest checkpoint covers are restored, with their stored
+// hashes and that checkpoint. Redis must hold no log entries. An entry
+// signed by a key no longer in the keyring is restored and reported in
+// the summary's Unknown (its stop stands; nothing else it asked for
+// counts); any other entry that fails its check refuses the restore. Every
+// process verifies the restored log again before it trusts it.
+func RestoreLog(ctx context.Context, rdb redis.UniversalClient, keys Keys, logKey note.Verifier, v *signing.Verifier, w controllog.Window, r io.Reader) (*RestoreSummary, error) {
 	var leaves [][]byte
-	checkpoints := map[int64][]byte{}
-	var last int64 = -1
-	sum, err := controllog.ReadExport(r, logKey, func(_ int64, leaf []byte, _ *controllog.Entry) error {
+	out := &RestoreSummary{}
+	sum, err := controllog.ReadExport(r, logKey, func(i int64, leaf []byte, e *controllog.Entry) error {
+		if _, err := controllog.Check(ctx, v, e, w); err != nil {
+			var se *signing.Error
+			if !errors.As(err, &se) || se.Code != signing.CodeUnknownKey {
+				return err
+			}
+			out.Unknown = append(out.Unknown, i)
+		}
 		leaves = append(leaves, slices.Clone(leaf))
 		return nil
 	})
+	out.Summary = sum
 	if err != nil {
-		return sum, err
+		return out, err
 	}
 	if sum.Checkpoint == nil {
-		return sum, errors.New("the file holds no signed checkpoint")
+		return out, errors.New("the file holds no signed checkpoint")
 	}
-	last = sum.Checkpoint.Size
-	leaves = leaves[:last]
-	checkpoints[last] = sum.Signed
 	s := &controlStore{rdb: rdb, keys: keys}
-	if err := s.restore(ctx, leaves, checkpoints, sum.Signed); err != nil {
-		return sum, err
+	size := sum.Checkpoint.Size
+	if err := s.restore(ctx, leaves[:size], map[int64][]byte{size: sum.Signed}, sum.Signed); err != nil {
+		return out, err
 	}
-	return sum, nil
+	return out, nil
+}
+
+// RestoreSummary is what RestoreLog restored.
+type RestoreSummary struct {
+	*controllog.Summary
+	// Unknown lists the entries signed by keys no longer in the keyring.
+	Unknown []int64
 }

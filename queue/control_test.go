@@ -3,8 +3,11 @@ package queue
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +21,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing"
 )
 
 // These tests play someone who can write anything to Redis but holds no
@@ -115,7 +120,7 @@ func TestRolledBackLogFailsClosed(t *testing.T) {
 	}
 
 	f.dropLog()
-	if _, err := RestoreLog(ctx, f.rdb, f.keys, f.logKey, &export); err != nil {
+	if _, err := RestoreLog(ctx, f.rdb, f.keys, f.logKey, f.control.verifier, f.control.window, &export); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "every view to be consistent and fresh again", func() bool {
@@ -221,7 +226,7 @@ func TestFlushedRedisFailsClosedUntilRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	if _, err := RestoreLog(ctx, f.rdb, f.keys, f.logKey, file); err != nil {
+	if _, err := RestoreLog(ctx, f.rdb, f.keys, f.logKey, f.control.verifier, f.control.window, file); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "every view to be consistent and fresh again", func() bool {
@@ -450,5 +455,136 @@ func TestKilledRerunCountsEarlierClaimsAsUnknown(t *testing.T) {
 	}
 	if n := len(f.fcm.sent("x")); n != 0 {
 		t.Errorf("the killed broadcast was sent to %d devices", n)
+	}
+}
+
+// TestRestoreVerifiesEveryEntry restores exports whose checkpoints the
+// log key signed but whose entries are not all genuine: a forged request
+// refuses the restore and names its entry; a request by a key since
+// removed from the keyring is restored and reported.
+func TestRestoreVerifiesEveryEntry(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	f.control.Close() // this test writes the log itself
+	entry := func(by, body string) []byte {
+		_, env := f.as(by, "POST", api.PathKill, body)
+		leaf, err := controllog.Encode(&controllog.Entry{Time: time.Now(), Request: env, Decision: controllog.Decision{Kind: controllog.KindKill}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf
+	}
+	export := func(leaves ...[]byte) *bytes.Buffer {
+		var buf bytes.Buffer
+		w := controllog.NewWriter(&buf, 0)
+		var tree controllog.Tree
+		for i, l := range leaves {
+			w.Entry(int64(i), l)
+			tree.Append(l)
+		}
+		cp := &controllog.Checkpoint{Origin: f.logSigner.Name(), Size: tree.Size(), Root: tree.Root(), Time: time.Now()}
+		msg, err := cp.Sign(f.logSigner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Checkpoint(msg)
+		w.Flush()
+		return &buf
+	}
+	good := entry("admin", `{"scope":"global","reason":"a"}`)
+	forged := []byte(strings.Replace(string(entry("admin", `{"scope":"topic:x","reason":"b"}`)), "topic:x", "topic:y", 1))
+	forged = []byte(strings.Replace(string(forged), base64Of(`{"scope":"topic:x","reason":"b"}`), base64Of(`{"scope":"topic:y","reason":"b"}`), 1))
+	f.dropLog()
+	_, err := RestoreLog(ctx, f.rdb, f.keys, f.logKey, f.control.verifier, f.control.window, export(good, forged))
+	if err == nil || !strings.Contains(err.Error(), "entry 1") {
+		t.Fatalf("restore of a forged entry: %v, want a refusal naming entry 1", err)
+	}
+	if n := f.rdb.HLen(ctx, f.keys.LogEntries()).Val(); n != 0 {
+		t.Fatalf("a refused restore wrote %d entries", n)
+	}
+
+	// A key rotated out of the keyring: its entry is restored and named.
+	_, priv, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"scope":"topic:z","reason":"c"}`)
+	r, _ := http.NewRequest("POST", "http://gw.test"+api.PathKill, bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	if err := (&signing.Signer{KeyID: "retired-admin", Key: priv}).Sign(r, body); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := controllog.Encode(&controllog.Entry{Time: time.Now(), Request: signing.RequestFromHTTP(r, body),
+		Decision: controllog.Decision{Kind: controllog.KindKill}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := RestoreLog(ctx, f.rdb, f.keys, f.logKey, f.control.verifier, f.control.window, export(good, gone))
+	if err != nil || len(sum.Unknown) != 1 || sum.Unknown[0] != 1 {
+		t.Fatalf("restore with an entry of a key no longer in the keyring = %+v, %v; want it restored and reported", sum, err)
+	}
+}
+
+func base64Of(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// goneKeyEntry returns an entry signed by a key that is not in the
+// fixture's keyring (one rotated out since).
+func goneKeyEntry(t *testing.T, path, body string) *controllog.Entry {
+	t.Helper()
+	_, priv, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest("POST", "http://gw.test"+path, strings.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	if err := (&signing.Signer{KeyID: "retired-admin", Key: priv}).Sign(r, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	kind, target, _ := controllog.KindOf("POST", path)
+	return &controllog.Entry{Time: time.Now(), Request: signing.RequestFromHTTP(r, []byte(body)),
+		Decision: controllog.Decision{Kind: kind, Target: target}}
+}
+
+// TestFoldKeepsStopsOfGoneKeys folds entries of a key rotated out of the
+// keyring: its kill stands, its resume does not count.
+func TestFoldKeepsStopsOfGoneKeys(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	s := f.control.newState()
+	if err := s.apply(ctx, 0, goneKeyEntry(t, api.PathKill, `{"scope":"topic:floods","reason":"x"}`)); err != nil {
+		t.Fatalf("kill of a gone key: %v", err)
+	}
+	if _, ok := s.kills[api.TopicScope("floods")]; !ok {
+		t.Fatal("the kill of a key no longer in the keyring was lifted")
+	}
+	if err := s.apply(ctx, 1, goneKeyEntry(t, api.PathResume, `{"scope":"topic:floods","reason":"x"}`)); !errors.Is(err, errIgnored) {
+		t.Fatalf("resume of a gone key: %v, want it ignored", err)
+	}
+	if _, ok := s.kills[api.TopicScope("floods")]; !ok {
+		t.Fatal("a resume by a key no longer in the keyring lifted the kill")
+	}
+}
+
+// TestUnrevokeByRollbackFailsClosed rolls the log back to before a
+// revocation, as deleting the key from the old revoked hash did: the view
+// fails closed instead of accepting the key again.
+func TestUnrevokeByRollbackFailsClosed(t *testing.T) {
+	f := newFixtureStaleness(t, nil, failClosedStaleness)
+	f.register("citizens", 3, 0)
+	f.startWorker("w1")
+	ctx := context.Background()
+	f.waitState(f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "before")).ID, api.StateCompleted)
+	res, _, err := f.revoke("admin", "small", "leaked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.rdb.Set(ctx, f.keys.LogCheckpoint(), f.checkpointBefore(res.Version), 0)
+	f.rdb.HDel(ctx, f.keys.LogEntries(), strconv.FormatInt(res.Version-1, 10))
+	waitFor(t, "the view to fail closed", func() bool { return f.control.Err() != nil })
+	if revoked, _ := f.control.Revoked(ctx, "small"); !revoked {
+		t.Error("the failed view forgot the revocation")
+	}
+	if _, _, err := f.signed(f.signers["small"], "POST", api.PathBroadcasts, []byte(broadcastBody(`{"topic":"citizens"}`, "x"))); err == nil {
+		t.Error("the revoked key's request verified after the rollback")
 	}
 }

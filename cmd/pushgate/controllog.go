@@ -70,7 +70,7 @@ func runLogKeygen(e *env, args []string) error {
 // logConfig loads the configuration log export and restore run with.
 func logConfig(e *env, name string, args []string) (*app.Config, string, error) {
 	fs := newFlagSet(e, name, "FILE [--config FILE]")
-	path := fs.String("config", e.getenv("PUSHGATE_CONFIG"), "YAML configuration file (env PUSHGATE_CONFIG): redis_url, key_prefix and control.log_public_key are used")
+	path := fs.String("config", e.getenv("PUSHGATE_CONFIG"), "YAML configuration file (env PUSHGATE_CONFIG): redis_url, key_prefix, control.log_public_key and, to restore, keyring_file are used")
 	rest, err := parseArgs(fs, args)
 	if err != nil {
 		return nil, "", err
@@ -124,7 +124,11 @@ func runLogRestore(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("log restore %s: %w", file, err)
 	}
-	fmt.Fprintf(e.stdout, "restored %d entries from %s; %s\n", sum.Checkpoint.Size, file, describeCheckpoint(sum.Checkpoint))
+	fmt.Fprintf(e.stdout, "restored %d entries from %s, each verified again; %s\n", sum.Checkpoint.Size, file, describeCheckpoint(sum.Checkpoint))
+	if len(sum.Unknown) > 0 {
+		fmt.Fprintf(e.stdout, "%d entries are signed by keys no longer in the keyring (first: entry %d): their stops stand, nothing else they asked for counts\n",
+			len(sum.Unknown), sum.Unknown[0])
+	}
 	if extra := sum.Entries - sum.Checkpoint.Size; extra > 0 {
 		fmt.Fprintf(e.stdout, "left out %d entries at the end of the file that no checkpoint signs\n", extra)
 	}

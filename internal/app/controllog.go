@@ -29,13 +29,27 @@ func ExportLog(ctx context.Context, cfg *Config, w io.Writer) (*controllog.Summa
 // hold no control log entries: for a Redis that lost the log (flushed, or
 // restarted without persistence). Every process verifies the restored log
 // against the newest checkpoint it remembers before it trusts it.
-func RestoreLog(ctx context.Context, cfg *Config, r io.Reader) (*controllog.Summary, error) {
+func RestoreLog(ctx context.Context, cfg *Config, r io.Reader) (*queue.RestoreSummary, error) {
+	if cfg.KeyringFile == "" {
+		return nil, configErrorf("config: keyring_file: required: every entry is verified again before it is restored")
+	}
+	kr, err := signing.LoadKeyring(cfg.KeyringFile)
+	if err != nil {
+		return nil, configErrorf("config: keyring_file: %w", err)
+	}
 	rdb, logKey, err := logStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer rdb.Close()
-	return queue.RestoreLog(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), logKey, r)
+	v := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: kr})
+	return queue.RestoreLog(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), logKey, v, entryWindow(cfg.Policy), r)
+}
+
+// entryWindow is how long before its integration a control log entry's
+// request may have been signed.
+func entryWindow(p queue.Policy) controllog.Window {
+	return controllog.Window{Skew: signing.DefaultSkew, MaxAge: p.EnvelopeMaxAge}
 }
 
 func logStore(ctx context.Context, cfg *Config) (*redis.Client, note.Verifier, error) {
@@ -70,6 +84,5 @@ func VerifyExport(ctx context.Context, r io.Reader, logPublicKey, keyringFile st
 		return nil, configErrorf("keyring: %w", err)
 	}
 	verifier := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: kr})
-	window := controllog.Window{Skew: signing.DefaultSkew, MaxAge: queue.DefaultPolicy().EnvelopeMaxAge}
-	return controllog.Verify(ctx, r, v, verifier, window)
+	return controllog.Verify(ctx, r, v, verifier, entryWindow(queue.DefaultPolicy()))
 }
