@@ -1,6 +1,9 @@
 package api
 
-import "net/url"
+import (
+	"net/url"
+	"strings"
+)
 
 // Paths of the v1 routes. Ids and tokens are escaped by the builders; the
 // gateway's route patterns are written out in gateway/server.go.
@@ -25,7 +28,37 @@ func CancelPath(id string) string { return BroadcastPath(id) + "/cancel" }
 func RecallPath(id string) string { return BroadcastPath(id) + "/recall" }
 
 // RevokePath is the path that revokes a key.
-func RevokePath(keyID string) string { return "/v1/keys/" + url.PathEscape(keyID) + "/revoke" }
+func RevokePath(keyID string) string { return pathKeys + url.PathEscape(keyID) + "/revoke" }
+
+const (
+	pathKeys    = "/v1/keys/"
+	pathActions = "/v1/actions/"
+)
+
+// RevokeTarget returns the key a revoke path names; ok is false for any
+// other path, or one that does not spell the id as RevokePath does.
+func RevokeTarget(path string) (keyID string, ok bool) { return pathTarget(path, pathKeys, RevokePath) }
+
+// ActionApprovalsTarget returns the action an action-approval path names,
+// as RevokeTarget does.
+func ActionApprovalsTarget(path string) (actionID string, ok bool) {
+	return pathTarget(path, pathActions, ActionApprovalsPath)
+}
+
+// pathTarget reads the escaped id after prefix, and accepts it only if
+// build spells the same path from it.
+func pathTarget(path, prefix string, build func(string) string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, prefix)
+	if !ok {
+		return "", false
+	}
+	esc, _, _ := strings.Cut(rest, "/")
+	id, err := url.PathUnescape(esc)
+	if err != nil || id == "" || build(id) != path {
+		return "", false
+	}
+	return id, true
+}
 
 // DevicePath is the path of a registered device.
 func DevicePath(platform Platform, token string) string {
@@ -39,4 +72,4 @@ const PathApprovals = "/v1/approvals"
 func ApprovalsPath(id string) string { return BroadcastPath(id) + "/approvals" }
 
 // ActionApprovalsPath is the path that approves an admin action.
-func ActionApprovalsPath(id string) string { return "/v1/actions/" + url.PathEscape(id) + "/approvals" }
+func ActionApprovalsPath(id string) string { return pathActions + url.PathEscape(id) + "/approvals" }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -100,21 +99,11 @@ func KindOf(method, path string) (kind Kind, target string, ok bool) {
 		}
 		return "", "", false
 	}
-	for _, p := range []struct {
-		kind   Kind
-		prefix string
-		build  func(string) string
-	}{
-		{KindRevoke, "/v1/keys/", api.RevokePath},
-		{KindApproveAction, "/v1/actions/", api.ActionApprovalsPath},
-	} {
-		if rest, ok := strings.CutPrefix(path, p.prefix); ok {
-			esc, _, _ := strings.Cut(rest, "/")
-			id, err := url.PathUnescape(esc)
-			if err == nil && id != "" && p.build(id) == path {
-				return p.kind, id, true
-			}
-		}
+	if id, ok := api.RevokeTarget(path); ok {
+		return KindRevoke, id, true
+	}
+	if id, ok := api.ActionApprovalsTarget(path); ok {
+		return KindApproveAction, id, true
 	}
 	return "", "", false
 }
