@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 )
 
@@ -69,20 +70,16 @@ func benchRegister(b *testing.B, rdb *redis.Client, keys Keys, topic string, n i
 	ctx := context.Background()
 	const chunk = 10000
 	for start := 0; start < n; start += chunk {
-		p := rdb.Pipeline()
-		members := make([]any, 0, chunk)
+		devices := make([]api.ImportDevice, 0, chunk)
 		for i := start; i < min(n, start+chunk); i++ {
-			var m string
+			d := api.ImportDevice{Platform: "apns", Token: fmt.Sprintf("%064x", i), Topics: []string{topic}}
 			if i%5 < 3 {
-				m = fmt.Sprintf("fcm:bench-token-%07d-%s", i, "cW9ja2VkLWZjbS10b2tlbi1wYWRkaW5nLXRvLWxvb2stcmVhbGlzdGlj")
-			} else {
-				m = fmt.Sprintf("apns:%064x", i)
+				d.Platform = "fcm"
+				d.Token = fmt.Sprintf("bench-token-%07d-%s", i, "cW9ja2VkLWZjbS10b2tlbi1wYWRkaW5nLXRvLWxvb2stcmVhbGlzdGlj")
 			}
-			members = append(members, m)
+			devices = append(devices, d)
 		}
-		p.SAdd(ctx, keys.Topic(topic), members...)
-		p.SAdd(ctx, keys.AllDevices(), members...)
-		if _, err := p.Exec(ctx); err != nil {
+		if err := NewRegistry(rdb, keys).Import(ctx, devices); err != nil {
 			b.Fatal(err)
 		}
 	}

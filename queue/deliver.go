@@ -94,7 +94,7 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return w.refuseOrRetry(ctx, TypeDeliver, vb.id, err)
 	}
-	claims, err := w.store.claim(ctx, vb.id, ledgerDelivery, b.Seq, cap, b.members)
+	claims, err := w.store.claim(ctx, vb.id, ledgerDelivery, b.Seq, cap, b.members, b.pos)
 	if err != nil {
 		return err
 	}
@@ -260,7 +260,7 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 	if err != nil {
 		return err
 	}
-	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.pairs(out.final),
+	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(out.final),
 		counts{retries: int64(retried), rateLimited: int64(len(out.deferred))})
 	if err != nil {
 		return err
@@ -337,18 +337,25 @@ func (w *Worker) backoff(attempt int) time.Duration {
 }
 
 // inAudience reports, per device of the batch, whether it belongs to the
-// broadcast's audience as its verified envelope defines it. A device of a
-// tokens audience must also still be in the signing key's scope:
-// registered, and subscribed to a topic the key may send to.
+// broadcast's audience as its verified envelope defines it, and sets the
+// batch's audience positions (device numbers for a topic, indices into
+// the signed list for tokens). A device of a tokens audience must also
+// still be in the signing key's scope: registered, and subscribed to a
+// topic the key may send to.
 func (w *Worker) inAudience(ctx context.Context, vb *verifiedBroadcast, b *batch) ([]bool, error) {
 	if vb.tokens == nil {
-		return w.registry.contains(ctx, vb.req.Audience.Topic, b.members)
+		in, nums, err := w.registry.contains(ctx, vb.req.Audience.Topic, b.members)
+		b.pos = nums
+		return in, err
 	}
 	out := make([]bool, len(b.members))
+	b.pos = make([]int64, len(b.members))
 	listed := make([]int, 0, len(b.members))
 	for i, m := range b.members {
-		if _, ok := vb.tokens[m]; ok {
+		b.pos[i] = -1
+		if at, ok := vb.tokens[m]; ok {
 			listed = append(listed, i)
+			b.pos[i] = at
 		}
 	}
 	scoped, err := w.registry.inScope(ctx, vb.key, b.devices(listed))

@@ -46,6 +46,25 @@ func (k Keys) Plan(id string) string { return k.bc(id) + ":plan" }
 // RecallPlan is the planning progress of a broadcast's recall.
 func (k Keys) RecallPlan(id string) string { return k.bc(id) + ":recall-plan" }
 
+// Planned is the bitmap of a broadcast's audience positions planned for
+// delivery: device numbers for a topic audience, indices into the signed
+// list for a tokens audience. Done is the bitmap of positions with a final
+// outcome; a broadcast completes only when every planned position is done.
+func (k Keys) Planned(id string) string { return k.bc(id) + ":planned" }
+
+// Done is the bitmap of a broadcast's positions with a final outcome.
+func (k Keys) Done(id string) string { return k.bc(id) + ":done" }
+
+// RecallPlanned and RecallDone are the same bitmaps for a recall.
+func (k Keys) RecallPlanned(id string) string { return k.bc(id) + ":recall-planned" }
+
+// RecallDone is the bitmap of recall positions with a final outcome.
+func (k Keys) RecallDone(id string) string { return k.bc(id) + ":recall-done" }
+
+// Scratch is a key a completion check writes and deletes within one
+// script.
+func (k Keys) Scratch(id string) string { return k.bc(id) + ":scratch" }
+
 // Timeline is the list of a broadcast's events, oldest first.
 func (k Keys) Timeline(id string) string { return k.bc(id) + ":timeline" }
 
@@ -64,11 +83,30 @@ func (k Keys) Nonce(keyID, nonce string) string {
 	return k.prefix + ":nonce:" + keyID + ":" + nonce
 }
 
-// Topic is the set of devices ("<platform>:<token>") subscribed to a topic.
-func (k Keys) Topic(name string) string { return k.prefix + ":topic:" + name }
+// The registry's keys. Every registered device has a permanent, dense
+// device number; topic membership is a bitmap over those numbers, so a
+// planner's position in a topic is a number that stays valid across
+// restarts and failovers (docs/ARCHITECTURE.md, "The device registry").
+// The number maps share the hash tag {dev}, so that one script assigns
+// numbers.
 
-// AllDevices is the set of every registered device.
-func (k Keys) AllDevices() string { return k.prefix + ":devices" }
+// DeviceSeq is the counter of device numbers handed out.
+func (k Keys) DeviceSeq() string { return k.prefix + ":{dev}:seq" }
+
+// DeviceNumbers is the hash of device member ("<platform>:<token>") →
+// device number. Numbers are never taken back: a device registered again
+// gets its old number.
+func (k Keys) DeviceNumbers() string { return k.prefix + ":{dev}:num" }
+
+// DeviceMembers is the hash of device number → device member.
+func (k Keys) DeviceMembers() string { return k.prefix + ":{dev}:member" }
+
+// Topic is the bitmap of a topic's devices: bit n is set when device
+// number n is subscribed.
+func (k Keys) Topic(name string) string { return k.prefix + ":topicbits:" + name }
+
+// AllDevices is the bitmap of every registered device.
+func (k Keys) AllDevices() string { return k.prefix + ":devicebits" }
 
 // DeviceTopics is the set of topics a device is subscribed to, so that
 // removing a device can leave every topic.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pushgate/pushgate/api"
@@ -33,21 +34,32 @@ func (s *store) ledger(id string, k ledgerKind) (key, claimed, duplicate string)
 	return s.keys.Ledger(id), "targeted", "skipped_duplicate"
 }
 
+// bitmaps returns a broadcast's planned and done bitmaps, of its delivery
+// or of its recall.
+func (s *store) bitmaps(id string, k ledgerKind) (planned, done string) {
+	if k == ledgerRecall {
+		return s.keys.RecallPlanned(id), s.keys.RecallDone(id)
+	}
+	return s.keys.Planned(id), s.keys.Done(id)
+}
+
 // claim claims members for batch seq in a ledger and returns, per member,
 // claimNew, claimOwn, 3 (already final for this batch), 0 (another
 // batch's device: a duplicate) or claimCapped (beyond cap devices in the
-// ledger; 0 is no cap).
-func (s *store) claim(ctx context.Context, id string, k ledgerKind, seq int64, cap int, members []string) ([]int64, error) {
+// ledger; 0 is no cap). pos holds each member's audience position (-1
+// for none), which a capped device is marked done at.
+func (s *store) claim(ctx context.Context, id string, k ledgerKind, seq int64, cap int, members []string, pos []int64) ([]int64, error) {
 	if len(members) == 0 {
 		return nil, nil
 	}
 	ledger, claimed, duplicate := s.ledger(id, k)
-	args := make([]any, 0, 5+len(members))
+	_, done := s.bitmaps(id, k)
+	args := make([]any, 0, 5+2*len(members))
 	args = append(args, seq, claimed, duplicate, int64(recordRetention/time.Second), cap)
-	for _, m := range members {
-		args = append(args, m)
+	for i, m := range members {
+		args = append(args, m, pos[i])
 	}
-	res, err := claimScript.Run(ctx, s.rdb, []string{ledger, s.keys.Broadcast(id)}, args...).Int64Slice()
+	res, err := claimScript.Run(ctx, s.rdb, []string{ledger, s.keys.Broadcast(id), done}, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("claim devices: %w", err)
 	}
@@ -63,35 +75,49 @@ type counts struct {
 	rateLimited int64 // devices deferred by a rate limit
 }
 
-// recordOutcomes records the final outcomes of a delivery batch (pairs of
-// member and letter), adds its counts, remembers the kill that stopped it
-// ("" for none) and completes the broadcast when it can. It returns the
-// state the broadcast entered, or "".
-func (s *store) recordOutcomes(ctx context.Context, id string, seq int64, now time.Time, killedBy string, pairs []any, c counts) (string, error) {
-	if len(pairs) == 0 && killedBy == "" && c == (counts{}) {
+// errClaimsLost reports that devices a batch claimed have no ledger
+// entry any more: Redis came back from an older state. The batch runs
+// again (asynq retries it) and claims them afresh.
+var errClaimsLost = errors.New("ledger lost this batch's claims (Redis restarted from an older state?); running the batch again")
+
+// recordOutcomes records the final outcomes of a delivery batch (triples
+// of member, letter and position), adds its counts, remembers the kill
+// that stopped it ("" for none) and completes the broadcast when it can.
+// It returns the state the broadcast entered, or "".
+func (s *store) recordOutcomes(ctx context.Context, id string, seq int64, now time.Time, killedBy string, triples []any, c counts) (string, error) {
+	if len(triples) == 0 && killedBy == "" && c == (counts{}) {
 		return "", nil
 	}
-	args := append([]any{seq, now.UnixMilli(), killedBy, c.retries, c.rateLimited}, pairs...)
-	st, err := recordScript.Run(ctx, s.rdb,
-		[]string{s.keys.Ledger(id), s.keys.Broadcast(id), s.keys.Timeline(id)}, args...).Text()
-	if err != nil {
-		return "", fmt.Errorf("record outcomes: %w", err)
-	}
-	return st, nil
+	args := append([]any{seq, now.UnixMilli(), killedBy, c.retries, c.rateLimited}, triples...)
+	return runRecord(ctx, s.rdb, recordScript, []string{s.keys.Ledger(id), s.keys.Broadcast(id), s.keys.Timeline(id),
+		s.keys.Planned(id), s.keys.Done(id), s.keys.Scratch(id)}, args, "record outcomes")
 }
 
-// recordRecallOutcomes records the outcomes of a recall batch (pairs of
-// member and letter: s recalled, f recall_failed) and completes the
-// recall when it can. It returns the state the broadcast entered, or "".
-func (s *store) recordRecallOutcomes(ctx context.Context, id string, seq int64, now time.Time, pairs []any) (string, error) {
-	if len(pairs) == 0 {
+// recordRecallOutcomes records the outcomes of a recall batch (triples of
+// member, letter — s recalled, f recall_failed — and position) and
+// completes the recall when it can. It returns the state the broadcast
+// entered, or "".
+func (s *store) recordRecallOutcomes(ctx context.Context, id string, seq int64, now time.Time, triples []any) (string, error) {
+	if len(triples) == 0 {
 		return "", nil
 	}
-	args := append([]any{seq, now.UnixMilli()}, pairs...)
-	st, err := recallRecordScript.Run(ctx, s.rdb,
-		[]string{s.keys.RecallLedger(id), s.keys.Broadcast(id), s.keys.Timeline(id)}, args...).Text()
+	args := append([]any{seq, now.UnixMilli()}, triples...)
+	return runRecord(ctx, s.rdb, recallRecordScript, []string{s.keys.RecallLedger(id), s.keys.Broadcast(id),
+		s.keys.Timeline(id), s.keys.RecallPlanned(id), s.keys.RecallDone(id), s.keys.Scratch(id)}, args, "record recall outcomes")
+}
+
+// runRecord runs a record script and reads its {state, lost} reply.
+func runRecord(ctx context.Context, rdb redis.UniversalClient, sc *redis.Script, keys []string, args []any, what string) (string, error) {
+	res, err := sc.Run(ctx, rdb, keys, args...).Slice()
 	if err != nil {
-		return "", fmt.Errorf("record recall outcomes: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	if len(res) != 2 {
+		return "", fmt.Errorf("%s: short reply", what)
+	}
+	st, _ := res[0].(string)
+	if lost, _ := res[1].(int64); lost > 0 {
+		return st, fmt.Errorf("%s: %d devices: %w", what, lost, errClaimsLost)
 	}
 	return st, nil
 }
@@ -99,6 +125,9 @@ func (s *store) recordRecallOutcomes(ctx context.Context, id string, seq int64, 
 // ledgerValues returns the delivery ledger's values for members ("" for a
 // device without one).
 func (s *store) ledgerValues(ctx context.Context, id string, members []string) ([]string, error) {
+	if len(members) == 0 {
+		return nil, nil
+	}
 	vals, err := s.rdb.HMGet(ctx, s.keys.Ledger(id), members...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read ledger: %w", err)
@@ -110,24 +139,10 @@ func (s *store) ledgerValues(ctx context.Context, id string, members []string) (
 	return out, nil
 }
 
-// scanLedger reads one page of a broadcast's delivery ledger from cursor:
-// members and their values.
-func (s *store) scanLedger(ctx context.Context, id string, cursor uint64, count int64) (members, values []string, next uint64, err error) {
-	fields, next, err := s.rdb.HScan(ctx, s.keys.Ledger(id), cursor, "", count).Result()
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("scan ledger: %w", err)
-	}
-	for i := 0; i+1 < len(fields); i += 2 {
-		members = append(members, fields[i])
-		values = append(values, fields[i+1])
-	}
-	return members, values, next, nil
-}
-
 // planProgress is a planner's saved position: resuming from it never
 // enqueues a batch twice.
 type planProgress struct {
-	cursor  uint64
+	cursor  int64 // next audience position to plan
 	seq     int64
 	planned int64 // devices planned so far
 	done    bool
@@ -157,37 +172,47 @@ func (s *store) loadProgress(ctx context.Context, id string, k ledgerKind) (plan
 	}
 	f := prog.Val()
 	var p planProgress
-	p.cursor, _ = strconv.ParseUint(f["cursor"], 10, 64)
+	p.cursor, _ = strconv.ParseInt(f["cursor"], 10, 64)
+	p.cursor = max(p.cursor, 0)
 	p.seq, _ = strconv.ParseInt(f["seq"], 10, 64)
 	p.planned, _ = strconv.ParseInt(n.Val(), 10, 64)
 	p.done = f["done"] == "1"
 	return p, nil
 }
 
-// saveProgress saves a planner's position after it enqueued added more
-// devices, and renews the broadcast's retention (the plan, ledger and
-// recall keys appear after the record).
-func (s *store) saveProgress(ctx context.Context, id string, k ledgerKind, p planProgress, added int64) error {
-	key, planned := s.plan(id, k)
-	_, err := s.rdb.TxPipelined(ctx, func(pl redis.Pipeliner) error {
-		pl.HSet(ctx, key, "cursor", p.cursor, "seq", p.seq)
-		pl.HIncrBy(ctx, s.keys.Broadcast(id), planned, added)
-		for _, k := range s.broadcastKeys(id) {
-			pl.Expire(ctx, k, recordRetention)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("save plan progress: %w", err)
+// errPlanMoved reports that a planner's stored position is not the one it
+// planned its page from: another run moved it, or Redis came back from an
+// older state. The plan task runs again from what is stored.
+var errPlanMoved = errors.New("planning position moved (another planner, or Redis restarted from an older state); planning again from the stored position")
+
+// saveProgress saves a planner's position after it enqueued the page that
+// took it from prev to p, marking the page's positions planned; only
+// positions not planned before count. It renews the broadcast's retention
+// (the plan, ledger and bitmaps appear after the record).
+func (s *store) saveProgress(ctx context.Context, id string, k ledgerKind, prev, p planProgress, positions []int64) (int64, error) {
+	key, counter := s.plan(id, k)
+	planned, _ := s.bitmaps(id, k)
+	keys := append([]string{key, s.keys.Broadcast(id), planned}, s.broadcastKeys(id)...)
+	args := make([]any, 0, 6+len(positions))
+	args = append(args, prev.cursor, prev.seq, p.cursor, p.seq, int64(recordRetention/time.Second), counter)
+	for _, n := range positions {
+		args = append(args, n)
 	}
-	return nil
+	added, err := planSaveScript.Run(ctx, s.rdb, keys, args...).Int64()
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "PLANMOVED") {
+			return 0, errPlanMoved
+		}
+		return 0, fmt.Errorf("save plan progress: %w", err)
+	}
+	return added, nil
 }
 
 // planDone marks a broadcast's planning finished; killedBy names a kill
 // that cut it short. It returns the state the broadcast entered, or "".
 func (s *store) planDone(ctx context.Context, id string, now time.Time, killedBy string) (string, error) {
-	st, err := planDoneScript.Run(ctx, s.rdb, []string{s.keys.Plan(id), s.keys.Broadcast(id), s.keys.Timeline(id)},
-		now.UnixMilli(), killedBy).Text()
+	st, err := planDoneScript.Run(ctx, s.rdb, []string{s.keys.Plan(id), s.keys.Broadcast(id), s.keys.Timeline(id),
+		s.keys.Planned(id), s.keys.Done(id), s.keys.Scratch(id)}, now.UnixMilli(), killedBy).Text()
 	if err != nil {
 		return "", fmt.Errorf("finish planning: %w", err)
 	}
@@ -198,7 +223,8 @@ func (s *store) planDone(ctx context.Context, id string, now time.Time, killedBy
 // the broadcast entered, or "".
 func (s *store) recallPlanDone(ctx context.Context, id string, now time.Time) (string, error) {
 	st, err := recallPlanDoneScript.Run(ctx, s.rdb,
-		[]string{s.keys.RecallPlan(id), s.keys.Broadcast(id), s.keys.Timeline(id)}, now.UnixMilli()).Text()
+		[]string{s.keys.RecallPlan(id), s.keys.Broadcast(id), s.keys.Timeline(id),
+			s.keys.RecallPlanned(id), s.keys.RecallDone(id), s.keys.Scratch(id)}, now.UnixMilli()).Text()
 	if err != nil {
 		return "", fmt.Errorf("finish recall planning: %w", err)
 	}

@@ -179,12 +179,15 @@ func TestBatchRetriedAfterPartialSuccessResendsToNobody(t *testing.T) {
 		}
 		return providers.Result{Class: providers.Sent}
 	}
-	_, err = w.store.claim(ctx, st.ID, ledgerDelivery, 0, 0,
-		[]string{"fcm:" + toks[0], "fcm:" + toks[1], "fcm:" + toks[2], "fcm:" + toks[3]})
+	members := []string{"fcm:" + toks[0], "fcm:" + toks[1], "fcm:" + toks[2], "fcm:" + toks[3]}
+	nums, err := w.registry.numbers(ctx, members)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.store.recordOutcomes(ctx, st.ID, 0, time.Now(), "", []any{"fcm:" + toks[0], "s", "fcm:" + toks[1], "s"}, counts{}); err != nil {
+	if _, err = w.store.claim(ctx, st.ID, ledgerDelivery, 0, 0, members, nums); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.store.recordOutcomes(ctx, st.ID, 0, time.Now(), "", []any{members[0], "s", nums[0], members[1], "s", nums[1]}, counts{}); err != nil {
 		t.Fatal(err)
 	}
 

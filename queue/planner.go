@@ -14,7 +14,7 @@ import (
 	"github.com/pushgate/pushgate/api"
 )
 
-// scanCount is the COUNT hint of each SSCAN/HSCAN page the planners read.
+// scanCount is how many audience positions a planner takes per page.
 const scanCount = 2000
 
 // batchTaskID names a batch generation by its devices, so that re-planning
@@ -36,7 +36,7 @@ func chunk(broadcastID string, members []string, seq int64) []*batchPayload {
 	for _, m := range members {
 		d, err := parseMember(m)
 		if err != nil {
-			continue // not a device: registry sets hold nothing else unless tampered with
+			continue // not a device: planners pass well-formed members only
 		}
 		if _, ok := by[d.Platform]; !ok {
 			order = append(order, d.Platform)
@@ -100,31 +100,34 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 	}
 
 	tokens := vb.req.Audience.Tokens
+	moves := 0
 	for {
-		var page []string
-		var next uint64
+		prev := prog
+		var members []string
+		var positions []int64
+		var end bool
 		if tokens != nil {
-			start := min(int(prog.cursor), len(tokens))
-			end := min(start+scanCount, len(tokens))
-			for _, d := range tokens[start:end] {
-				page = append(page, member(d))
+			start := min(prog.cursor, int64(len(tokens)))
+			stop := min(start+scanCount, int64(len(tokens)))
+			for i := start; i < stop; i++ {
+				members = append(members, member(tokens[i]))
+				positions = append(positions, i)
 			}
-			if end < len(tokens) {
-				next = uint64(end)
-			}
+			prog.cursor, end = stop, stop == int64(len(tokens))
 		} else {
-			page, next, err = w.registry.scan(ctx, vb.req.Audience.Topic, prog.cursor, scanCount)
+			positions, members, prog.cursor, end, err = w.registry.scan(ctx, vb.req.Audience.Topic, prog.cursor, scanCount)
 			if err != nil {
 				return err
 			}
 		}
 		capped := false
-		if prog.planned+int64(len(page)) > int64(limit) {
-			page = page[:max(0, int64(limit)-prog.planned)]
+		if prog.planned+int64(len(members)) > int64(limit) {
+			n := max(0, int64(limit)-prog.planned)
+			members, positions = members[:n], positions[:n]
 			capped = true
 		}
-		batches := chunk(id, page, prog.seq)
-		n := 0
+		members, positions = wellFormed(members, positions)
+		batches := chunk(id, members, prog.seq)
 		for _, b := range batches {
 			payload, err := json.Marshal(b)
 			if err != nil {
@@ -134,14 +137,23 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 				asynq.TaskID(batchTaskID(TypeDeliver, b)), asynq.MaxRetry(w.taskRetries)); err != nil {
 				return err
 			}
-			n += len(b.Tokens)
 		}
 		prog.seq += int64(len(batches))
-		prog.cursor = next
-		prog.planned += int64(n)
-		if err := w.store.saveProgress(ctx, id, ledgerDelivery, prog, int64(n)); err != nil {
+		added, err := w.store.saveProgress(ctx, id, ledgerDelivery, prev, prog, positions)
+		if errors.Is(err, errPlanMoved) && moves < maxPlanMoves {
+			// Start again from what Redis holds: the batches of pages
+			// planned again collide with those still queued.
+			moves++
+			w.logger.Warn("planning position moved; planning again from the stored position", "broadcast_id", id)
+			if prog, err = w.store.loadProgress(ctx, id, ledgerDelivery); err != nil || prog.done {
+				return err
+			}
+			continue
+		}
+		if err != nil {
 			return err
 		}
+		prog.planned += added
 		if capped {
 			w.logger.Warn("audience capped", "broadcast_id", id, "key_id", vb.keyID, "cap", limit, "approved", approved)
 			if err := w.store.note(ctx, id, w.now(), "audience_capped", "stopped at "+strconv.Itoa(limit)+" devices"); err != nil {
@@ -152,11 +164,28 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 		if by, ok := w.ks.Killed(vb.scope()); ok {
 			return w.planDone(ctx, id, by)
 		}
-		if next == 0 {
+		if end {
 			break
 		}
 	}
 	return w.planDone(ctx, id, "")
+}
+
+// maxPlanMoves bounds how often one plan run starts again from a moved
+// position before it leaves the task to asynq's retry.
+const maxPlanMoves = 10
+
+// wellFormed drops members that are not devices (the registry holds
+// nothing else unless tampered with) and their positions.
+func wellFormed(members []string, positions []int64) ([]string, []int64) {
+	keptM, keptP := members[:0], positions[:0]
+	for i, m := range members {
+		if _, err := parseMember(m); err == nil {
+			keptM = append(keptM, m)
+			keptP = append(keptP, positions[i])
+		}
+	}
+	return keptM, keptP
 }
 
 // planDone marks planning finished; killedBy names a kill that cut it

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -38,9 +39,12 @@ func recallMessage(vb *verifiedBroadcast, vr *verifiedRecall) providers.Message 
 }
 
 // mayHaveReached reports whether a ledger value says the device may show
-// the broadcast: sent, or cancelled while the call was in flight.
+// the broadcast: sent, cancelled while the call was in flight, or claimed
+// by a batch that never recorded an outcome (its worker may have sent and
+// then died, or lost Redis).
 func mayHaveReached(ledgerValue string) bool {
-	return strings.HasPrefix(ledgerValue, outSent) || strings.HasPrefix(ledgerValue, outUnknown)
+	return strings.HasPrefix(ledgerValue, outSent) || strings.HasPrefix(ledgerValue, outUnknown) ||
+		strings.HasPrefix(ledgerValue, "c")
 }
 
 // loadRecall verifies a broadcast's envelope and the recall the control
@@ -74,8 +78,9 @@ func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast,
 	return vb, vr, nil
 }
 
-// recallPlan reads the ledger for devices the broadcast reached and
-// enqueues recall batches for them, resumably.
+// recallPlan walks the positions the broadcast planned, in order (a
+// cursor that stays valid across Redis restarts), and enqueues recall
+// batches for the devices the ledger says it may have reached, resumably.
 func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 	if err := w.fresh(); err != nil {
 		return err
@@ -86,38 +91,59 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
 	id := p.Broadcast
-	if _, _, err := w.loadRecall(ctx, id); err != nil {
+	vb, _, err := w.loadRecall(ctx, id)
+	if err != nil {
 		return w.refuseOrRetry(ctx, TypeRecallPlan, id, err)
 	}
 	prog, err := w.store.loadProgress(ctx, id, ledgerRecall)
 	if err != nil || prog.done {
 		return err
 	}
+	moves := 0
 	for {
-		members, values, next, err := w.store.scanLedger(ctx, id, prog.cursor, scanCount)
+		prev := prog
+		positions, next, end, err := scanBits(ctx, w.rdb, w.keys.Planned(id), prog.cursor, scanCount)
+		if err != nil {
+			return err
+		}
+		prog.cursor = next
+		positions, members, err := w.audienceMembers(ctx, vb, positions)
+		if err != nil {
+			return err
+		}
+		values, err := w.store.ledgerValues(ctx, id, members)
 		if err != nil {
 			return err
 		}
 		var reached []string
+		var at []int64
 		for i, v := range values {
 			if mayHaveReached(v) {
 				reached = append(reached, members[i])
+				at = append(at, positions[i])
 			}
 		}
+		reached, at = wellFormed(reached, at)
 		batches := chunk(id, reached, prog.seq)
-		n := 0
 		for _, b := range batches {
 			if err := w.enqueueBatch(ctx, TypeRecallDeliver, QueueRecall, b, 0); err != nil {
 				return err
 			}
-			n += len(b.Tokens)
 		}
 		prog.seq += int64(len(batches))
-		prog.cursor = next
-		if err := w.store.saveProgress(ctx, id, ledgerRecall, prog, int64(n)); err != nil {
+		_, err = w.store.saveProgress(ctx, id, ledgerRecall, prev, prog, at)
+		if errors.Is(err, errPlanMoved) && moves < maxPlanMoves {
+			moves++
+			w.logger.Warn("recall planning position moved; planning again from the stored position", "broadcast_id", id)
+			if prog, err = w.store.loadProgress(ctx, id, ledgerRecall); err != nil || prog.done {
+				return err
+			}
+			continue
+		}
+		if err != nil {
 			return err
 		}
-		if next == 0 {
+		if end {
 			break
 		}
 	}
@@ -126,6 +152,47 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	w.metrics.transition(st)
+	return nil
+}
+
+// audienceMembers returns the members at audience positions of a
+// broadcast — device numbers of a topic, indices into a signed tokens
+// list — leaving out positions that name no device.
+func (w *Worker) audienceMembers(ctx context.Context, vb *verifiedBroadcast, positions []int64) ([]int64, []string, error) {
+	if len(positions) == 0 {
+		return nil, nil, nil
+	}
+	if vb.req.Audience.Tokens == nil {
+		return w.registry.membersOf(ctx, positions)
+	}
+	list := vb.req.Audience.Tokens
+	kept := positions[:0]
+	var members []string
+	for _, n := range positions {
+		if n < int64(len(list)) {
+			kept = append(kept, n)
+			members = append(members, member(list[n]))
+		}
+	}
+	return kept, members, nil
+}
+
+// setPositions looks up the audience positions of a batch's devices
+// without checking membership: device numbers for a topic audience,
+// indices into the signed list for tokens (-1 for none).
+func (w *Worker) setPositions(ctx context.Context, vb *verifiedBroadcast, b *batch) error {
+	if vb.tokens == nil {
+		nums, err := w.registry.numbers(ctx, b.members)
+		b.pos = nums
+		return err
+	}
+	b.pos = make([]int64, len(b.members))
+	for i, m := range b.members {
+		b.pos[i] = -1
+		if at, ok := vb.tokens[m]; ok {
+			b.pos[i] = at
+		}
+	}
 	return nil
 }
 
@@ -149,14 +216,18 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: no sender configured for platform %s", asynq.SkipRetry, b.Platform)
 	}
 	id := vb.id
-	// Only devices the ledger says this broadcast reached may get a recall.
-	states, err := w.store.ledgerValues(ctx, id, b.members)
+	// Only devices the recall planner found the broadcast may have
+	// reached get a recall.
+	if err := w.setPositions(ctx, vb, b); err != nil {
+		return err
+	}
+	planned, err := readBits(ctx, w.rdb, w.keys.RecallPlanned(id), b.pos)
 	if err != nil {
 		return err
 	}
 	var reached []int
-	for i, v := range states {
-		if mayHaveReached(v) {
+	for i, ok := range planned {
+		if ok {
 			reached = append(reached, i)
 		}
 	}
@@ -164,7 +235,7 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 		w.securityEvent(ctx, TypeRecallDeliver, id, fmt.Errorf("%w: %d devices not reached by the broadcast",
 			errOutsideAudience, len(b.members)-len(reached)))
 	}
-	claims, err := w.store.claim(ctx, id, ledgerRecall, b.Seq, 0, b.pick(reached))
+	claims, err := w.store.claim(ctx, id, ledgerRecall, b.Seq, 0, b.pick(reached), b.positions(reached))
 	if err != nil {
 		return err
 	}
@@ -214,7 +285,7 @@ func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out
 			out.final[i].letter = outFailed
 		}
 	}
-	st, err := w.store.recordRecallOutcomes(ctx, id, b.Seq, w.now(), b.pairs(out.final))
+	st, err := w.store.recordRecallOutcomes(ctx, id, b.Seq, w.now(), b.triples(out.final))
 	if err != nil {
 		return err
 	}

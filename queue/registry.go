@@ -2,8 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -12,8 +14,12 @@ import (
 	"github.com/pushgate/pushgate/signing"
 )
 
-// Registry is the device registry: every device, and the devices of each
-// topic, as Redis sets of "<platform>:<token>" members.
+// Registry is the device registry. Every device registered once has a
+// permanent device number (dense, from 0, never reused for another
+// device); every device and the devices of each topic are bitmaps over
+// those numbers. A planner walks a topic in number order, so its position
+// is a device number, valid across Redis restarts and failovers
+// (docs/ARCHITECTURE.md, "The device registry").
 type Registry struct {
 	rdb  redis.UniversalClient
 	keys Keys
@@ -24,7 +30,7 @@ func NewRegistry(rdb redis.UniversalClient, keys Keys) *Registry {
 	return &Registry{rdb: rdb, keys: keys}
 }
 
-// member is a device's member string in registry sets and ledger fields:
+// member is a device's member string in the registry and ledger fields:
 // "<platform>:<token>".
 func member(d api.Device) string { return string(d.Platform) + ":" + d.Token }
 
@@ -42,6 +48,95 @@ func parseMember(m string) (api.Device, error) {
 	return d, nil
 }
 
+// maxDeviceNumber bounds device numbers, and so the size of a topic
+// bitmap (256 MiB), whatever the counter in Redis says.
+const maxDeviceNumber = 1 << 31
+
+// numberScript hands out device numbers: a device's existing number, or
+// the next one. KEYS[1] counter, KEYS[2] member → number, KEYS[3] number →
+// member; ARGV members. Returns the numbers in order.
+var numberScript = redis.NewScript(`
+local out = {}
+for i = 1, #ARGV do
+  local m = ARGV[i]
+  local n = redis.call('HGET', KEYS[2], m)
+  if not n then
+    n = redis.call('INCR', KEYS[1]) - 1
+    if n >= ` + strconv.Itoa(maxDeviceNumber) + ` or n < 0 then return redis.error_reply('ERR device numbers exhausted') end
+    redis.call('HSET', KEYS[2], m, n)
+    redis.call('HSET', KEYS[3], n, m)
+  end
+  out[i] = tonumber(n)
+end
+return out
+`)
+
+// number returns the device numbers of members, assigning new ones.
+func (r *Registry) number(ctx context.Context, members []string) ([]int64, error) {
+	if len(members) == 0 {
+		return nil, nil
+	}
+	nums, err := numberScript.Run(ctx, r.rdb, []string{r.keys.DeviceSeq(), r.keys.DeviceNumbers(), r.keys.DeviceMembers()},
+		toAny(members)...).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("number devices: %w", err)
+	}
+	if len(nums) != len(members) {
+		return nil, errors.New("number devices: short reply")
+	}
+	return nums, nil
+}
+
+// numbers returns the device numbers of members, -1 for a device never
+// registered. Numbers read from Redis out of range count as none.
+func (r *Registry) numbers(ctx context.Context, members []string) ([]int64, error) {
+	if len(members) == 0 {
+		return nil, nil
+	}
+	vals, err := r.rdb.HMGet(ctx, r.keys.DeviceNumbers(), members...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read device numbers: %w", err)
+	}
+	out := make([]int64, len(vals))
+	for i, v := range vals {
+		out[i] = -1
+		if s, ok := v.(string); ok {
+			if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 && n < maxDeviceNumber {
+				out[i] = n
+			}
+		}
+	}
+	return out, nil
+}
+
+// readBits reads, per number, the bit of a bitmap (false for -1), in one
+// command.
+func readBits(ctx context.Context, rdb redis.UniversalClient, key string, nums []int64) ([]bool, error) {
+	out := make([]bool, len(nums))
+	args := make([]any, 0, 3*len(nums))
+	var at []int
+	for i, n := range nums {
+		if n >= 0 {
+			args = append(args, "GET", "u1", n)
+			at = append(at, i)
+		}
+	}
+	if len(at) == 0 {
+		return out, nil
+	}
+	vals, err := rdb.BitField(ctx, key, args...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read device bits: %w", err)
+	}
+	if len(vals) != len(at) {
+		return nil, errors.New("read device bits: short reply")
+	}
+	for j, i := range at {
+		out[i] = vals[j] == 1
+	}
+	return out, nil
+}
+
 // Put registers a device with exactly the given topics.
 func (r *Registry) Put(ctx context.Context, d api.Device, topics []string) error {
 	m := member(d)
@@ -49,14 +144,18 @@ func (r *Registry) Put(ctx context.Context, d api.Device, topics []string) error
 	if err != nil {
 		return fmt.Errorf("register device: %w", err)
 	}
-	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	nums, err := r.number(ctx, []string{m})
+	if err != nil {
+		return fmt.Errorf("register device: %w", err)
+	}
+	_, err = r.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		for _, t := range old {
 			if !slices.Contains(topics, t) {
-				p.SRem(ctx, r.keys.Topic(t), m)
+				p.SetBit(ctx, r.keys.Topic(t), nums[0], 0)
 			}
 		}
 		p.Del(ctx, r.keys.DeviceTopics(m))
-		r.add(ctx, p, m, topics)
+		r.add(ctx, p, m, nums[0], topics)
 		return nil
 	})
 	if err != nil {
@@ -65,21 +164,31 @@ func (r *Registry) Put(ctx context.Context, d api.Device, topics []string) error
 	return nil
 }
 
-// add subscribes member m to topics (keeping its other subscriptions).
-func (r *Registry) add(ctx context.Context, p redis.Pipeliner, m string, topics []string) {
-	p.SAdd(ctx, r.keys.AllDevices(), m)
+// add subscribes member m, device number n, to topics (keeping its other
+// subscriptions).
+func (r *Registry) add(ctx context.Context, p redis.Pipeliner, m string, n int64, topics []string) {
+	p.SetBit(ctx, r.keys.AllDevices(), n, 1)
 	for _, t := range topics {
-		p.SAdd(ctx, r.keys.Topic(t), m)
+		p.SetBit(ctx, r.keys.Topic(t), n, 1)
 		p.SAdd(ctx, r.keys.DeviceTopics(m), t)
 	}
 }
 
 // Import registers devices, adding the topics listed for each to those it
-// already has. It writes in one pipeline per call.
+// already has. It numbers them in one script and writes in one pipeline
+// per call.
 func (r *Registry) Import(ctx context.Context, devices []api.ImportDevice) error {
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, d := range devices {
-			r.add(ctx, p, member(d.Device()), d.Topics)
+	members := make([]string, len(devices))
+	for i, d := range devices {
+		members[i] = member(d.Device())
+	}
+	nums, err := r.number(ctx, members)
+	if err != nil {
+		return fmt.Errorf("import devices: %w", err)
+	}
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, d := range devices {
+			r.add(ctx, p, members[i], nums[i], d.Topics)
 		}
 		return nil
 	})
@@ -89,8 +198,8 @@ func (r *Registry) Import(ctx context.Context, devices []api.ImportDevice) error
 	return nil
 }
 
-// Delete removes devices from every topic and from the registry.
-// It reports how many were registered.
+// Delete removes devices from every topic and from the registry; their
+// numbers stay theirs. It reports how many were registered.
 func (r *Registry) Delete(ctx context.Context, devices ...api.Device) (int, error) {
 	if len(devices) == 0 {
 		return 0, nil
@@ -99,8 +208,12 @@ func (r *Registry) Delete(ctx context.Context, devices ...api.Device) (int, erro
 	for i, d := range devices {
 		members[i] = member(d)
 	}
+	nums, err := r.numbers(ctx, members)
+	if err != nil {
+		return 0, fmt.Errorf("remove devices: %w", err)
+	}
 	topics := make([]*redis.StringSliceCmd, len(members))
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range members {
 			topics[i] = p.SMembers(ctx, r.keys.DeviceTopics(m))
 		}
@@ -109,27 +222,34 @@ func (r *Registry) Delete(ctx context.Context, devices ...api.Device) (int, erro
 	if err != nil {
 		return 0, fmt.Errorf("remove devices: %w", err)
 	}
-	var removed *redis.IntCmd
+	var was []*redis.IntCmd
 	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range members {
-			for _, t := range topics[i].Val() {
-				p.SRem(ctx, r.keys.Topic(t), m)
-			}
 			p.Del(ctx, r.keys.DeviceTopics(m))
+			if nums[i] < 0 {
+				continue
+			}
+			for _, t := range topics[i].Val() {
+				p.SetBit(ctx, r.keys.Topic(t), nums[i], 0)
+			}
+			was = append(was, p.SetBit(ctx, r.keys.AllDevices(), nums[i], 0))
 		}
-		removed = p.SRem(ctx, r.keys.AllDevices(), toAny(members)...)
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("remove devices: %w", err)
 	}
-	return int(removed.Val()), nil
+	removed := 0
+	for _, c := range was {
+		removed += int(c.Val())
+	}
+	return removed, nil
 }
 
 // Count returns how many devices a topic has; the empty topic counts
 // every device.
 func (r *Registry) Count(ctx context.Context, topic string) (int64, error) {
-	n, err := r.rdb.SCard(ctx, r.setKey(topic)).Result()
+	n, err := r.rdb.BitCount(ctx, r.setKey(topic), nil).Result()
 	if err != nil {
 		return 0, fmt.Errorf("count devices: %w", err)
 	}
@@ -146,7 +266,8 @@ func (r *Registry) Topics(ctx context.Context, d api.Device) ([]string, error) {
 	return ts, nil
 }
 
-// setKey is the set of a topic, or of every device for the empty topic.
+// setKey is the bitmap of a topic, or of every device for the empty
+// topic.
 func (r *Registry) setKey(topic string) string {
 	if topic == "" {
 		return r.keys.AllDevices()
@@ -154,24 +275,94 @@ func (r *Registry) setKey(topic string) string {
 	return r.keys.Topic(topic)
 }
 
-// scan reads one page of a topic's members (every device for the empty
-// topic) from cursor, with SSCAN: the set is never loaded whole.
-func (r *Registry) scan(ctx context.Context, topic string, cursor uint64, count int64) ([]string, uint64, error) {
-	ms, next, err := r.rdb.SScan(ctx, r.setKey(topic), cursor, "", count).Result()
-	if err != nil {
-		return nil, 0, fmt.Errorf("scan devices: %w", err)
+// scanChunk is how many bytes of a bitmap one read takes: 65,536 device
+// numbers.
+const scanChunk = 8192
+
+// scan reads up to count set bits of a bitmap from number cursor on, in
+// number order, a chunk at a time: the bitmap is never loaded whole. It
+// returns the numbers found and the cursor to go on from; done reports
+// that the bitmap has no more bits after them.
+func scanBits(ctx context.Context, rdb redis.UniversalClient, key string, cursor int64, count int) (nums []int64, next int64, done bool, err error) {
+	for len(nums) < count {
+		off := cursor / 8
+		chunk, err := rdb.GetRange(ctx, key, off, off+scanChunk-1).Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, 0, false, fmt.Errorf("scan devices: %w", err)
+		}
+		for i, b := range chunk {
+			if b == 0 {
+				continue
+			}
+			for bit := range 8 {
+				if b&(0x80>>bit) == 0 {
+					continue
+				}
+				n := (off+int64(i))*8 + int64(bit)
+				if n < cursor {
+					continue
+				}
+				nums = append(nums, n)
+				if len(nums) == count {
+					return nums, n + 1, false, nil
+				}
+			}
+		}
+		cursor = (off + int64(len(chunk))) * 8
+		if len(chunk) < scanChunk || cursor >= maxDeviceNumber {
+			return nums, cursor, true, nil
+		}
 	}
-	return ms, next, nil
+	return nums, cursor, false, nil
+}
+
+// scan reads up to count devices of a topic (every device for the empty
+// topic) from device number cursor on: their numbers and members, the
+// cursor to go on from, and whether the topic has no devices after them.
+// A number without a member (Redis is not trusted) is left out.
+func (r *Registry) scan(ctx context.Context, topic string, cursor int64, count int) ([]int64, []string, int64, bool, error) {
+	nums, next, done, err := scanBits(ctx, r.rdb, r.setKey(topic), cursor, count)
+	if err != nil || len(nums) == 0 {
+		return nil, nil, next, done, err
+	}
+	nums, members, err := r.membersOf(ctx, nums)
+	return nums, members, next, done, err
+}
+
+// membersOf returns the members of device numbers, leaving out numbers
+// that have none.
+func (r *Registry) membersOf(ctx context.Context, nums []int64) ([]int64, []string, error) {
+	fields := make([]string, len(nums))
+	for i, n := range nums {
+		fields[i] = strconv.FormatInt(n, 10)
+	}
+	vals, err := r.rdb.HMGet(ctx, r.keys.DeviceMembers(), fields...).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
+	keptNums := nums[:0]
+	members := make([]string, 0, len(nums))
+	for i, v := range vals {
+		if m, ok := v.(string); ok {
+			keptNums = append(keptNums, nums[i])
+			members = append(members, m)
+		}
+	}
+	return keptNums, members, nil
 }
 
 // contains reports, per member, whether it is in a topic (every device
-// for the empty topic).
-func (r *Registry) contains(ctx context.Context, topic string, members []string) ([]bool, error) {
-	in, err := r.rdb.SMIsMember(ctx, r.setKey(topic), toAny(members)...).Result()
+// for the empty topic), and its device number (-1 for none).
+func (r *Registry) contains(ctx context.Context, topic string, members []string) ([]bool, []int64, error) {
+	nums, err := r.numbers(ctx, members)
 	if err != nil {
-		return nil, fmt.Errorf("check audience: %w", err)
+		return nil, nil, fmt.Errorf("check audience: %w", err)
 	}
-	return in, nil
+	in, err := readBits(ctx, r.rdb, r.setKey(topic), nums)
+	if err != nil {
+		return nil, nil, fmt.Errorf("check audience: %w", err)
+	}
+	return in, nums, nil
 }
 
 func toAny(ss []string) []any {
@@ -183,27 +374,43 @@ func toAny(ss []string) []any {
 }
 
 // members returns every member of a topic (every device for the empty
-// topic). Callers read small sets only: a topic is otherwise scanned.
+// topic). Callers read small topics only: a topic is otherwise scanned.
 func (r *Registry) members(ctx context.Context, topic string) ([]string, error) {
-	ms, err := r.rdb.SMembers(ctx, r.setKey(topic)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read devices: %w", err)
+	var out []string
+	var cursor int64
+	for {
+		_, ms, next, done, err := r.scan(ctx, topic, cursor, scanCount)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ms...)
+		if done {
+			return out, nil
+		}
+		cursor = next
 	}
-	return ms, nil
 }
 
 // registered reports, per device, whether it is registered, and the topics
 // it is subscribed to.
 func (r *Registry) registered(ctx context.Context, devices []api.Device) ([]bool, [][]string, error) {
-	members := make([]any, len(devices))
+	members := make([]string, len(devices))
+	for i, d := range devices {
+		members[i] = member(d)
+	}
+	nums, err := r.numbers(ctx, members)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
+	in, err := readBits(ctx, r.rdb, r.keys.AllDevices(), nums)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read devices: %w", err)
+	}
 	topics := make([]*redis.StringSliceCmd, len(devices))
-	var in *redis.BoolSliceCmd
-	_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, d := range devices {
-			members[i] = member(d)
-			topics[i] = p.SMembers(ctx, r.keys.DeviceTopics(member(d)))
+	_, err = r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			topics[i] = p.SMembers(ctx, r.keys.DeviceTopics(m))
 		}
-		in = p.SMIsMember(ctx, r.keys.AllDevices(), members...)
 		return nil
 	})
 	if err != nil {
@@ -211,9 +418,11 @@ func (r *Registry) registered(ctx context.Context, devices []api.Device) ([]bool
 	}
 	out := make([][]string, len(devices))
 	for i := range devices {
-		out[i] = topics[i].Val()
+		if in[i] {
+			out[i] = topics[i].Val()
+		}
 	}
-	return in.Val(), out, nil
+	return in, out, nil
 }
 
 // inScope reports, per device, whether key k may send to it: the device is

@@ -116,8 +116,12 @@ func TestMaxAudienceIsEnforcedAtClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	extra := f.register("citizens-extra", 10, 0)
+	var grow []api.ImportDevice
 	for _, d := range extra {
-		f.rdb.SAdd(context.Background(), f.keys.Topic("citizens"), member(d))
+		grow = append(grow, api.ImportDevice{Platform: string(d.Platform), Token: d.Token, Topics: []string{"citizens"}})
+	}
+	if err := f.svc.Registry().Import(context.Background(), grow); err != nil {
+		t.Fatal(err)
 	}
 	f.startWorker("w1")
 	f.waitState(st.Status.ID, api.StateCompleted)

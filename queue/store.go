@@ -91,7 +91,8 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 // broadcastKeys are the keys of one broadcast that expire with its record.
 func (s *store) broadcastKeys(id string) []string {
 	return []string{s.keys.Broadcast(id), s.keys.Envelope(id), s.keys.Timeline(id), s.keys.Ledger(id),
-		s.keys.Plan(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id)}
+		s.keys.Plan(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id),
+		s.keys.Planned(id), s.keys.Done(id), s.keys.RecallPlanned(id), s.keys.RecallDone(id)}
 }
 
 // touchExpiry renews the retention of keys created after the record (the

@@ -70,10 +70,13 @@ func (p *batchPayload) taskID(kind string) string {
 
 // batch is a decoded batch task. Along one delivery a device is its index
 // in the batch: its token is Tokens[i] and its registry and ledger member
-// members[i], built once.
+// members[i], built once; pos[i] is its position in the broadcast's
+// audience (-1 for none), which the worker looks up itself (the payload
+// does not carry it).
 type batch struct {
 	batchPayload
 	members []string
+	pos     []int64
 }
 
 // pick returns the members of the devices at indices.
@@ -103,12 +106,30 @@ func (b *batch) devices(indices []int) []api.Device {
 	return out
 }
 
-// pairs returns member, letter pairs of final outcomes, as the ledger
-// scripts take them.
-func (b *batch) pairs(fs []final) []any {
-	out := make([]any, 0, 2*len(fs))
+// position returns the audience position of the device at index i, -1
+// when it has none.
+func (b *batch) position(i int) int64 {
+	if b.pos == nil {
+		return -1
+	}
+	return b.pos[i]
+}
+
+// positions returns the audience positions of the devices at indices.
+func (b *batch) positions(indices []int) []int64 {
+	out := make([]int64, len(indices))
+	for j, i := range indices {
+		out[j] = b.position(i)
+	}
+	return out
+}
+
+// triples returns member, letter, position triples of final outcomes, as
+// the ledger scripts take them.
+func (b *batch) triples(fs []final) []any {
+	out := make([]any, 0, 3*len(fs))
 	for _, f := range fs {
-		out = append(out, b.members[f.i], f.letter)
+		out = append(out, b.members[f.i], f.letter, b.position(f.i))
 	}
 	return out
 }

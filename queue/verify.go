@@ -38,8 +38,9 @@ type verifiedBroadcast struct {
 	digest string
 	req    *api.BroadcastRequest
 	msg    providers.Message
-	// tokens holds the members of an explicit-token audience.
-	tokens map[string]struct{}
+	// tokens maps the members of an explicit-token audience to their
+	// index in the signed list: their audience position.
+	tokens map[string]int64
 }
 
 func (v *verifiedBroadcast) scope() Scope {
@@ -191,9 +192,9 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 		},
 	}
 	if br.Audience.Tokens != nil {
-		vb.tokens = make(map[string]struct{}, len(br.Audience.Tokens))
-		for _, d := range br.Audience.Tokens {
-			vb.tokens[member(d)] = struct{}{}
+		vb.tokens = make(map[string]int64, len(br.Audience.Tokens))
+		for i, d := range br.Audience.Tokens {
+			vb.tokens[member(d)] = int64(i)
 		}
 	}
 	ev.remember(d, vb)
