@@ -209,7 +209,12 @@ func newFixture(t testing.TB, tune func(*Policy)) *fixture {
 // control.max_staleness of staleness (0: the default).
 func newFixtureStaleness(t testing.TB, tune func(*Policy), staleness time.Duration) *fixture {
 	t.Helper()
-	rdb := redistest.Client(t)
+	return newFixtureOn(t, redistest.Client(t), tune, staleness)
+}
+
+// newFixtureOn is newFixtureStaleness on the Redis of client rdb.
+func newFixtureOn(t testing.TB, rdb *redis.Client, tune func(*Policy), staleness time.Duration) *fixture {
+	t.Helper()
 	f := &fixture{t: t, rdb: rdb, keys: NewKeys("pgt"), policy: DefaultPolicy(), staleness: staleness,
 		fcm: newFakeSender(providers.FCM), apns: newFakeSender(providers.APNs)}
 	f.policy.DeviceLimit = 0

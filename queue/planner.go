@@ -154,6 +154,9 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 			return err
 		}
 		prog.planned += added
+		if hook := w.afterPlanPage.Load(); hook != nil {
+			(*hook)(prog.planned)
+		}
 		if capped {
 			w.logger.Warn("audience capped", "broadcast_id", id, "key_id", vb.keyID, "cap", limit, "approved", approved)
 			if err := w.store.note(ctx, id, w.now(), "audience_capped", "stopped at "+strconv.Itoa(limit)+" devices"); err != nil {

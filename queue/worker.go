@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -64,6 +65,10 @@ type Worker struct {
 
 	stopKS context.CancelFunc
 	wg     sync.WaitGroup
+
+	// afterPlanPage, when set (by tests), runs after each planned page is
+	// saved, with the broadcast's devices planned so far.
+	afterPlanPage atomic.Pointer[func(planned int64)]
 }
 
 // NewWorker builds a worker; Start runs it.
