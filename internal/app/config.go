@@ -245,7 +245,7 @@ func options() []option {
 			set:  str(func(c *Config) *string { return &c.Control.LogKey })},
 		{key: "control.log_public_key", help: "the control log's public key; every process needs it, or log_key",
 			set: str(func(c *Config) *string { return &c.Control.LogPublicKey })},
-		{key: "control.state_dir", help: "directory where the newest verified checkpoint is remembered across restarts (a persistent volume)",
+		{key: "control.state_dir", help: "directory where the newest verified checkpoint and the deployment id are remembered across restarts (a persistent volume)",
 			set: str(func(c *Config) *string { return &c.Control.StateDir })},
 		{key: "control.mirror_file", help: "file this process keeps as an export of the control log, for pushgate log restore",
 			set: str(func(c *Config) *string { return &c.Control.MirrorFile })},
