@@ -77,6 +77,10 @@ const (
 	// CodeControlLogUnavailable: the request could not be integrated into
 	// the control log (no integrator running, or it refused it).
 	CodeControlLogUnavailable = "control_log_unavailable"
+	// CodeRedisDataLost: Redis lost data (its deployment marker is missing
+	// or another deployment's); new work is refused until an operator
+	// restores it or accepts the loss (pushgate redis).
+	CodeRedisDataLost = "redis_data_lost"
 )
 
 // statusTable is the one table from problem code to HTTP status and
@@ -138,6 +142,7 @@ var statusTable = map[string]struct {
 
 	CodeControlLogInconsistent: {http.StatusServiceUnavailable, "Control log inconsistent"},
 	CodeControlLogUnavailable:  {http.StatusServiceUnavailable, "Control log unavailable"},
+	CodeRedisDataLost:          {http.StatusServiceUnavailable, "Redis lost data"},
 }
 
 // StatusOf returns the HTTP status and title of a problem code; ok is

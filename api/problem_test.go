@@ -63,6 +63,7 @@ func TestStatusOfEveryCode(t *testing.T) {
 		{CodeUnavailable, 503},
 		{CodeControlLogInconsistent, 503},
 		{CodeControlLogUnavailable, 503},
+		{CodeRedisDataLost, 503},
 	}
 	if len(tests) != len(Codes()) {
 		t.Errorf("the table has %d codes, this test %d: add the new code here with its status", len(Codes()), len(tests))

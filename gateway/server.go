@@ -262,6 +262,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("readiness: %w", err))
 		return
 	}
+	var lost *queue.DataLostError
+	if errors.As(s.svc.DataLost(), &lost) {
+		s.fail(w, r, api.Errorf(api.CodeRedisDataLost, "Redis lost data: %s; pushgate redis status says more", lost.Reason()))
+		return
+	}
 	if err := s.svc.Control().Err(); err != nil {
 		s.fail(w, r, api.Errorf(api.CodeControlLogInconsistent, "the control log failed its checks: %v", err))
 		return

@@ -82,6 +82,11 @@ func (s *Service) ApproveAction(ctx context.Context, v *signing.Verified, envelo
 	if !ok {
 		return nil, api.Errorf(api.CodeNotFound, "no action %q", req.ActionID)
 	}
+	if a.Kind != api.ActionRevoke { // a revocation is a stop: never refused for lost data
+		if err := s.dataOK(); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case a.Done:
 		return nil, api.Errorf(api.CodeInvalidState, "action %s was already carried out", a.ID)

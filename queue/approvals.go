@@ -132,7 +132,7 @@ func (c *core) approved(ctx context.Context, task string, vb *verifiedBroadcast)
 // enqueues its planning.
 func (s *Service) Approve(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *api.ApprovalRequest) (*api.Status, error) {
 	id := req.BroadcastID
-	if err := s.controlOK(); err != nil {
+	if err := s.workOK(); err != nil {
 		return nil, err
 	}
 	st, err := s.Get(ctx, id)
@@ -250,6 +250,9 @@ func (c *core) scheduleExpiry(ctx context.Context, id string, at time.Time) erro
 
 // expireApproval handles approvalExpiryTask.
 func (w *Worker) expireApproval(ctx context.Context, t *asynq.Task) error {
+	if err := w.deployment.Err(); err != nil {
+		return err
+	}
 	p, err := decodePlan(t.Payload())
 	if err != nil {
 		w.securityEvent(ctx, TypeApprovalExpiry, "", err)

@@ -101,6 +101,11 @@ type Config struct {
 	Metrics *Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// Deployment, when set, follows the deployment marker (started by its
+	// owner): while it finds that Redis lost data, the service refuses new
+	// work and workers put off every task.
+	Deployment *Deployment
 }
 
 // core is what the service and the worker share.
@@ -120,6 +125,9 @@ type core struct {
 	// verify re-verifies stored envelopes, remembering verdicts.
 	verify *envelopeVerifier
 	limits *limiter
+
+	// deployment may be nil: no marker is followed.
+	deployment *Deployment
 }
 
 func newCore(cfg Config) (*core, error) {
@@ -157,6 +165,7 @@ func newCore(cfg Config) (*core, error) {
 		verify:   newEnvelopeVerifier(cfg.Verifier, cfg.Control, p.EnvelopeMaxAge, p.MaxTTL, defaultVerifyCacheSize),
 	}
 	c.limits = c.newLimiter()
+	c.deployment = cfg.Deployment
 	return c, nil
 }
 

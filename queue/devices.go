@@ -17,6 +17,9 @@ import (
 // PutDevice subscribes a device to exactly the given topics among those
 // key k may register into, keeping its subscriptions to other topics.
 func (s *Service) PutDevice(ctx context.Context, k *signing.Key, d api.Device, topics []string) ([]string, error) {
+	if err := s.dataOK(); err != nil {
+		return nil, err
+	}
 	if err := allowTopics(k, topics, ""); err != nil {
 		return nil, err
 	}
@@ -43,6 +46,9 @@ func (s *Service) PutDevice(ctx context.Context, k *signing.Key, d api.Device, t
 // from the registry once it has no topic left. It reports whether k could
 // see the device at all.
 func (s *Service) DeleteDevice(ctx context.Context, k *signing.Key, d api.Device) (bool, error) {
+	if err := s.dataOK(); err != nil {
+		return false, err
+	}
 	reg, current, err := s.registry.registered(ctx, []api.Device{d})
 	if err != nil {
 		return false, err
@@ -66,6 +72,9 @@ func (s *Service) DeleteDevice(ctx context.Context, k *signing.Key, d api.Device
 // ImportDevices registers devices, adding the topics listed for each
 // (which key k must be allowed to register into) to those it already has.
 func (s *Service) ImportDevices(ctx context.Context, k *signing.Key, devices []api.ImportDevice) error {
+	if err := s.dataOK(); err != nil {
+		return err
+	}
 	all := make([]api.Device, len(devices))
 	for i, d := range devices {
 		if err := allowTopics(k, d.Topics, fmt.Sprintf("devices[%d]: ", i)); err != nil {

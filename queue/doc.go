@@ -46,6 +46,9 @@
 //   - A view of the control log that is rolled back, forked, altered or
 //     badly signed fails closed; one older than its max staleness sends
 //     nothing.
+//   - Nothing is accepted or completed on a Redis whose deployment marker
+//     is missing or another's (deployment.go), and no process writes a
+//     marker over such a loss; stops are never refused for it.
 //   - A broadcast completes when planning is done and every planned device
 //     has a final outcome: targeted = sent + failed + invalid_token +
 //     cancelled + throttled.
@@ -57,6 +60,7 @@
 // the hash tag {bc:<id>}; the broadcast index; idempotency keys; signature
 // nonces; topic and device sets; rate-limit keys (redis_rate adds its
 // "rate:" prefix); the control log under {log}; worker heartbeats and
-// acknowledgements; security-event counters. asynq keeps
+// acknowledgements; security-event counters; the deployment marker.
+// asynq keeps
 // its tasks under its own "asynq:" keys.
 package queue

@@ -149,6 +149,12 @@ func (k Keys) DeviceQuota(keyID string) string { return k.prefix + ":quota:" + k
 // SecurityEvents is the counter hash of refused tasks by reason.
 func (k Keys) SecurityEvents() string { return k.prefix + ":security" }
 
+// Deployment is the deployment marker: a random id set once, with SET NX,
+// by the first process on an empty Redis. A process that finds it missing
+// or changed knows that Redis lost data (docs/ARCHITECTURE.md, "Redis data
+// loss").
+func (k Keys) Deployment() string { return k.prefix + ":deployment" }
+
 // The control log's keys share the hash tag {log}, so that one script
 // integrates a batch (docs/ARCHITECTURE.md, "The control log").
 

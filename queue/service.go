@@ -81,7 +81,7 @@ type Submission struct {
 // awaiting them until its approval window ends.
 func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *signing.Request, req *api.BroadcastRequest) (*Submission, error) {
 	key := v.Key
-	if err := s.controlOK(); err != nil {
+	if err := s.workOK(); err != nil {
 		return nil, err
 	}
 	if err := authorize(key, &req.Audience); err != nil {
@@ -351,7 +351,7 @@ func (s *Service) kill(ctx context.Context, v *signing.Verified, envelope *signi
 // returns the pending action, and the kill stays until the control log
 // holds its approval.
 func (s *Service) Resume(ctx context.Context, v *signing.Verified, envelope *signing.Request, scope, reason string) (int64, *api.PendingAction, error) {
-	if err := s.controlOK(); err != nil {
+	if err := s.workOK(); err != nil {
 		return 0, nil, err
 	}
 	if err := s.resumable(ctx, scope); err != nil {
@@ -469,7 +469,7 @@ func (s *Service) Cancel(ctx context.Context, v *signing.Verified, envelope *sig
 // standard retraction, waits for a second person: Recall then returns the
 // pending action and does nothing else.
 func (s *Service) Recall(ctx context.Context, v *signing.Verified, id string, envelope *signing.Request, req *api.RecallRequest) (*api.Status, *api.PendingAction, error) {
-	if err := s.controlOK(); err != nil {
+	if err := s.workOK(); err != nil {
 		return nil, nil, err
 	}
 	if err := s.recallable(ctx, id); err != nil {

@@ -124,15 +124,15 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		// task put off because this worker's view of the control log is
 		// stale has not failed, and is tried again soon without spending
 		// one of its retries.
-		IsFailure: func(err error) bool { return !errors.Is(err, asynq.SkipRetry) && !errors.Is(err, errStale) },
+		IsFailure: func(err error) bool { return !errors.Is(err, asynq.SkipRetry) && !putOff(err) },
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
-			if errors.Is(err, errStale) {
+			if putOff(err) {
 				return time.Second
 			}
 			return asynq.DefaultRetryDelayFunc(n, err, t)
 		},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
-			if !errors.Is(err, asynq.SkipRetry) && !errors.Is(err, errStale) {
+			if !errors.Is(err, asynq.SkipRetry) && !putOff(err) {
 				c.logger.Warn("task failed; asynq will retry it", "task", t.Type(), "err", err)
 			}
 		}),
@@ -147,9 +147,17 @@ func (w *Worker) ID() string { return w.ks.workerID }
 // is not fresh: nothing may be sent until it is.
 var errStale = errors.New("the control log view is stale; sending waits until it is fresh")
 
+// putOff reports whether a task's error only puts it off, without
+// spending a retry: a stale view of the control log, or a Redis that lost
+// data (ErrRedisDataLost), where nothing may count as done.
+func putOff(err error) bool { return errors.Is(err, errStale) || errors.Is(err, ErrRedisDataLost) }
+
 // fresh returns errStale unless this worker's view of the control log is
-// fresh.
+// fresh, and a *DataLostError while Redis lost data.
 func (w *Worker) fresh() error {
+	if err := w.deployment.Err(); err != nil {
+		return err
+	}
 	if !w.control.Fresh() {
 		return errStale
 	}

@@ -82,7 +82,8 @@ func TestFrozenWorkerSendsNothingAfterKill(t *testing.T) {
 // pushgate audit verify checking the export offline and naming an
 // altered entry.
 func TestLogExportRestoreAndVerify(t *testing.T) {
-	e := newE2E(t, stack.Options{Devices: 50, AndroidShare: 0.5, Seed: 7, Latency: time.Millisecond}, app.Roles{API: true, Worker: true})
+	e := newE2E(t, stack.Options{Devices: 50, AndroidShare: 0.5, Seed: 7, Latency: time.Millisecond, Settings: fastLossCheck()},
+		app.Roles{API: true, Worker: true})
 	ctx := context.Background()
 	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
@@ -136,13 +137,19 @@ func TestLogExportRestoreAndVerify(t *testing.T) {
 	if code := get(t, e.app.URL+api.PathReadyz); code != http.StatusServiceUnavailable {
 		t.Errorf("readiness of a gateway whose control log is gone: %d, want 503", code)
 	}
-	if _, err := e.owner.Submit(ctx, topicBroadcast("citizens", "during")); !client.IsProblem(err, api.CodeControlLogInconsistent) {
-		t.Errorf("submission with the control log gone: %v, want %s", err, api.CodeControlLogInconsistent)
+	// The flush took the deployment marker too: the loss of Redis's data
+	// is what a submission is refused for.
+	waitUntil(t, "the gateway to notice that Redis lost data", func() bool { return e.app.App.Deployment().Err() != nil })
+	if _, err := e.owner.Submit(ctx, topicBroadcast("citizens", "during")); !client.IsProblem(err, api.CodeRedisDataLost) {
+		t.Errorf("submission with the control log gone: %v, want %s", err, api.CodeRedisDataLost)
 	}
 
 	out, errOut, err = runCmd(t, cfg, "", "log", "restore", export)
 	if err != nil || !strings.Contains(out, "restored ") {
 		t.Fatalf("log restore: %v\n%s%s", err, out, errOut)
+	}
+	if out, errOut, err := runCmd(t, cfg, "", "redis", "restore-marker"); err != nil {
+		t.Fatalf("redis restore-marker: %v\n%s%s", err, out, errOut)
 	}
 	waitUntil(t, "the gateway to be ready again", func() bool { return get(t, e.app.URL+api.PathReadyz) == http.StatusOK })
 	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil { // the flush took the registry

@@ -113,6 +113,10 @@ type App struct {
 	metrics *http.Server
 	// apiListener, when set, is used instead of listening on cfg.Listen.
 	apiListener net.Listener
+
+	// deployment follows the deployment marker (docs/ARCHITECTURE.md,
+	// "Redis data loss").
+	deployment *queue.Deployment
 }
 
 // New builds a process from its configuration and checks that Redis
@@ -144,8 +148,15 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 		return nil, fmt.Errorf("redis %s: %w", RedactURL(cfg.RedisURL), err)
 	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := checkPersistence(ctx, a.rdb, cfg.Redis.PersistenceCheck, logger); err != nil {
+		return nil, err
+	}
 
 	keys := queue.NewKeys(cfg.KeyPrefix)
+	if a.deployment, err = queue.NewDeployment(queue.DeploymentConfig{Redis: a.rdb, Keys: keys, StateDir: cfg.Control.StateDir,
+		CheckInterval: cfg.Redis.LossCheckInterval, Logger: logger, Registerer: a.reg}); err != nil {
+		return nil, err
+	}
 	metrics := queue.NewMetrics(a.reg)
 	if a.control, err = newControl(cfg, r.API, a.rdb, keys, kr, metrics, logger); err != nil {
 		return nil, err
@@ -160,7 +171,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 		Replay:      queue.NewReplayGuard(a.rdb, keys),
 	})
 	qcfg := queue.Config{Redis: a.rdb, Keys: keys, Verifier: verifier, Control: a.control, Policy: cfg.Policy,
-		Logger: logger, Metrics: metrics}
+		Logger: logger, Metrics: metrics, Deployment: a.deployment}
 	queue.RegisterQueueDepth(a.reg, asynq.NewInspectorFromRedisClient(a.rdb))
 
 	if r.API {
@@ -219,6 +230,10 @@ func newControl(cfg *Config, integrate bool, rdb redis.UniversalClient, keys que
 // Control is the process's view of the control log.
 func (a *App) Control() *queue.Control { return a.control }
 
+// Deployment follows the deployment marker: its Err says whether this
+// process finds that Redis lost data.
+func (a *App) Deployment() *queue.Deployment { return a.deployment }
+
 // ServeOn makes the API serve on ln instead of listening on the
 // configured address: the local stack and tests pass a listener on port 0.
 // Call it before Run.
@@ -269,6 +284,10 @@ func (a *App) newSenders(ctx context.Context) (map[providers.Platform]queue.Send
 // the Redis client close. SIGHUP reloads the keyring meanwhile.
 func (a *App) Run(ctx context.Context) error {
 	defer a.Close()
+	if err := a.deployment.Start(ctx); err != nil {
+		return err
+	}
+	defer a.deployment.Close()
 	if err := a.control.Start(ctx); err != nil {
 		return err
 	}

@@ -46,6 +46,20 @@ type Config struct {
 	FCMRate, APNsRate signing.Rate
 
 	Control ControlConfig
+
+	// Redis holds the checks that Redis keeps pushgate's data.
+	Redis RedisChecks
+}
+
+// RedisChecks configures the start-up persistence check and the
+// deployment marker's data-loss check (docs/ARCHITECTURE.md, "Redis data
+// loss").
+type RedisChecks struct {
+	// PersistenceCheck is PersistenceWarn, PersistenceRefuse or
+	// PersistenceOff.
+	PersistenceCheck string
+	// LossCheckInterval is how often the deployment marker is read.
+	LossCheckInterval time.Duration
 }
 
 // ControlConfig configures the process's view of the control log.
@@ -157,6 +171,18 @@ func options() []option {
 				c.RedisURL = v
 				return nil
 			}},
+		{key: "redis.persistence_check", def: PersistenceWarn,
+			help: "at start, check that Redis persists (CONFIG GET appendonly, appendfsync, save): warn logs what is missing, refuse exits, off skips it",
+			set: func(c *Config, v string) error {
+				if v != PersistenceWarn && v != PersistenceRefuse && v != PersistenceOff {
+					return fmt.Errorf("must be warn, refuse or off, got %q", v)
+				}
+				c.Redis.PersistenceCheck = v
+				return nil
+			}},
+		{key: "redis.loss_check_interval", def: queue.DefaultLossCheckInterval.String(),
+			help: "how often each process reads the deployment marker that tells it Redis lost data",
+			set:  dur(func(c *Config) *time.Duration { return &c.Redis.LossCheckInterval })},
 		{key: "keyring_file", help: "YAML keyring of the keys that may sign requests (reloaded on SIGHUP)",
 			set: str(func(c *Config) *string { return &c.KeyringFile })},
 		{key: "key_prefix", def: "pg", help: "prefix of every Redis key pushgate writes",
@@ -219,7 +245,7 @@ func options() []option {
 			set:  str(func(c *Config) *string { return &c.Control.LogKey })},
 		{key: "control.log_public_key", help: "the control log's public key; every process needs it, or log_key",
 			set: str(func(c *Config) *string { return &c.Control.LogPublicKey })},
-		{key: "control.state_dir", help: "directory where the newest verified checkpoint is remembered across restarts (a persistent volume)",
+		{key: "control.state_dir", help: "directory where the newest verified checkpoint and the deployment id are remembered across restarts (a persistent volume)",
 			set: str(func(c *Config) *string { return &c.Control.StateDir })},
 		{key: "control.mirror_file", help: "file this process keeps as an export of the control log, for pushgate log restore",
 			set: str(func(c *Config) *string { return &c.Control.MirrorFile })},

@@ -2,9 +2,7 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/mod/sumdb/note"
@@ -57,16 +55,9 @@ func logStore(ctx context.Context, cfg *Config) (*redis.Client, note.Verifier, e
 	if err != nil {
 		return nil, nil, configErrorf("config: control.log_public_key: %w", err)
 	}
-	opts, err := redis.ParseURL(cfg.RedisURL)
+	rdb, err := openRedis(ctx, cfg)
 	if err != nil {
-		return nil, nil, configErrorf("config: redis_url: %w", err)
-	}
-	rdb := redis.NewClient(opts)
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pingCtx).Err(); err != nil {
-		rdb.Close()
-		return nil, nil, fmt.Errorf("redis %s: %w", RedactURL(cfg.RedisURL), err)
+		return nil, nil, err
 	}
 	return rdb, logKey, nil
 }

@@ -160,8 +160,13 @@ func startDemo(ctx context.Context, o demoOptions) (d *demo, err error) {
 		}
 		d.redisURL = d.redis.url()
 	}
+	var settings map[string]string
+	if d.redis != nil {
+		// The embedded Redis keeps nothing on purpose, and refuses CONFIG.
+		settings = map[string]string{"redis.persistence_check": "off"}
+	}
 	d.st, err = stack.New(stack.Options{Dir: d.dir, RedisURL: d.redisURL, Devices: o.devices,
-		AndroidShare: demoAndroidShare, Seed: demoSeed, Topic: demoTopic, Logger: o.logger})
+		AndroidShare: demoAndroidShare, Seed: demoSeed, Topic: demoTopic, Settings: settings, Logger: o.logger})
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
