@@ -37,9 +37,9 @@ const finishLua = `
 local function finish(rec, tl, now)
   local f = redis.call('HMGET', rec, 'plan_done', 'planned', 'sent', 'failed', 'invalid_token',
     'cancelled', 'throttled', 'skipped_duplicate', 'state', 'killed_by', 'cancel_requested', 'finished_at',
-    'held', 'capped')
+    'held', 'capped', 'expired')
   if f[1] ~= '1' or f[12] then return '' end
-  local done = (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0)
+  local done = (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0) + (tonumber(f[15]) or 0)
   for i = 3, 8 do done = done + (tonumber(f[i]) or 0) end
   if done < (tonumber(f[2]) or 0) then return '' end
   redis.call('HSET', rec, 'finished_at', now)
@@ -109,11 +109,13 @@ return out
 // devices deferred by a rate limit, ARGV[6..] pairs of member and outcome
 // letter. Letters map to counters: s sent, f failed, i invalid_token, x
 // cancelled, t throttled, h held (reach budget spent), u cancelled in
-// flight (maybe delivered; counted as cancelled). Returns the state the
+// flight (maybe delivered; counted as cancelled), e expired (the TTL ran
+// out before a transient failure was overcome). Returns the state the
 // broadcast entered, or "".
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
 record_outcomes(KEYS[1], KEYS[2], ARGV[1], 6,
-  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled', h = 'held'})
+  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled', h = 'held',
+   e = 'expired'})
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'rate_limited_retries', ARGV[5]) end
