@@ -37,13 +37,19 @@ func ValidState(s string) bool {
 }
 
 // Counters are a broadcast's delivery figures. When a broadcast ends,
-// Targeted = Sent + Failed + InvalidToken + Cancelled + Throttled + Held +
-// Capped.
+// Targeted = Sent + Failed + Expired + InvalidToken + Cancelled +
+// Throttled + Held + Capped.
 type Counters struct {
-	Targeted           int64 `json:"targeted"`
-	Planned            int64 `json:"planned"`
-	Sent               int64 `json:"sent"`
-	Failed             int64 `json:"failed"`
+	Targeted int64 `json:"targeted"`
+	Planned  int64 `json:"planned"`
+	Sent     int64 `json:"sent"`
+	// Failed counts devices the provider refused for good (a permanent
+	// error).
+	Failed int64 `json:"failed"`
+	// Expired counts devices not reached before the broadcast expired:
+	// their sends failed transiently until no retry was due before the
+	// expiry (or limits.retry_for), or their batch ran after it.
+	Expired            int64 `json:"expired"`
 	InvalidToken       int64 `json:"invalid_token"`
 	SkippedDuplicate   int64 `json:"skipped_duplicate"`
 	RateLimitedRetries int64 `json:"rate_limited_retries"`
@@ -63,7 +69,7 @@ type Counters struct {
 
 // Done is how many targeted devices have a final outcome.
 func (c *Counters) Done() int64 {
-	return c.Sent + c.Failed + c.InvalidToken + c.Cancelled + c.Throttled + c.Held + c.Capped
+	return c.Sent + c.Failed + c.Expired + c.InvalidToken + c.Cancelled + c.Throttled + c.Held + c.Capped
 }
 
 // Event is one entry of a broadcast's timeline.

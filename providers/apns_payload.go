@@ -45,8 +45,9 @@ type apnsAps struct {
 }
 
 // apnsMessage maps msg to APNs, or returns why APNs would refuse it. now is
-// the send time: apns-expiration is absolute, now + TTL, so a TTL of zero
-// means one delivery attempt and no storage.
+// the send time: apns-expiration is absolute, msg.Expires or else now +
+// TTL, so a TTL of zero without Expires means one delivery attempt and no
+// storage.
 //
 // The payload is {"aps":{"alert":{"title","body"}},"pushgate":{...}} with
 // the message data as further top-level keys; a silent message carries
@@ -84,7 +85,7 @@ func apnsMessage(msg *Message, now time.Time) (*apnsBatch, string) {
 	}
 	return &apnsBatch{
 		payload:    payload,
-		expiration: now.Add(msg.TTL),
+		expiration: msg.expiresAt(now),
 		collapseID: msg.CollapseID,
 		priority:   msg.apnsPriority(),
 		pushType:   pushType,

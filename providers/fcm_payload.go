@@ -47,8 +47,9 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 	if reason := checkCommon(msg); reason != "" {
 		return nil, reason
 	}
-	if msg.TTL > maxFCMTTL {
-		return nil, fmt.Sprintf("ttl %s is over FCM's limit of %s", msg.TTL, maxFCMTTL)
+	ttl := msg.ttlAt(now)
+	if ttl > maxFCMTTL {
+		return nil, fmt.Sprintf("ttl %s is over FCM's limit of %s", ttl, maxFCMTTL)
 	}
 	for k := range msg.Data {
 		if fcmReservedKey(k) {
@@ -60,7 +61,6 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 	maps.Copy(data, msg.Data)
 	data[metaKey] = msg.metaJSON()
 
-	ttl := msg.TTL
 	android := &messaging.AndroidConfig{
 		CollapseKey: msg.CollapseID,
 		Priority:    "normal",
@@ -75,7 +75,7 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 		pushType = "background"
 	}
 	apnsHeaders := map[string]string{
-		"apns-expiration": strconv.FormatInt(now.Add(msg.TTL).Unix(), 10),
+		"apns-expiration": strconv.FormatInt(msg.expiresAt(now).Unix(), 10),
 		"apns-priority":   strconv.Itoa(msg.apnsPriority()),
 		"apns-push-type":  pushType,
 	}

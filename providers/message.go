@@ -36,6 +36,24 @@ func (msg *Message) apnsPriority() int {
 	return 5
 }
 
+// ttlAt is how long the providers should keep msg, sent at now, for an
+// offline device: the whole seconds left until Expires (none once it has
+// passed), or TTL when Expires is not set.
+func (msg *Message) ttlAt(now time.Time) time.Duration {
+	if msg.Expires.IsZero() {
+		return msg.TTL
+	}
+	return max(msg.Expires.Sub(now).Truncate(time.Second), 0)
+}
+
+// expiresAt is msg's absolute expiry when it is sent at now.
+func (msg *Message) expiresAt(now time.Time) time.Time {
+	if msg.Expires.IsZero() {
+		return now.Add(msg.TTL)
+	}
+	return msg.Expires
+}
+
 // meta returns the pushgate metadata block of msg.
 func (msg *Message) meta() metaBlock {
 	if msg.RecallOf != "" {

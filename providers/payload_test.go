@@ -58,6 +58,15 @@ func mappingMessages() []struct {
 			Title:       "Now or never",
 			CollapseID:  "pg-b-0",
 		}},
+		// A re-send of a broadcast that expires in 10m30.5s: the time
+		// left in whole seconds, and the first send's absolute expiry.
+		{"expires", Message{
+			BroadcastID: "b-9",
+			Title:       "Peringatan banjir",
+			TTL:         time.Hour,
+			Expires:     testNow.Add(10*time.Minute + 30*time.Second + 500*time.Millisecond),
+			CollapseID:  "pg-b-9",
+		}},
 	}
 }
 

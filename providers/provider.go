@@ -66,7 +66,12 @@ type Message struct {
 
 	// TTL is how long the providers keep the message for an offline device.
 	// It is sent as android.ttl and as an absolute apns-expiration.
-	TTL      time.Duration
+	TTL time.Duration
+	// Expires, when set, is the message's absolute expiry and TTL is not
+	// sent: apns-expiration is Expires and android.ttl the whole seconds
+	// left until it when the batch is sent, so that a re-send keeps the
+	// first send's expiry instead of starting a new TTL.
+	Expires  time.Time
 	Priority Priority
 
 	CollapseID string

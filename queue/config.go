@@ -27,10 +27,16 @@ type Policy struct {
 	// zero disables the limit. Recalls do not count.
 	DeviceLimit  int
 	DeviceWindow time.Duration
-	// MaxAttempts is how many times a device is tried before it counts as
-	// failed.
-	MaxAttempts int
-	// RetryBase and RetryMax shape the exponential backoff of retries.
+	// RetryFor bounds how long a device whose sends fail transiently is
+	// tried again, from the moment the broadcast (or the recall) was
+	// signed. A broadcast's own expiry, its signed creation plus its TTL,
+	// ends its retries sooner: a retry is scheduled only when it is due
+	// before both, and a device that cannot be retried in time counts as
+	// expired. The default is as long as MaxTTL, so the TTL decides.
+	RetryFor time.Duration
+	// RetryBase and RetryMax shape the exponential backoff of retries:
+	// RetryBase doubling per attempt, capped at RetryMax, less up to 20%
+	// of jitter (see backoff in queue/deliver.go).
 	RetryBase, RetryMax time.Duration
 	// IdempotencyTTL is how long an idempotency key is remembered.
 	IdempotencyTTL time.Duration
@@ -72,7 +78,7 @@ func DefaultPolicy() Policy {
 		},
 		DeviceLimit:    10,
 		DeviceWindow:   time.Hour,
-		MaxAttempts:    5,
+		RetryFor:       24 * time.Hour,
 		RetryBase:      time.Second,
 		RetryMax:       5 * time.Minute,
 		IdempotencyTTL: 24 * time.Hour,
@@ -144,7 +150,7 @@ func newCore(cfg Config) (*core, error) {
 		cfg.Keys = NewKeys("")
 	}
 	p := cfg.Policy
-	if p.MaxTTL <= 0 || p.EnvelopeMaxAge <= 0 || p.MaxAttempts <= 0 || p.RetryBase <= 0 || p.RetryMax < p.RetryBase ||
+	if p.MaxTTL <= 0 || p.EnvelopeMaxAge <= 0 || p.RetryFor <= 0 || p.RetryBase <= 0 || p.RetryMax < p.RetryBase ||
 		p.IdempotencyTTL <= 0 || p.KillWait <= 0 || p.ApprovalsRequired <= 0 || p.ApprovalAbove < 0 ||
 		p.ApprovalWindow <= 0 || p.AdminApprovals <= 0 || p.RetractionTitle == "" && p.RetractionBody == "" {
 		return nil, fmt.Errorf("queue: incomplete policy %+v (start from DefaultPolicy)", p)

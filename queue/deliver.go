@@ -29,6 +29,10 @@ const (
 	// outHeld is a device not sent because the key's reach budget was
 	// spent.
 	outHeld = "h"
+	// outExpired is a device not reached before its broadcast expired:
+	// its sends failed transiently until no retry was due in time, or its
+	// batch ran after the expiry. Permanent errors are outFailed.
+	outExpired = "e"
 )
 
 // claim results from claimScript: newly claimed, or claimed by this batch
@@ -141,6 +145,14 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 		return w.finishBatch(ctx, vb, b, &out, killedBy)
 	}
 
+	// A batch that runs after its broadcast expired (a retry, or a batch
+	// delayed by a backlog or a rate limit) sends nothing: the message is
+	// no longer worth showing. Limits and budgets are left untouched.
+	if !w.now().Before(vb.expires) {
+		w.expireDevices(vb, b, send, &out)
+		return w.finishBatch(ctx, vb, b, &out, "")
+	}
+
 	// The per-device limit counts a device once per broadcast: when it is
 	// first claimed, not when a retry or a deferral comes back.
 	if len(fresh) > 0 {
@@ -199,10 +211,24 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	f := w.ks.begin(ctx, vb.scope())
 	defer f.end()
 	if len(send) > 0 {
+		// vb.msg carries the broadcast's expiry: a retry sends the TTL
+		// left, not the TTL signed.
 		results := sender.Send(f.ctx, f, &vb.msg, b.tokens(send))
 		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), &out)
 	}
 	return w.finishBatch(ctx, vb, b, &out, f.killed())
+}
+
+// expireDevices records the devices at indices expired, unsent.
+func (w *Worker) expireDevices(vb *verifiedBroadcast, b *batch, indices []int, out *outcomes) {
+	for _, i := range indices {
+		out.add(i, outExpired)
+	}
+	if len(indices) > 0 {
+		w.metrics.expired(b.Platform, len(indices))
+		w.logger.Warn("broadcast expired: devices not sent", "broadcast_id", vb.id, "platform", b.Platform,
+			"devices", len(indices))
+	}
 }
 
 // classify turns provider results for the devices sent (by index) into
@@ -256,7 +282,11 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 		}
 		out.retry, out.deferred, out.stalled = nil, nil, nil
 	}
-	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, b, out)
+	until := vb.expires
+	if bound := vb.created.Add(w.policy.RetryFor); bound.Before(until) {
+		until = bound
+	}
+	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, b, out, until)
 	if err != nil {
 		return err
 	}
@@ -270,10 +300,11 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 }
 
 // followUp prunes a batch's invalid tokens and enqueues its follow-ups:
-// the retryable devices after max(Retry-After, backoff) — or, once their
-// attempts are spent, records them failed — and the rate-limited ones
-// after the limiter's wait. It returns how many devices it retries.
-func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out *outcomes) (int, error) {
+// the retryable devices after max(Retry-After, backoff) — or, when that
+// retry would not be due before until, records them expired — and the
+// rate-limited ones after the limiter's wait. It returns how many devices
+// it retries.
+func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out *outcomes, until time.Time) (int, error) {
 	if len(out.invalid) > 0 {
 		if _, err := w.registry.Delete(ctx, b.devices(out.invalid)...); err != nil {
 			w.logger.Warn("prune invalid tokens", "broadcast_id", b.Broadcast, "err", err)
@@ -281,13 +312,17 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 	}
 	retried := 0
 	if len(out.retry) > 0 {
-		if b.Attempt+1 >= w.policy.MaxAttempts {
+		// A provider's Retry-After is a lower bound on the backoff.
+		at := dueAt(w.now(), max(out.after, w.backoff(b.Attempt)))
+		if !at.Before(until) {
 			for _, i := range out.retry {
-				out.add(i, outFailed)
+				out.add(i, outExpired)
 			}
+			w.metrics.expired(b.Platform, len(out.retry))
+			w.logger.Warn("retries ran out of time: devices expired", "broadcast_id", b.Broadcast,
+				"platform", b.Platform, "devices", len(out.retry), "attempts", b.Attempt+1)
 		} else {
-			next := b.next(b.Attempt+1, out.retry)
-			if err := w.enqueueBatch(ctx, typ, queue, next, max(out.after, w.backoff(b.Attempt))); err != nil {
+			if err := w.enqueueBatchAt(ctx, typ, queue, b.next(b.Attempt+1, out.retry), at); err != nil {
 				return 0, err
 			}
 			retried = len(out.retry)
@@ -308,32 +343,55 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 
 // enqueueBatch schedules a follow-up batch after at least delay.
 func (w *Worker) enqueueBatch(ctx context.Context, typ, queue string, p *batchPayload, delay time.Duration) error {
+	var at time.Time
+	if delay > 0 {
+		at = dueAt(w.now(), delay)
+	}
+	return w.enqueueBatchAt(ctx, typ, queue, p, at)
+}
+
+// enqueueBatchAt schedules a follow-up batch due at at (a whole second,
+// from dueAt), or at once when at is zero.
+func (w *Worker) enqueueBatchAt(ctx context.Context, typ, queue string, p *batchPayload, at time.Time) error {
 	payload, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode batch: %w", err)
 	}
 	opts := []asynq.Option{asynq.Queue(queue), asynq.TaskID(batchTaskID(typ, p)), asynq.MaxRetry(w.taskRetries)}
-	if delay > 0 {
-		// asynq keeps due times in whole seconds and truncates them; round
-		// up so a provider's Retry-After is never cut short.
-		at := w.now().Add(delay)
-		if frac := at.Sub(at.Truncate(time.Second)); frac > 0 {
-			at = at.Add(time.Second - frac)
-		}
+	if !at.IsZero() {
 		opts = append(opts, asynq.ProcessAt(at))
 	}
 	return w.enqueue(ctx, typ, payload, opts...)
 }
 
-// backoff is the delay before retry attempt+1: exponential from RetryBase,
-// capped at RetryMax, with up to 20% jitter so retries of many devices
-// spread out.
-func (w *Worker) backoff(attempt int) time.Duration {
-	d := w.policy.RetryBase << min(attempt, 20)
-	if d <= 0 || d > w.policy.RetryMax {
-		d = w.policy.RetryMax
+// dueAt is when a task delayed by delay from now is due. asynq keeps due
+// times in whole seconds and truncates them: rounding up means a
+// provider's Retry-After is never cut short, and that the time compared
+// with a broadcast's expiry is the one asynq will keep.
+func dueAt(now time.Time, delay time.Duration) time.Time {
+	at := now.Add(delay)
+	if frac := at.Sub(at.Truncate(time.Second)); frac > 0 {
+		at = at.Add(time.Second - frac)
 	}
-	return d + rand.N(d/5+1)
+	return at
+}
+
+// backoff is the delay before retry attempt+1: RetryBase doubled per
+// attempt and capped at RetryMax, less a random share of up to a fifth of
+// it (proportional jitter), so that retries of many batches spread out
+// and none waits longer than RetryMax. The caller takes a provider's
+// Retry-After as a lower bound on it.
+func (w *Worker) backoff(attempt int) time.Duration {
+	d, limit := w.policy.RetryBase, w.policy.RetryMax
+	for range attempt {
+		if d >= limit/2 {
+			d = limit
+			break
+		}
+		d *= 2
+	}
+	d = min(d, limit)
+	return d - rand.N(d/5+1)
 }
 
 // inAudience reports, per device of the batch, whether it belongs to the

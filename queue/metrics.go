@@ -3,6 +3,8 @@ package queue
 import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pushgate/pushgate/providers"
 )
 
 // Metrics are the pipeline's Prometheus metrics, registered on a registry
@@ -23,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pushgate_deliveries_total",
-			Help: "Provider outcomes per device, by platform and result (sent, invalid_token, retryable, permanent, cancelled, throttled).",
+			Help: "Provider outcomes per device, by platform and result (sent, invalid_token, retryable, permanent, cancelled), and devices given up as expired (the broadcast's TTL, or limits.retry_for, ran out before a send got through).",
 		}, []string{"platform", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pushgate_provider_latency_seconds",
@@ -53,6 +55,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize)
 	return m
+}
+
+// expired counts n devices of a platform given up as expired.
+func (m *Metrics) expired(platform providers.Platform, n int) {
+	if m != nil && n > 0 {
+		m.deliveries.WithLabelValues(string(platform), "expired").Add(float64(n))
+	}
 }
 
 func (m *Metrics) transition(state string) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hibiken/asynq"
 
@@ -270,13 +271,17 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 		}
 		out.retry, out.deferred, out.stalled = nil, nil, nil
 	}
-	return w.finishRecallBatch(ctx, id, b, &out)
+	// A wrong message stays on a phone past its TTL, so a recall is
+	// retried for Policy.RetryFor after it was signed, whatever the TTL.
+	return w.finishRecallBatch(ctx, id, b, &out, vr.created.Add(w.policy.RetryFor))
 }
 
 // finishRecallBatch mirrors finishBatch for the recall ledger: recalled
-// ("s") or recall_failed ("f", invalid tokens included).
-func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out *outcomes) error {
-	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, b, out); err != nil {
+// ("s") or recall_failed ("f", invalid tokens and devices whose retries
+// ran out of time included). Retries are scheduled only when due before
+// until.
+func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out *outcomes, until time.Time) error {
+	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, b, out, until); err != nil {
 		return err
 	}
 	// Only sent and failed exist for recalls; an invalid token failed.

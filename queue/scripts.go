@@ -138,11 +138,13 @@ return out
 // deferred by a rate limit, ARGV[6..] triples of member, outcome letter
 // and position. Letters map to counters: s sent, f failed, i
 // invalid_token, x cancelled, t throttled, h held (reach budget spent), u
-// cancelled in flight (maybe delivered; counted as cancelled). Returns
-// {the state the broadcast entered or "", devices whose claim was lost}.
+// cancelled in flight (maybe delivered; counted as cancelled), e expired
+// (the TTL ran out before a transient failure was overcome). Returns {the
+// state the broadcast entered or "", devices whose claim was lost}.
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
 local lost = record_outcomes(KEYS[1], KEYS[2], KEYS[5], ARGV[1], 6,
-  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled', h = 'held'})
+  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled', h = 'held',
+   e = 'expired'})
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end
 if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'rate_limited_retries', ARGV[5]) end

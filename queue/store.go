@@ -179,6 +179,7 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 			Planned:            num("planned"),
 			Sent:               num("sent"),
 			Failed:             num("failed"),
+			Expired:            num("expired"),
 			InvalidToken:       num("invalid_token"),
 			SkippedDuplicate:   num("skipped_duplicate"),
 			RateLimitedRetries: num("rate_limited_retries"),

@@ -37,10 +37,17 @@ type verifiedBroadcast struct {
 	// digest is api.Digest of the signed body: what approvals name.
 	digest string
 	req    *api.BroadcastRequest
-	msg    providers.Message
+	// msg is what every send carries. Its Expires is the broadcast's
+	// expiry, so a device reached late, by a retry, keeps it only for the
+	// TTL left (android.ttl) and until the same apns-expiration.
+	msg providers.Message
 	// tokens maps the members of an explicit-token audience to their
 	// index in the signed list: their audience position.
 	tokens map[string]int64
+	// created is the signature's created time, and expires created plus
+	// the TTL: when the message is no longer worth showing. Both come
+	// from the verified envelope, never from the record in Redis.
+	created, expires time.Time
 }
 
 func (v *verifiedBroadcast) scope() Scope {
@@ -57,6 +64,9 @@ type verifiedRecall struct {
 	// actionID is the action a recall with custom text was approved as.
 	actionID string
 	req      *api.RecallRequest
+	// created is the recall signature's created time: its retries are
+	// bounded from it.
+	created time.Time
 }
 
 // envelopeVerifier verifies stored envelopes and remembers verdicts by
@@ -189,7 +199,10 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 			TTL:         ttl,
 			Priority:    priorityOf(br.Message.Priority),
 			CollapseID:  CollapseID(id),
+			Expires:     v.Created.Add(ttl),
 		},
+		created: v.Created,
+		expires: v.Created.Add(ttl),
 	}
 	if br.Audience.Tokens != nil {
 		vb.tokens = make(map[string]int64, len(br.Audience.Tokens))
@@ -226,7 +239,7 @@ func (ev *envelopeVerifier) recall(ctx context.Context, id string, raw []byte) (
 		return nil, fmt.Errorf("%w: body: %v", errForged, err)
 	}
 	vr := &verifiedRecall{id: id, adminID: v.Key.ID, admin: v.Key, digest: api.Digest(req.Body),
-		actionID: ActionID(v.Key.ID, v.Nonce), req: rr}
+		actionID: ActionID(v.Key.ID, v.Nonce), req: rr, created: v.Created}
 	ev.remember(d, vr)
 	return vr, nil
 }

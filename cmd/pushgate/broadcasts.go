@@ -100,7 +100,7 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 	st, err := c.Wait(ctx, id, poll, func(st *api.Status) {
 		n := st.Counters
 		done := n.Done()
-		bar.Describe(fmt.Sprintf("%s: %d sent, %d failed", st.State, n.Sent, n.Failed+n.InvalidToken))
+		bar.Describe(fmt.Sprintf("%s: %d sent, %d failed, %d expired", st.State, n.Sent, n.Failed+n.InvalidToken, n.Expired))
 		if total := max(n.Targeted, n.Planned, done, 1); bar.GetMax64() != total {
 			bar.ChangeMax64(total)
 		}
@@ -112,8 +112,8 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 		return err
 	}
 	n := st.Counters
-	fmt.Fprintf(e.stdout, "broadcast %s %s after %s: %d sent, %d failed, %d invalid tokens, %d cancelled of %d targeted\n",
-		id, st.State, took(time.Since(start)), n.Sent, n.Failed, n.InvalidToken, n.Cancelled, n.Targeted)
+	fmt.Fprintf(e.stdout, "broadcast %s %s after %s: %d sent, %d failed, %d expired, %d invalid tokens, %d cancelled of %d targeted\n",
+		id, st.State, took(time.Since(start)), n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Targeted)
 	if st.State != api.StateCompleted {
 		return fmt.Errorf("broadcast %s did not complete: it ended %s", id, st.State)
 	}
@@ -161,8 +161,8 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "broadcast %s: %s (read in %s)\n", st.ID, st.State, took(time.Since(start)))
 	fmt.Fprintf(e.stdout, "  key %s, audience %s, ttl %s, created %s\n", st.KeyID, audience, st.TTL, st.CreatedAt.Format(time.RFC3339))
 	n := st.Counters
-	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  invalid_token %d  cancelled %d  throttled %d\n",
-		n.Targeted, n.Sent, n.Failed, n.InvalidToken, n.Cancelled, n.Throttled)
+	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  expired %d  invalid_token %d  cancelled %d  throttled %d\n",
+		n.Targeted, n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Throttled)
 	fmt.Fprintf(e.stdout, "  held %d  capped %d  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
 		n.Held, n.Capped, n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
 	if st.ApprovalsRequired > 0 {

@@ -148,7 +148,7 @@ func TestClientCommands(t *testing.T) {
 		},
 		{
 			name: "status", key: gatewaytest.Registrar, args: []string{"status", "{send topic}"},
-			wantOut: `^broadcast b[0-9a-v]+: queued \(read in \S+\)\n  key sender, audience topic citizens, ttl 15m0s`,
+			wantOut: `^broadcast b[0-9a-v]+: queued \(read in \S+\)\n  key sender, audience topic citizens, ttl 15m0s.*\n  targeted 0  sent 0  failed 0  expired 0  invalid_token 0 `,
 		},
 		{
 			name: "status json", key: gatewaytest.Registrar, args: []string{"status", "{send topic}", "--json"},
@@ -398,14 +398,14 @@ func TestSendWait(t *testing.T) {
 				// No worker runs here; write what a finishing worker
 				// writes to the record.
 				err := gw.Redis.HSet(context.Background(), gw.Keys.Broadcast(id),
-					"state", api.StateCompleted, "targeted", 3, "planned", 3, "sent", 3, "plan_done", 1,
+					"state", api.StateCompleted, "targeted", 3, "planned", 3, "sent", 2, "expired", 1, "plan_done", 1,
 					"finished_at", time.Now().UnixMilli()).Err()
 				if err != nil {
 					t.Error(err)
 				}
 			},
 			wantCode: 0,
-			wantOut:  `broadcast b[0-9a-v]+ completed after \S+: 3 sent, 0 failed, 0 invalid tokens, 0 cancelled of 3 targeted\n$`,
+			wantOut:  `broadcast b[0-9a-v]+ completed after \S+: 2 sent, 0 failed, 1 expired, 0 invalid tokens, 0 cancelled of 3 targeted\n$`,
 		},
 	}
 	for _, tt := range tests {

@@ -235,8 +235,8 @@ func options() []option {
 				c.Policy.DeviceLimit, c.Policy.DeviceWindow = r.Count, r.Per
 				return nil
 			}},
-		{key: "limits.max_attempts", def: "5", help: "tries per device before it counts as failed",
-			set: posInt(func(c *Config) *int { return &c.Policy.MaxAttempts })},
+		{key: "limits.retry_for", def: "24h", help: "how long after a broadcast or recall was signed a device's transient failures are retried (a broadcast's TTL ends them sooner; the device then counts as expired)",
+			set: dur(func(c *Config) *time.Duration { return &c.Policy.RetryFor })},
 		{key: "limits.kill_wait", def: "5s", help: "how long a kill with wait=true waits for every worker (a silent worker counts until control.max_staleness and a second have passed)",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
 

@@ -61,6 +61,7 @@ func TestLoadConfig(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.Listen != "127.0.0.1:8080" || c.RedisURL != "redis://127.0.0.1:6379/0" || c.WorkerConcurrency != 8 ||
 					c.TaskCheck != 20*time.Millisecond || c.Policy.DeviceLimit != 10 || c.Policy.DeviceWindow != time.Hour ||
+					c.Policy.RetryFor != 24*time.Hour ||
 					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) ||
 					c.Redis != (RedisChecks{PersistenceCheck: PersistenceWarn, LossCheckInterval: 5 * time.Second}) {
 					t.Errorf("defaults = %+v", c)
@@ -69,9 +70,10 @@ func TestLoadConfig(t *testing.T) {
 		},
 		{
 			name: "file with nested sections",
-			yaml: "listen: 0.0.0.0:9000\nfcm:\n  project_id: p1\n  credentials_file: /x.json\n  concurrency: 16\nlimits:\n  device_rate: unlimited\n  fcm_rate: 100/s\n",
+			yaml: "listen: 0.0.0.0:9000\nfcm:\n  project_id: p1\n  credentials_file: /x.json\n  concurrency: 16\nlimits:\n  device_rate: unlimited\n  fcm_rate: 100/s\n  retry_for: 2h\n",
 			check: func(t *testing.T, c *Config) {
 				if c.Listen != "0.0.0.0:9000" || c.FCM.ProjectID != "p1" || c.FCM.Concurrency != 16 || c.Policy.DeviceLimit != 0 ||
+					c.Policy.RetryFor != 2*time.Hour ||
 					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 100, Per: time.Second}) {
 					t.Errorf("config = %+v", c)
 				}
@@ -134,6 +136,9 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"zero integer", "fcm:\n  concurrency: 0\n", nil, "fcm.concurrency: must be a positive integer"},
 		{"bad duration", "limits:\n  max_ttl: forever\n", nil, "limits.max_ttl: must be a positive duration"},
 		{"bad rate", "limits:\n  fcm_rate: 10/fortnight\n", nil, "limits.fcm_rate:"},
+		{"zero retry window", "limits:\n  retry_for: 0s\n", nil, "limits.retry_for: must be a positive duration"},
+		// Devices are retried until their TTL now, not a number of times.
+		{"removed max_attempts", "limits:\n  max_attempts: 5\n", nil, `unknown setting "limits.max_attempts"`},
 		{"bad address", "listen: nowhere\n", nil, "listen: must be host:port"},
 		{"bad redis url", "redis_url: http://x\n", nil, "redis_url: must be a redis://"},
 		{"bad log level", "log_level: loud\n", nil, "log_level:"},

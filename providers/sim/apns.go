@@ -187,11 +187,11 @@ func (s *Sim) handleAPNs(w http.ResponseWriter, r *http.Request) {
 		o := apnsOutcomes[outcome]
 		ra := plan.retryAfter(outcome)
 		s.apnsFail(w, o.status, o.reason, ra)
-		s.attempt(s.apnsBook, token, now, o.status, apnsRetryAfter(o.status, ra))
+		s.attempt(s.apnsBook, token, now, h.expiry(), o.status, apnsRetryAfter(o.status, ra))
 		return
 	}
 	s.accept(s.apnsBook, token, apnsMessage(h, c, w.Header().Get("Apns-Id")))
-	s.attempt(s.apnsBook, token, now, http.StatusOK, 0)
+	s.attempt(s.apnsBook, token, now, h.expiry(), http.StatusOK, 0)
 	if ci := connInfoFrom(r.Context()); ci != nil && ci.h2 != nil && ci.raised.CompareAndSwap(false, true) {
 		// The connection's first success: lift its stream limit, before
 		// the answer lets the client send more.
@@ -397,13 +397,18 @@ func apnsMessage(h apnsRequest, c *content, apnsID string) message {
 		msg.screen = apnsID
 	}
 	msg.store = msg.screen
-	switch {
-	case h.expiration == 0:
-		msg.noStore = true // "deliver once, do not store"
-	case h.expiration > 0:
-		msg.expires = time.Unix(h.expiration, 0)
-	}
+	msg.noStore = h.expiration == 0 // "deliver once, do not store"
+	msg.expires = h.expiry()
 	return msg
+}
+
+// expiry is the push's apns-expiration as a time: zero when it is 0
+// (deliver once, do not store) or absent.
+func (h apnsRequest) expiry() time.Time {
+	if h.expiration <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(h.expiration, 0)
 }
 
 // validUUID reports whether id is in the 8-4-4-4-12 hex form Apple

@@ -266,7 +266,7 @@ func (s *Sim) handleFCM(w http.ResponseWriter, r *http.Request) {
 		o := fcmOutcomes[outcome]
 		ra := plan.retryAfter(outcome)
 		s.fcmFail(w, o.http, o.rpc, o.msg, o.code, ra)
-		s.attempt(s.fcmBook, token, now, o.http, ra)
+		s.attempt(s.fcmBook, token, now, p.expiry(now), o.http, ra)
 		return
 	}
 	name := s.fcmName(project, now)
@@ -274,7 +274,7 @@ func (s *Sim) handleFCM(w http.ResponseWriter, r *http.Request) {
 		name = "projects/" + project + "/messages/fake_message_id"
 	} else if token != "" {
 		s.accept(s.fcmBook, token, p.message(name, now))
-		s.attempt(s.fcmBook, token, now, http.StatusOK, 0)
+		s.attempt(s.fcmBook, token, now, p.expiry(now), http.StatusOK, 0)
 	}
 	s.log.Debug("fcm message accepted", slog.Bool("validate_only", p.validateOnly))
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
@@ -512,13 +512,20 @@ func (p *fcmParsed) message(name string, now time.Time) message {
 	if msg.store == "" {
 		msg.store = msg.screen
 	}
+	msg.expires = p.expiry(now)
+	msg.noStore = p.ttl == 0
+	return msg
+}
+
+// expiry is when FCM drops the message, sent at now, for an offline
+// phone: now plus its android.ttl, four weeks when it has none, and zero
+// for a ttl of "0s" (now or never).
+func (p *fcmParsed) expiry(now time.Time) time.Time {
 	switch {
 	case p.ttl == 0:
-		msg.noStore = true
+		return time.Time{}
 	case p.ttl < 0:
-		msg.expires = now.Add(fcmMaxTTL)
-	default:
-		msg.expires = now.Add(p.ttl)
+		return now.Add(fcmMaxTTL)
 	}
-	return msg
+	return now.Add(p.ttl)
 }

@@ -69,12 +69,16 @@ type phoneState struct {
 
 // Attempt is one provider request for a phone, as the simulator stamped
 // it: when it arrived, when it was answered, with which status, and the
-// Retry-After it carried (in seconds, 0 for none).
+// Retry-After it carried (in seconds, 0 for none). Expires is the expiry
+// the request asked for: its apns-expiration, or its arrival plus its
+// android.ttl (FCM's four weeks when it gave none); zero when it asked
+// not to be stored or, for APNs, gave no expiration.
 type Attempt struct {
 	Arrived    time.Time `json:"arrived"`
 	Answered   time.Time `json:"answered"`
 	Status     int       `json:"status"`
 	RetryAfter int       `json:"retry_after,omitempty"`
+	Expires    time.Time `json:"expires,omitzero"`
 }
 
 type shown struct {
@@ -264,11 +268,11 @@ func (b *book) touch(token string) (n uint32, ok bool) {
 	return ph.requests, true
 }
 
-// attempt records a request for token that arrived at arrived and was just
-// answered with status: always when it was refused, and for a phone that
-// was refused before also when it succeeded. An unknown token records
-// nothing.
-func (s *Sim) attempt(b *book, token string, arrived time.Time, status, retryAfter int) {
+// attempt records a request for token that arrived at arrived, asking
+// for the expiry expires, and was just answered with status: always when
+// it was refused, and for a phone that was refused before also when it
+// succeeded. An unknown token records nothing.
+func (s *Sim) attempt(b *book, token string, arrived, expires time.Time, status, retryAfter int) {
 	sh := b.shard(token)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -279,7 +283,8 @@ func (s *Sim) attempt(b *book, token string, arrived time.Time, status, retryAft
 	if ph.st == nil {
 		ph.st = &phoneState{}
 	}
-	ph.st.attempts = append(ph.st.attempts, Attempt{Arrived: arrived, Answered: s.now(), Status: status, RetryAfter: retryAfter})
+	ph.st.attempts = append(ph.st.attempts, Attempt{Arrived: arrived, Answered: s.now(), Status: status,
+		RetryAfter: retryAfter, Expires: expires})
 }
 
 // accept hands a message the provider accepted to the phone: delivered at
