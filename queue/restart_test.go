@@ -58,19 +58,38 @@ func (f *fixture) waitSettled(id, state string) *api.Status {
 // completes only when every device of the topic has an outcome. Before,
 // an SSCAN cursor saved before the restart skipped devices, and duplicates
 // counted towards completion.
+//
+// With back set, the crash also loses what Redis wrote since an earlier
+// page (a power cut before the AOF was fsynced): the planner's next save
+// finds the position moved back and plans again from there, and batches
+// whose claims are gone run again.
 func TestRedisCrashDuringPlanningLosesNobody(t *testing.T) {
-	const n = 6000
-	for _, at := range []int64{scanCount, 2 * scanCount} {
-		t.Run(fmt.Sprintf("after %d planned", at), func(t *testing.T) {
+	const n = 10000
+	for _, c := range []struct {
+		at   int64
+		back bool
+	}{{scanCount, false}, {3 * scanCount, false}, {3 * scanCount, true}} {
+		t.Run(fmt.Sprintf("after %d planned, back %v", c.at, c.back), func(t *testing.T) {
 			srv := redistest.StartServer(t, true)
 			f := newFixtureOn(t, srv.Client(), nil, 0)
 			devs := f.register("citizens", n*3/5, n*2/5)
 			syncAOF(t, srv)
-			var once sync.Once
+			var once, marked sync.Once
+			var mark redistest.AOFMark
 			crashed := make(chan struct{})
 			hook := func(planned int64) {
-				if planned >= at {
-					once.Do(func() { srv.Crash(); close(crashed) })
+				if planned >= scanCount {
+					marked.Do(func() { mark = srv.Mark() })
+				}
+				if planned >= c.at {
+					once.Do(func() {
+						if c.back {
+							srv.CrashBackTo(mark)
+						} else {
+							srv.Crash()
+						}
+						close(crashed)
+					})
 				}
 			}
 			for _, id := range []string{"w1", "w2"} {
@@ -88,10 +107,18 @@ func TestRedisCrashDuringPlanningLosesNobody(t *testing.T) {
 // being sent: claims and outcomes of the last second may be gone, and
 // batches that find their claims lost run again; every device ends with
 // one outcome and shows the message once.
+//
+// With back set, the crash loses what Redis wrote since an earlier point
+// of delivery: outcomes and claims of devices already sent are gone, and
+// their batches send again (raw duplicates, under the same collapse
+// identity).
 func TestRedisCrashDuringDeliveryLosesNobody(t *testing.T) {
 	const n = 4000
-	for _, at := range []int{n / 4, n * 3 / 4} {
-		t.Run(fmt.Sprintf("after %d sent", at), func(t *testing.T) {
+	for _, c := range []struct {
+		at   int
+		back bool
+	}{{n / 4, false}, {n * 3 / 4, false}, {n / 2, true}} {
+		t.Run(fmt.Sprintf("after %d sent, back %v", c.at, c.back), func(t *testing.T) {
 			srv := redistest.StartServer(t, true)
 			f := newFixtureOn(t, srv.Client(), nil, 0)
 			devs := f.register("citizens", n*3/5, n*2/5)
@@ -99,14 +126,26 @@ func TestRedisCrashDuringDeliveryLosesNobody(t *testing.T) {
 			crashed := make(chan struct{})
 			var once sync.Once
 			var mu sync.Mutex
+			var mark redistest.AOFMark
 			sent := 0
 			hook := func(string, int) providers.Result {
 				mu.Lock()
 				sent++
-				crash := sent == at
+				if sent == n/4 {
+					mark = srv.Mark()
+				}
+				crash := sent == c.at
+				m := mark
 				mu.Unlock()
 				if crash {
-					once.Do(func() { srv.Crash(); close(crashed) })
+					once.Do(func() {
+						if c.back {
+							srv.CrashBackTo(m)
+						} else {
+							srv.Crash()
+						}
+						close(crashed)
+					})
 				}
 				return providers.Result{Class: providers.Sent, MessageID: "m"}
 			}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -156,6 +157,61 @@ func (s *Server) Restart() {
 		time.Sleep(100 * time.Millisecond) // the port may still be in TIME_WAIT
 	}
 	s.tb.Fatalf("redistest: restart redis-server: %v", err)
+}
+
+// aofTail returns the path of the AOF file Redis is appending to: the
+// newest incremental file of its appendonlydir.
+func (s *Server) aofTail() string {
+	s.tb.Helper()
+	files, err := filepath.Glob(filepath.Join(s.dir, "appendonlydir", "*.incr.aof"))
+	if err != nil || len(files) == 0 {
+		s.tb.Fatalf("redistest: no incremental AOF in %s (was the server started with aof?)", s.dir)
+	}
+	newest, seq := "", -1
+	for _, f := range files {
+		// appendonly.aof.<seq>.incr.aof
+		parts := strings.Split(filepath.Base(f), ".")
+		if len(parts) < 5 {
+			continue
+		}
+		if n, err := strconv.Atoi(parts[len(parts)-3]); err == nil && n > seq {
+			newest, seq = f, n
+		}
+	}
+	if newest == "" {
+		s.tb.Fatalf("redistest: no incremental AOF in %s", s.dir)
+	}
+	return newest
+}
+
+// AOFMark is a point in the server's write history.
+type AOFMark struct {
+	file string
+	size int64
+}
+
+// Mark returns the current end of the AOF: what a power cut right now
+// would keep, had it been fsynced.
+func (s *Server) Mark() AOFMark {
+	s.tb.Helper()
+	f := s.aofTail()
+	fi, err := os.Stat(f)
+	if err != nil {
+		s.tb.Fatalf("redistest: %v", err)
+	}
+	return AOFMark{file: f, size: fi.Size()}
+}
+
+// CrashBackTo kills the server and starts it again from its AOF cut back
+// to mark, as a power cut that lost the writes not yet fsynced would:
+// everything written after mark is gone.
+func (s *Server) CrashBackTo(m AOFMark) {
+	s.tb.Helper()
+	s.Kill()
+	if err := os.Truncate(m.file, m.size); err != nil {
+		s.tb.Fatalf("redistest: cut the AOF back: %v", err)
+	}
+	s.Restart()
 }
 
 // Crash kills the server with SIGKILL and starts it again from its AOF.
