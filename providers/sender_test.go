@@ -166,6 +166,11 @@ func TestObserverStopsBatchOnProviderWideRefusal(t *testing.T) {
 			refused, cancelled := 0, 0
 			for i, r := range got {
 				switch {
+				case r.Class == providers.Retryable && strings.HasPrefix(r.Reason, "transport: "):
+					// An APNs connection that never had a success keeps a
+					// stream limit of 1, so its transport retries refused
+					// streams; the gate may close between two attempts,
+					// after one committed. Not an answer of the provider.
 				case r.Class == providers.Retryable:
 					refused++
 					if r.ProviderWide != tt.wide || r.RetryAfter != 30*time.Second {
@@ -177,8 +182,9 @@ func TestObserverStopsBatchOnProviderWideRefusal(t *testing.T) {
 					t.Errorf("device %d: %+v, want refused or cancelled without a call", i, r)
 				}
 			}
-			if int64(refused) != gate.observed.Load() || int64(refused) != requests(s, tt.platform) {
-				t.Errorf("%d refused, %d observed, %d requests at the provider: want them equal", refused, gate.observed.Load(), requests(s, tt.platform))
+			if int64(refused) != requests(s, tt.platform) || gate.observed.Load() < int64(refused) {
+				t.Errorf("%d refused, %d observed, %d requests at the provider: want every refusal observed, one request each",
+					refused, gate.observed.Load(), requests(s, tt.platform))
 			}
 			if tt.wide && (refused < 1 || refused > concurrency) {
 				t.Errorf("%d requests reached the provider after it refused provider-wide, want 1 to %d (the calls in flight)", refused, concurrency)

@@ -176,6 +176,16 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	}
 	var out outcomes
 	if len(send) > 0 {
+		until, paused, err := w.pauses.sync(ctx, b.Platform)
+		if err != nil {
+			return err
+		}
+		if paused {
+			out.paused, out.pauseUntil = send, until
+			send = nil
+		}
+	}
+	if len(send) > 0 {
 		n, wait, err := w.limits.take(ctx, b.Platform, "", signing.Rate{}, len(send))
 		if err != nil {
 			return err
@@ -189,15 +199,17 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	defer f.end()
 	if len(send) > 0 {
 		msg := recallMessage(vb, vr)
-		results := sender.Send(f.ctx, f, &msg, b.tokens(send))
-		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), &out)
+		g := w.pauses.gate(f, b.Platform)
+		results := sender.Send(f.ctx, g, &msg, b.tokens(send))
+		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), g.stopped.Load(), &out)
+		w.afterSend(ctx, g, &out)
 	}
 	if by := f.killed(); by != "" {
 		w.logger.Warn("recall stopped: the admin who signed it was revoked", "broadcast_id", id, "killed_by", by)
-		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled) {
+		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled, out.paused) {
 			out.add(i, outFailed)
 		}
-		out.retry, out.deferred, out.stalled = nil, nil, nil
+		out.retry, out.deferred, out.stalled, out.paused = nil, nil, nil, nil
 	}
 	return w.finishRecallBatch(ctx, id, b, &out)
 }
@@ -206,6 +218,9 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 // ("s") or recall_failed ("f", invalid tokens included).
 func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out *outcomes) error {
 	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, b, out); err != nil {
+		return err
+	}
+	if err := w.notePaused(ctx, id, b.Platform, out); err != nil {
 		return err
 	}
 	// Only sent and failed exist for recalls; an invalid token failed.

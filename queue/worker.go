@@ -59,6 +59,7 @@ type Worker struct {
 	*core
 	senders     map[providers.Platform]Sender
 	ks          *KillSwitch
+	pauses      *pauses
 	srv         *asynq.Server
 	taskRetries int
 
@@ -98,6 +99,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		core:        c,
 		senders:     cfg.Senders,
 		ks:          NewKillSwitch(c.control, c.rdb, c.keys, cfg.ID, c.logger.With("worker_id", cfg.ID)),
+		pauses:      newPauses(c),
 		taskRetries: 25,
 	}
 	if c.metrics != nil {

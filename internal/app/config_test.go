@@ -61,7 +61,8 @@ func TestLoadConfig(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.Listen != "127.0.0.1:8080" || c.RedisURL != "redis://127.0.0.1:6379/0" || c.WorkerConcurrency != 8 ||
 					c.TaskCheck != 20*time.Millisecond || c.Policy.DeviceLimit != 10 || c.Policy.DeviceWindow != time.Hour ||
-					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) {
+					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) ||
+					c.Policy.ProviderPause != 10*time.Second || c.Policy.ProviderPauseMax != 5*time.Minute {
 					t.Errorf("defaults = %+v", c)
 				}
 			},
@@ -147,6 +148,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"public key of another log key", "", map[string]string{"PUSHGATE_CONTROL_LOG_KEY": testLogKey,
 			"PUSHGATE_CONTROL_LOG_PUBLIC_KEY": "pushgate.test/control+00000000+AQ=="}, "control.log_public_key: not the public key"},
 		{"kill wait shorter than staleness", "limits:\n  kill_wait: 2s\n", nil, "limits.kill_wait: 2s is too short"},
+		{"provider pause longer than its cap", "limits:\n  provider_pause: 10m\n", nil, "limits.provider_pause_max: 5m0s is shorter"},
+		{"zero provider pause", "limits:\n  provider_pause: 0s\n", nil, "limits.provider_pause: must be a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
