@@ -211,7 +211,11 @@ func (w *Worker) afterSend(ctx context.Context, g *pauseGate, out *outcomes) {
 		}
 	}
 	if len(out.paused) > 0 {
-		out.pauseUntil, _ = w.pauses.pausedUntil(g.platform)
+		until, on := w.pauses.pausedUntil(g.platform)
+		if !on {
+			until = w.now() // the pause ran out while the batch finished
+		}
+		out.pauseUntil = until
 	}
 }
 
@@ -258,13 +262,14 @@ func (w *Worker) notePaused(ctx context.Context, id string, platform providers.P
 
 // showPauses keeps in a broadcast's status only the pauses that are still
 // on, with their current end: the later of the record's and the shared
-// pause (capped at the longest pause), for a broadcast still sending.
+// pause (capped at the longest pause), for a broadcast (or its recall)
+// that has devices left to send.
 func (c *core) showPauses(ctx context.Context, st *api.Status) error {
 	if len(st.PausedUntil) == 0 {
 		return nil
 	}
 	now := c.now()
-	if st.Terminal() {
+	if st.Finished() {
 		st.PausedUntil = nil
 		return nil
 	}

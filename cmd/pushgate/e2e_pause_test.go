@@ -1,14 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/internal/app"
 	"github.com/pushgate/pushgate/internal/stack"
-	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
 )
 
@@ -43,14 +45,28 @@ func TestProviderPauseAcrossWorkerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := e.submit(e.owner, topicBroadcast("citizens", "quota"))
+	// pushgate status, as an operator would run it, prints the pause from
+	// the status's paused_until.
+	key := e.st.Keys[stack.KeySender]
+	env := map[string]string{"PUSHGATE_URL": e.app.URL, "PUSHGATE_KEY": key.File, "PUSHGATE_KEY_ID": key.ID}
+	pausedLine := regexp.MustCompile(`(?m)^  fcm paused until (\S+): `)
 	var pausedUntil time.Time
-	waitUntil(t, "the status to show the pause", func() bool {
-		st := e.status(id)
-		if !st.FinishedAt.IsZero() {
+	waitUntil(t, "pushgate status to show the pause", func() bool {
+		var out, errOut bytes.Buffer
+		if err := run(ctx, []string{"status", id}, func(k string) string { return env[k] }, strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("pushgate status: %v\n%s", err, errOut.String())
+		}
+		if m := pausedLine.FindStringSubmatch(out.String()); m != nil {
+			var err error
+			if pausedUntil, err = time.Parse(time.RFC3339, m[1]); err != nil {
+				t.Fatalf("pushgate status printed %q: %v", m[0], err)
+			}
+			return true
+		}
+		if st := e.status(id); !st.FinishedAt.IsZero() {
 			t.Fatalf("broadcast finished (%s, %+v) and its status never showed paused_until", st.State, st.Counters)
 		}
-		pausedUntil = st.PausedUntil[providers.FCM]
-		return !pausedUntil.IsZero()
+		return false
 	})
 	st := e.waitFinished(id)
 	if st.State != api.StateCompleted || st.Counters.Sent != devices {
@@ -91,8 +107,9 @@ func TestProviderPauseAcrossWorkerProcesses(t *testing.T) {
 	if inside > workers*tasks*calls {
 		t.Errorf("%d requests arrived within the Retry-After after the first refusal, want at most the %d calls in flight", inside, workers*tasks*calls)
 	}
-	// A worker learns of the refusal after the simulator answered it.
-	if floor := end.Truncate(time.Millisecond); pausedUntil.Before(floor) {
+	// A worker learns of the refusal after the simulator answered it; the
+	// status prints whole seconds.
+	if floor := end.Truncate(time.Second); pausedUntil.Before(floor) {
 		t.Errorf("status showed paused_until %s, before the first refusal's Retry-After ran out at %s", pausedUntil, floor)
 	}
 	if st.Counters.Retries != int64(len(refused)) || st.Counters.ProviderPaused == 0 {
