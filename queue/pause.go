@@ -106,14 +106,13 @@ func (p *pauses) refused(platform providers.Platform, r providers.Result) {
 
 // pauseScript extends a provider's pause. KEYS[1] the pause key; ARGV[1]
 // the pause end in Unix ms, ARGV[2] its expiry in ms. A later end already
-// there is kept, as is anything the key holds that is not a number (it is
-// overwritten). Returns the end the key holds.
+// there is kept; anything the key holds that is not a number is
+// overwritten. Returns 1 when it extended the pause, else 0.
 var pauseScript = redis.NewScript(`
 local cur = tonumber(redis.call('GET', KEYS[1]) or '')
-local want = tonumber(ARGV[1])
-if cur and cur >= want then return tostring(cur) end
+if cur and cur >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
+return 1
 `)
 
 // publish shares platform's pause end with every worker.

@@ -290,3 +290,94 @@ func TestKillDuringProviderPause(t *testing.T) {
 		t.Errorf("%d requests reached the provider after the kill was acknowledged", after-before)
 	}
 }
+
+// TestPauseLengthAndSharedKey checks how long a provider-wide refusal
+// pauses, and that the shared pause is only ever extended and never
+// trusted beyond the longest pause.
+func TestPauseLengthAndSharedKey(t *testing.T) {
+	f := newFixture(t, func(p *Policy) { p.ProviderPause, p.ProviderPauseMax = 10*time.Second, 5*time.Minute })
+	c, err := newCore(f.config(f.control))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	refusal := func(ra time.Duration) providers.Result {
+		return providers.Result{Class: providers.Retryable, ProviderWide: true, RetryAfter: ra, Reason: "QUOTA_EXCEEDED"}
+	}
+	lengths := []struct {
+		name       string
+		retryAfter time.Duration
+		want       time.Duration
+	}{
+		{"Retry-After", 30 * time.Second, 30 * time.Second},
+		{"no Retry-After: the default", 0, 10 * time.Second},
+		{"a huge Retry-After: capped", 24 * time.Hour, 5 * time.Minute},
+	}
+	for _, tt := range lengths {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newPauses(c)
+			before := time.Now()
+			p.refused(providers.FCM, refusal(tt.retryAfter))
+			after := time.Now()
+			end, on := p.pausedUntil(providers.FCM)
+			// Millisecond resolution: the end is stored in Unix ms.
+			if !on || end.Before(before.Add(tt.want).Truncate(time.Millisecond)) || end.After(after.Add(tt.want)) {
+				t.Errorf("paused %v until %s, want %s after the refusal", on, end, tt.want)
+			}
+			if _, on := p.pausedUntil(providers.APNs); on {
+				t.Error("a refusal of FCM paused APNs")
+			}
+		})
+	}
+
+	key := f.keys.ProviderPause(string(providers.FCM))
+	long, short := newPauses(c), newPauses(c)
+	long.refused(providers.FCM, refusal(time.Minute))
+	short.refused(providers.FCM, refusal(time.Second))
+	for _, p := range []*pauses{long, short} {
+		if err := p.publish(ctx, providers.FCM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := long.pausedUntil(providers.FCM)
+	if got := f.sharedPause(providers.FCM); !got.Equal(want) {
+		t.Errorf("shared pause ends %s after a shorter one was published, want the longer %s", got, want)
+	}
+	fresh := newPauses(c)
+	if end, on, err := fresh.sync(ctx, providers.FCM); err != nil || !on || !end.Equal(want) {
+		t.Errorf("a worker learned %v until %s (%v), want the shared %s", on, end, err, want)
+	}
+
+	untrusted := []struct {
+		name, value string
+		paused      bool
+	}{
+		{"not a number", "soon", false},
+		{"in the past", "1000", false},
+		{"far off", strconv.FormatInt(time.Now().Add(1000*time.Hour).UnixMilli(), 10), true},
+	}
+	for _, tt := range untrusted {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := f.rdb.Set(ctx, key, tt.value, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			p := newPauses(c)
+			end, on, err := p.sync(ctx, providers.FCM)
+			if err != nil || on != tt.paused {
+				t.Fatalf("paused %v (%v), want %v", on, err, tt.paused)
+			}
+			if on && end.After(time.Now().Add(5*time.Minute)) {
+				t.Errorf("paused until %s: beyond the longest pause", end)
+			}
+			// A worker that publishes over a value that is no time puts
+			// its own end there.
+			p.refused(providers.FCM, refusal(time.Second))
+			if err := p.publish(ctx, providers.FCM); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.sharedPause(providers.FCM); got.IsZero() {
+				t.Error("no pause shared")
+			}
+		})
+	}
+}
