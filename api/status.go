@@ -65,6 +65,10 @@ type Counters struct {
 	Capped       int64 `json:"capped"`
 	Recalled     int64 `json:"recalled"`
 	RecallFailed int64 `json:"recall_failed"`
+	// ProviderPaused counts devices deferred untried because their
+	// provider was paused after a provider-wide 429 or 503 (a device
+	// deferred twice counts twice); it is not an outcome.
+	ProviderPaused int64 `json:"provider_paused"`
 }
 
 // Done is how many targeted devices have a final outcome.
@@ -101,7 +105,11 @@ type Status struct {
 	ApprovalsRequired int        `json:"approvals_required,omitempty"`
 	// ApprovalExpiresAt is when a broadcast awaiting approval expires.
 	ApprovalExpiresAt time.Time `json:"approval_expires_at,omitzero"`
-	Timeline          []Event   `json:"timeline,omitempty"`
+	// PausedUntil is, per platform whose provider is paused while this
+	// broadcast has devices waiting for it, when the pause ends; absent
+	// when no pause holds the broadcast back.
+	PausedUntil map[Platform]time.Time `json:"paused_until,omitempty"`
+	Timeline    []Event                `json:"timeline,omitempty"`
 }
 
 // Terminal reports whether the broadcast will send nothing more (recall

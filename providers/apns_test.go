@@ -31,8 +31,8 @@ func TestAPNsResultClasses(t *testing.T) {
 		{"badtoken-", providers.Result{Class: providers.InvalidToken, Reason: "BadDeviceToken"}},
 		{"mismatch-", providers.Result{Class: providers.InvalidToken, Reason: "DeviceTokenNotForTopic"}},
 		{"quota-", providers.Result{Class: providers.Retryable, Reason: "TooManyRequests", RetryAfter: ra}},
-		{"unavail-", providers.Result{Class: providers.Retryable, Reason: "ServiceUnavailable", RetryAfter: ra}},
-		{"shutdown-", providers.Result{Class: providers.Retryable, Reason: "Shutdown", RetryAfter: ra}},
+		{"unavail-", providers.Result{Class: providers.Retryable, Reason: "ServiceUnavailable", RetryAfter: ra, ProviderWide: true}},
+		{"shutdown-", providers.Result{Class: providers.Retryable, Reason: "Shutdown", RetryAfter: ra, ProviderWide: true}},
 		{"internal-", providers.Result{Class: providers.Retryable, Reason: "InternalServerError"}},
 		{"3pauth-", providers.Result{Class: providers.Permanent, Reason: "Forbidden"}},
 		{"", providers.Result{Class: providers.InvalidToken, Reason: "empty device token"}},
@@ -48,9 +48,9 @@ func TestAPNsResultClasses(t *testing.T) {
 	got := a.Send(context.Background(), &openGate{}, testMessage(), tokens)
 	for i, tt := range tests {
 		g := got[i]
-		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter {
-			t.Errorf("prefix %q: got %v %q retry-after %v, want %v %q retry-after %v",
-				tt.give, g.Class, g.Reason, g.RetryAfter, tt.want.Class, tt.want.Reason, tt.want.RetryAfter)
+		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter || g.ProviderWide != tt.want.ProviderWide {
+			t.Errorf("prefix %q: got %v %q retry-after %v provider-wide %v, want %v %q retry-after %v provider-wide %v",
+				tt.give, g.Class, g.Reason, g.RetryAfter, g.ProviderWide, tt.want.Class, tt.want.Reason, tt.want.RetryAfter, tt.want.ProviderWide)
 		}
 		if tt.want.Class == providers.Sent && len(g.MessageID) != 36 {
 			t.Errorf("prefix %q: message id %q, want an apns-id", tt.give, g.MessageID)

@@ -63,13 +63,19 @@ func (b *batch) one(ctx context.Context, token string) Result {
 	start := b.now()
 	r := b.call(context.WithValue(ctx, commitKey{}, c), token)
 	commits, refused := c.leave()
-	b.gate.Leave(commits)
 	if refused && commits == 0 {
 		// The gate stopped the request before its body was sent: the
 		// provider never saw it whole, whatever the SDK made of the reset.
+		b.gate.Leave(commits)
 		return Result{Class: Cancelled, Reason: "gate closed before the request was sent"}
 	}
 	r.Latency = b.now().Sub(start)
+	// Observed before Leave, so that a gate that closes on this answer is
+	// closed before anyone waiting for the call to leave moves on.
+	if o, ok := b.gate.(Observer); ok {
+		o.Observe(r)
+	}
+	b.gate.Leave(commits)
 	return r
 }
 

@@ -66,6 +66,13 @@ type fcmErrorBody struct {
 //   - THIRD_PARTY_AUTH_ERROR is the app's APNs credential in the Firebase
 //     project: Permanent (configuration).
 //   - UNSPECIFIED_ERROR, unknown FcmError codes, 429 and 5xx: Retryable.
+//   - A Retryable 429 or 503 is ProviderWide: FCM's quota is the
+//     project's ("the system serves 429 RESOURCE_EXHAUSTED until the quota
+//     is refilled"), and 503 UNAVAILABLE is the service overloaded. FCM's
+//     QUOTA_EXCEEDED also covers per-device and per-topic rates, which the
+//     answer does not tell apart; pausing for one of those costs a delay,
+//     while not pausing for the project's quota spends it on refusals
+//     (docs/ARCHITECTURE.md, "Provider pauses"). 500 INTERNAL is not.
 func classifyFCM(status int, body []byte, retryAfter time.Duration) Result {
 	var eb fcmErrorBody
 	_ = json.Unmarshal(body, &eb) // a body that is not JSON leaves only the HTTP status to go on
@@ -83,7 +90,8 @@ func classifyFCM(status int, body []byte, retryAfter time.Duration) Result {
 			}
 		}
 	}
-	retry := Result{Class: Retryable, RetryAfter: retryAfter}
+	retry := Result{Class: Retryable, RetryAfter: retryAfter,
+		ProviderWide: status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable}
 	switch code {
 	case fcmUnregistered, fcmSenderIDMismatch:
 		return Result{Class: InvalidToken, Reason: code}
@@ -211,6 +219,12 @@ var apnsClasses = map[string]Class{
 // classifyAPNs classifies an APNs error response. A reason that is not in
 // Apple's table is classified by its HTTP status: 410 InvalidToken, 429 and
 // 5xx Retryable, anything else Permanent.
+//
+// A Retryable 503 (ServiceUnavailable, Shutdown) is ProviderWide: Apple
+// documents 503 as "the server is shutting down and unavailable". A 429 is
+// not: TooManyRequests is "too many requests were made consecutively to
+// the same device token", and TooManyProviderTokenUpdates is the sender's
+// own token, which the APNs sender handles.
 func classifyAPNs(status int, reason string, retryAfter time.Duration) Result {
 	class, ok := apnsClasses[reason]
 	if !ok {
@@ -229,6 +243,7 @@ func classifyAPNs(status int, reason string, retryAfter time.Duration) Result {
 	r := Result{Class: class, Reason: reason}
 	if class == Retryable {
 		r.RetryAfter = retryAfter
+		r.ProviderWide = status == http.StatusServiceUnavailable
 	}
 	return r
 }

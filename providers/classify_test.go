@@ -40,8 +40,8 @@ func TestClassifyFCM(t *testing.T) {
 		{"INVALID_ARGUMENT naming message.token", fcmAnswer{400, fcmErrorJSON(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.token")}, Result{Class: InvalidToken, Reason: "INVALID_ARGUMENT"}},
 		{"INVALID_ARGUMENT naming another field", fcmAnswer{400, fcmErrorJSON(400, "INVALID_ARGUMENT", "INVALID_ARGUMENT", "message.android.ttl")}, Result{Class: Permanent, Reason: "INVALID_ARGUMENT"}},
 		{"INVALID_ARGUMENT without FcmError", fcmAnswer{400, fcmErrorJSON(400, "INVALID_ARGUMENT", "", "message.data[0].value")}, Result{Class: Permanent, Reason: "INVALID_ARGUMENT"}},
-		{"QUOTA_EXCEEDED", fcmAnswer{429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "")}, Result{Class: Retryable, Reason: "QUOTA_EXCEEDED", RetryAfter: ra}},
-		{"UNAVAILABLE", fcmAnswer{503, fcmErrorJSON(503, "UNAVAILABLE", "UNAVAILABLE", "")}, Result{Class: Retryable, Reason: "UNAVAILABLE", RetryAfter: ra}},
+		{"QUOTA_EXCEEDED", fcmAnswer{429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "")}, Result{Class: Retryable, Reason: "QUOTA_EXCEEDED", RetryAfter: ra, ProviderWide: true}},
+		{"UNAVAILABLE", fcmAnswer{503, fcmErrorJSON(503, "UNAVAILABLE", "UNAVAILABLE", "")}, Result{Class: Retryable, Reason: "UNAVAILABLE", RetryAfter: ra, ProviderWide: true}},
 		{"INTERNAL", fcmAnswer{500, fcmErrorJSON(500, "INTERNAL", "INTERNAL", "")}, Result{Class: Retryable, Reason: "INTERNAL", RetryAfter: ra}},
 		{"THIRD_PARTY_AUTH_ERROR", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", "")}, Result{Class: Permanent, Reason: "THIRD_PARTY_AUTH_ERROR"}},
 		{"APNS_AUTH_ERROR", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "APNS_AUTH_ERROR", "")}, Result{Class: Permanent, Reason: "APNS_AUTH_ERROR"}},
@@ -50,9 +50,11 @@ func TestClassifyFCM(t *testing.T) {
 		{"401 of our access token", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "", "")}, Result{Class: Retryable, Reason: "UNAUTHENTICATED", RetryAfter: ra}},
 		{"403 of our service account", fcmAnswer{403, fcmErrorJSON(403, "PERMISSION_DENIED", "", "")}, Result{Class: Permanent, Reason: "PERMISSION_DENIED"}},
 		{"404 of a wrong project", fcmAnswer{404, fcmErrorJSON(404, "NOT_FOUND", "", "")}, Result{Class: Permanent, Reason: "NOT_FOUND"}},
-		{"429 without detail", fcmAnswer{429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "", "")}, Result{Class: Retryable, Reason: "RESOURCE_EXHAUSTED", RetryAfter: ra}},
+		{"429 without detail", fcmAnswer{429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "", "")}, Result{Class: Retryable, Reason: "RESOURCE_EXHAUSTED", RetryAfter: ra, ProviderWide: true}},
 		{"502 from a proxy, not JSON", fcmAnswer{502, []byte("<html>bad gateway</html>")}, Result{Class: Retryable, Reason: "HTTP 502", RetryAfter: ra}},
 		{"400 not JSON", fcmAnswer{400, []byte("nope")}, Result{Class: Permanent, Reason: "HTTP 400"}},
+		{"503 not JSON", fcmAnswer{503, []byte("overloaded")}, Result{Class: Retryable, Reason: "HTTP 503", RetryAfter: ra, ProviderWide: true}},
+		{"429 UNREGISTERED stays the token's", fcmAnswer{429, fcmErrorJSON(429, "NOT_FOUND", "UNREGISTERED", "")}, Result{Class: InvalidToken, Reason: "UNREGISTERED"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,6 +134,11 @@ func TestClassifyAPNs(t *testing.T) {
 			if wantRA := map[bool]time.Duration{true: ra}[tt.want == Retryable]; got.RetryAfter != wantRA {
 				t.Errorf("retry after %v, want %v", got.RetryAfter, wantRA)
 			}
+			// Only a 503 refuses the whole service; Apple documents 429
+			// TooManyRequests as about one device token.
+			if want := tt.want == Retryable && tt.give.status == 503; got.ProviderWide != want {
+				t.Errorf("provider-wide %v, want %v", got.ProviderWide, want)
+			}
 		})
 	}
 	if inTable != len(apnsClasses) || len(apnsClasses) != 32 {
@@ -181,12 +188,15 @@ func FuzzClassifyFCM(f *testing.F) {
 		r := classifyFCM(status, body, ra)
 		switch r.Class {
 		case InvalidToken, Permanent:
-			if r.RetryAfter != 0 {
-				t.Errorf("%v with retry-after %v", r.Class, r.RetryAfter)
+			if r.RetryAfter != 0 || r.ProviderWide {
+				t.Errorf("%v with retry-after %v, provider-wide %v", r.Class, r.RetryAfter, r.ProviderWide)
 			}
 		case Retryable:
 			if r.RetryAfter != ra {
 				t.Errorf("retryable with retry-after %v, want %v", r.RetryAfter, ra)
+			}
+			if want := status == 429 || status == 503; r.ProviderWide != want {
+				t.Errorf("status %d: provider-wide %v, want %v", status, r.ProviderWide, want)
 			}
 		default:
 			t.Errorf("class %v", r.Class)

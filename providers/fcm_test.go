@@ -31,9 +31,9 @@ func TestFCMResultClasses(t *testing.T) {
 		{"expired-", providers.Result{Class: providers.InvalidToken, Reason: "UNREGISTERED"}},
 		{"badtoken-", providers.Result{Class: providers.InvalidToken, Reason: "INVALID_ARGUMENT"}},
 		{"mismatch-", providers.Result{Class: providers.InvalidToken, Reason: "SENDER_ID_MISMATCH"}},
-		{"quota-", providers.Result{Class: providers.Retryable, Reason: "QUOTA_EXCEEDED", RetryAfter: ra}},
-		{"unavail-", providers.Result{Class: providers.Retryable, Reason: "UNAVAILABLE", RetryAfter: ra}},
-		{"shutdown-", providers.Result{Class: providers.Retryable, Reason: "UNAVAILABLE", RetryAfter: ra}},
+		{"quota-", providers.Result{Class: providers.Retryable, Reason: "QUOTA_EXCEEDED", RetryAfter: ra, ProviderWide: true}},
+		{"unavail-", providers.Result{Class: providers.Retryable, Reason: "UNAVAILABLE", RetryAfter: ra, ProviderWide: true}},
+		{"shutdown-", providers.Result{Class: providers.Retryable, Reason: "UNAVAILABLE", RetryAfter: ra, ProviderWide: true}},
 		{"internal-", providers.Result{Class: providers.Retryable, Reason: "INTERNAL"}},
 		{"3pauth-", providers.Result{Class: providers.Permanent, Reason: "THIRD_PARTY_AUTH_ERROR"}},
 		{"", providers.Result{Class: providers.InvalidToken, Reason: "empty device token"}},
@@ -53,9 +53,9 @@ func TestFCMResultClasses(t *testing.T) {
 	}
 	for i, tt := range tests {
 		g := got[i]
-		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter {
-			t.Errorf("prefix %q: got %v %q retry-after %v, want %v %q retry-after %v",
-				tt.give, g.Class, g.Reason, g.RetryAfter, tt.want.Class, tt.want.Reason, tt.want.RetryAfter)
+		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter || g.ProviderWide != tt.want.ProviderWide {
+			t.Errorf("prefix %q: got %v %q retry-after %v provider-wide %v, want %v %q retry-after %v provider-wide %v",
+				tt.give, g.Class, g.Reason, g.RetryAfter, g.ProviderWide, tt.want.Class, tt.want.Reason, tt.want.RetryAfter, tt.want.ProviderWide)
 		}
 		if tt.want.Class == providers.Sent && !strings.HasPrefix(g.MessageID, "projects/") {
 			t.Errorf("prefix %q: message id %q, want an providers.FCM message name", tt.give, g.MessageID)

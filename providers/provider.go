@@ -8,7 +8,8 @@
 // retries and never sleeps on a provider's Retry-After: it
 // reports the outcome of each device once, and the queue decides what to do
 // next. Every provider call is admitted by a Gate first, so that a
-// kill-switch can stop a batch between any two calls.
+// kill-switch or a provider-wide pause can stop a batch between any two
+// calls; a Gate that is an Observer sees each result as it comes.
 //
 // This package owns no Redis keys.
 package providers
@@ -128,6 +129,11 @@ type Result struct {
 	MessageID string
 	// RetryAfter is the delay the provider asked for, zero when it gave none.
 	RetryAfter time.Duration
+	// ProviderWide marks a Retryable answer that refuses the whole sender
+	// account (the FCM project, the APNs service), not this device: every
+	// call to the provider should wait RetryAfter, or a default when it is
+	// zero (docs/ARCHITECTURE.md, "Provider pauses").
+	ProviderWide bool
 	// Reason is the provider's error code (for example UNREGISTERED or
 	// BadDeviceToken) or a short description; empty when sent.
 	Reason string
@@ -152,4 +158,14 @@ type Gate interface {
 	Enter() bool
 	Commit() bool
 	Leave(commits int)
+}
+
+// Observer is a Gate that is told every call's result as soon as the call
+// returns, before the batch's next call asks Enter: the queue closes its
+// gate to a provider on the first provider-wide refusal, so the rest of a
+// batch in flight stops at once. Results the gate refused are not
+// observed.
+type Observer interface {
+	Gate
+	Observe(r Result)
 }

@@ -3,6 +3,7 @@ package providers_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,6 +115,84 @@ func TestGateClosesMidBatch(t *testing.T) {
 				t.Errorf("entered %d, left %d; committed %d, left with %d commits",
 					gate.entered.Load(), gate.left.Load(), gate.commits.Load(), gate.leftCommits.Load())
 			}
+		})
+	}
+}
+
+// pausingGate is an openGate that is also an Observer: it closes on the
+// first provider-wide refusal, as the queue's pause does.
+type pausingGate struct {
+	openGate
+	observed atomic.Int64
+}
+
+func (g *pausingGate) Observe(r providers.Result) {
+	g.observed.Add(1)
+	if r.ProviderWide {
+		g.closed.Store(true)
+	}
+}
+
+// TestObserverStopsBatchOnProviderWideRefusal refuses every request
+// provider-wide (an FCM project quota outage; APNs 503) and checks that a
+// gate told of the first refusal stops the batch at once: no more requests
+// reach the provider than the calls already in flight, one per unit of
+// concurrency, and every other device is Cancelled without a call. An APNs
+// 429 TooManyRequests is about its device and closes nothing.
+func TestObserverStopsBatchOnProviderWideRefusal(t *testing.T) {
+	const concurrency, devices = 4, 200
+	tests := []struct {
+		name     string
+		platform providers.Platform
+		faults   sim.Faults
+		prefix   string
+		wide     bool
+	}{
+		{"fcm quota outage", providers.FCM, sim.Faults{QuotaOutage: time.Hour, RetryAfter: 30}, "auto-", true},
+		{"apns 503", providers.APNs, sim.Faults{RetryAfter: 30}, "unavail-", true},
+		{"apns 429 per device", providers.APNs, sim.Faults{RetryAfter: 30}, "quota-", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSim(t, sim.Config{Faults: tt.faults})
+			var sender batchSender
+			if tt.platform == providers.FCM {
+				sender = newFCMSender(t, s, func(c *providers.FCMConfig) { c.Concurrency = concurrency })
+			} else {
+				sender = newAPNsSender(t, s, newAPNsToken(t, s, nil), func(c *providers.APNsConfig) { c.Concurrency = concurrency })
+			}
+			gate := &pausingGate{}
+			got := sender.Send(context.Background(), gate, testMessage(), deviceTokens(tt.platform, tt.prefix, devices))
+			refused, cancelled := 0, 0
+			for i, r := range got {
+				switch {
+				case r.Class == providers.Retryable && strings.HasPrefix(r.Reason, "transport: "):
+					// An APNs connection that never had a success keeps a
+					// stream limit of 1, so its transport retries refused
+					// streams; the gate may close between two attempts,
+					// after one committed. Not an answer of the provider.
+				case r.Class == providers.Retryable:
+					refused++
+					if r.ProviderWide != tt.wide || r.RetryAfter != 30*time.Second {
+						t.Errorf("device %d: %+v, want provider-wide %v with Retry-After 30s", i, r, tt.wide)
+					}
+				case r.Class == providers.Cancelled && r.Latency == 0:
+					cancelled++
+				default:
+					t.Errorf("device %d: %+v, want refused or cancelled without a call", i, r)
+				}
+			}
+			if int64(refused) != requests(s, tt.platform) || gate.observed.Load() < int64(refused) {
+				t.Errorf("%d refused, %d observed, %d requests at the provider: want every refusal observed, one request each",
+					refused, gate.observed.Load(), requests(s, tt.platform))
+			}
+			if tt.wide && (refused < 1 || refused > concurrency) {
+				t.Errorf("%d requests reached the provider after it refused provider-wide, want 1 to %d (the calls in flight)", refused, concurrency)
+			}
+			if !tt.wide && refused != devices {
+				t.Errorf("%d of %d devices tried, want all: a per-device refusal stops nothing", refused, devices)
+			}
+			t.Logf("%d requests reached the provider, %d devices stopped unsent", refused, cancelled)
 		})
 	}
 }

@@ -38,6 +38,10 @@ type Policy struct {
 	// RetryBase doubling per attempt, capped at RetryMax, less up to 20%
 	// of jitter (see backoff in queue/deliver.go).
 	RetryBase, RetryMax time.Duration
+	// ProviderPause is how long every worker stops calling a provider that
+	// refused provider-wide without a Retry-After; ProviderPauseMax caps
+	// every pause, whatever Retry-After asks.
+	ProviderPause, ProviderPauseMax time.Duration
 	// IdempotencyTTL is how long an idempotency key is remembered.
 	IdempotencyTTL time.Duration
 	// KillWait bounds how long a kill with wait=true waits for workers. A
@@ -76,13 +80,15 @@ func DefaultPolicy() Policy {
 			providers.FCM:  {Count: 600000, Per: time.Minute},
 			providers.APNs: {Count: 600000, Per: time.Minute},
 		},
-		DeviceLimit:    10,
-		DeviceWindow:   time.Hour,
-		RetryFor:       24 * time.Hour,
-		RetryBase:      time.Second,
-		RetryMax:       5 * time.Minute,
-		IdempotencyTTL: 24 * time.Hour,
-		KillWait:       5 * time.Second,
+		DeviceLimit:      10,
+		DeviceWindow:     time.Hour,
+		RetryFor:         24 * time.Hour,
+		RetryBase:        time.Second,
+		RetryMax:         5 * time.Minute,
+		ProviderPause:    10 * time.Second,
+		ProviderPauseMax: 5 * time.Minute,
+		IdempotencyTTL:   24 * time.Hour,
+		KillWait:         5 * time.Second,
 
 		ApprovalsRequired: 2,
 		ApprovalWindow:    30 * time.Minute,
@@ -151,6 +157,7 @@ func newCore(cfg Config) (*core, error) {
 	}
 	p := cfg.Policy
 	if p.MaxTTL <= 0 || p.EnvelopeMaxAge <= 0 || p.RetryFor <= 0 || p.RetryBase <= 0 || p.RetryMax < p.RetryBase ||
+		p.ProviderPause <= 0 || p.ProviderPauseMax < p.ProviderPause ||
 		p.IdempotencyTTL <= 0 || p.KillWait <= 0 || p.ApprovalsRequired <= 0 || p.ApprovalAbove < 0 ||
 		p.ApprovalWindow <= 0 || p.AdminApprovals <= 0 || p.RetractionTitle == "" && p.RetractionBody == "" {
 		return nil, fmt.Errorf("queue: incomplete policy %+v (start from DefaultPolicy)", p)

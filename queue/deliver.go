@@ -54,8 +54,13 @@ type outcomes struct {
 	// stalled are devices not tried because the worker's view of the
 	// control log went stale mid-batch: tried again, same attempt.
 	stalled []int
-	after   time.Duration
-	wait    time.Duration
+	// paused are devices not tried because their provider is paused:
+	// tried again at pauseUntil, same attempt (docs/ARCHITECTURE.md,
+	// "Provider pauses").
+	paused     []int
+	pauseUntil time.Time
+	after      time.Duration
+	wait       time.Duration
 }
 
 // final is a device's final outcome: its index in the batch and the
@@ -199,6 +204,19 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 		send = kept
 	}
 
+	// A paused provider is not called, and its rate is not spent: the
+	// batch waits, untried, for the pause to end.
+	if len(send) > 0 {
+		until, paused, err := w.pauses.sync(ctx, b.Platform)
+		if err != nil {
+			return err
+		}
+		if paused {
+			out.paused, out.pauseUntil = send, until
+			send = nil
+		}
+	}
+
 	if len(send) > 0 {
 		n, wait, err := w.limits.take(ctx, b.Platform, vb.keyID, vb.keyRate, len(send))
 		if err != nil {
@@ -213,8 +231,10 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	if len(send) > 0 {
 		// vb.msg carries the broadcast's expiry: a retry sends the TTL
 		// left, not the TTL signed.
-		results := sender.Send(f.ctx, f, &vb.msg, b.tokens(send))
-		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), &out)
+		g := w.pauses.gate(f, b.Platform)
+		results := sender.Send(f.ctx, g, &vb.msg, b.tokens(send))
+		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), g.stopped.Load(), &out)
+		w.afterSend(ctx, g, &out)
 	}
 	return w.finishBatch(ctx, vb, b, &out, f.killed())
 }
@@ -232,8 +252,9 @@ func (w *Worker) expireDevices(vb *verifiedBroadcast, b *batch, indices []int, o
 }
 
 // classify turns provider results for the devices sent (by index) into
-// final outcomes and retries.
-func (w *Worker) classify(platform providers.Platform, sent []int, results []providers.Result, killed, stalled bool, out *outcomes) {
+// final outcomes and retries. killed, stalled and paused say why the gate
+// refused calls, if it did.
+func (w *Worker) classify(platform providers.Platform, sent []int, results []providers.Result, killed, stalled, paused bool, out *outcomes) {
 	for j, r := range results {
 		i := sent[j]
 		if w.metrics != nil {
@@ -259,6 +280,8 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 				out.add(i, outUnknown)
 			case killed:
 				out.add(i, outCancelled)
+			case paused && r.Latency == 0:
+				out.paused = append(out.paused, i)
 			case stalled && r.Latency == 0:
 				out.stalled = append(out.stalled, i)
 			default:
@@ -277,10 +300,10 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 // and a crash before it re-runs the batch rather than losing devices.
 func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batch, out *outcomes, killedBy string) error {
 	if killedBy != "" {
-		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled) {
+		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled, out.paused) {
 			out.add(i, outCancelled)
 		}
-		out.retry, out.deferred, out.stalled = nil, nil, nil
+		out.retry, out.deferred, out.stalled, out.paused = nil, nil, nil, nil
 	}
 	until := vb.expires
 	if bound := vb.created.Add(w.policy.RetryFor); bound.Before(until) {
@@ -288,6 +311,9 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 	}
 	retried, err := w.followUp(ctx, TypeDeliver, QueueDeliver, b, out, until)
 	if err != nil {
+		return err
+	}
+	if err := w.notePaused(ctx, vb.id, b.Platform, out); err != nil {
 		return err
 	}
 	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(out.final),
@@ -301,9 +327,9 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 
 // followUp prunes a batch's invalid tokens and enqueues its follow-ups:
 // the retryable devices after max(Retry-After, backoff) — or, when that
-// retry would not be due before until, records them expired — and the
-// rate-limited ones after the limiter's wait. It returns how many devices
-// it retries.
+// retry would not be due before until, records them expired — the
+// rate-limited ones after the limiter's wait, and those of a paused
+// provider at the pause's end. It returns how many devices it retries.
 func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out *outcomes, until time.Time) (int, error) {
 	if len(out.invalid) > 0 {
 		if _, err := w.registry.Delete(ctx, b.devices(out.invalid)...); err != nil {
@@ -335,6 +361,11 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 	}
 	if len(out.stalled) > 0 {
 		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.stalled), time.Second); err != nil {
+			return 0, err
+		}
+	}
+	if len(out.paused) > 0 {
+		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.paused), max(out.pauseUntil.Sub(w.now()), 0)); err != nil {
 			return 0, err
 		}
 	}

@@ -29,7 +29,9 @@
 // takes rate-limit tokens for the whole batch, sends, records every
 // outcome, prunes invalid tokens and re-enqueues only transient failures
 // (after max(Retry-After, backoff)) and rate-limited devices. No task sleeps
-// on a provider.
+// on a provider. A provider that refuses provider-wide (429/503) is paused
+// for every worker until its Retry-After has passed (pause.go); batches
+// that meet the pause wait for its end untried.
 //
 // # Invariants
 //
@@ -59,8 +61,8 @@
 // broadcast records, envelopes, ledgers, plan progress and timelines under
 // the hash tag {bc:<id>}; the broadcast index; idempotency keys; signature
 // nonces; topic and device sets; rate-limit keys (redis_rate adds its
-// "rate:" prefix); the control log under {log}; worker heartbeats and
-// acknowledgements; security-event counters; the deployment marker.
-// asynq keeps
+// "rate:" prefix); provider pauses; the control log under {log}; worker
+// heartbeats and acknowledgements; security-event counters; the
+// deployment marker. asynq keeps
 // its tasks under its own "asynq:" keys.
 package queue

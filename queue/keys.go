@@ -116,6 +116,10 @@ func (k Keys) DeviceTopics(device string) string { return k.prefix + ":device:" 
 // with "rate:".
 func (k Keys) ProviderRate(platform string) string { return k.prefix + ":rl:provider:" + platform }
 
+// ProviderPause holds the end of a platform's provider pause in Unix
+// milliseconds, only ever extended, expiring when the pause ends.
+func (k Keys) ProviderPause(platform string) string { return k.prefix + ":pause:" + platform }
+
 // SenderRate is the rate-limit key of a sender key; redis_rate prefixes it
 // with "rate:".
 func (k Keys) SenderRate(keyID string) string { return k.prefix + ":rl:sender:" + keyID }

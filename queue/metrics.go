@@ -16,6 +16,10 @@ type Metrics struct {
 	refused      *prometheus.CounterVec
 	killsApplied prometheus.Counter
 
+	pausedUntil    *prometheus.GaugeVec
+	pauses         *prometheus.CounterVec
+	pauseDeferrals *prometheus.CounterVec
+
 	controlFailures prometheus.Counter
 	controlSize     prometheus.Gauge
 }
@@ -44,6 +48,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pushgate_kill_versions_applied_total",
 			Help: "Views of the control log this worker applied to its flights and acknowledged.",
 		}),
+		pausedUntil: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushgate_provider_paused_until_seconds",
+			Help: "Unix time at which this worker's latest pause of a provider ends (in the past: not paused), by platform.",
+		}, []string{"platform"}),
+		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_provider_pauses_total",
+			Help: "Pauses of a provider this worker started on a provider-wide refusal (429/503), by platform.",
+		}, []string{"platform"}),
+		pauseDeferrals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_provider_pause_deferrals_total",
+			Help: "Devices deferred untried to the end of their provider's pause, by platform.",
+		}, []string{"platform"}),
 		controlFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pushgate_control_log_failures_total",
 			Help: "Times this process found the control log inconsistent (rolled back, forked, altered or badly signed) and failed closed: security events.",
@@ -53,7 +69,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Entries in the control log as this process last verified it.",
 		}),
 	}
-	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize)
+	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize,
+		m.pausedUntil, m.pauses, m.pauseDeferrals)
 	return m
 }
 

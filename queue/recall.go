@@ -248,6 +248,16 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	}
 	var out outcomes
 	if len(send) > 0 {
+		until, paused, err := w.pauses.sync(ctx, b.Platform)
+		if err != nil {
+			return err
+		}
+		if paused {
+			out.paused, out.pauseUntil = send, until
+			send = nil
+		}
+	}
+	if len(send) > 0 {
 		n, wait, err := w.limits.take(ctx, b.Platform, "", signing.Rate{}, len(send))
 		if err != nil {
 			return err
@@ -261,15 +271,17 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	defer f.end()
 	if len(send) > 0 {
 		msg := recallMessage(vb, vr)
-		results := sender.Send(f.ctx, f, &msg, b.tokens(send))
-		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), &out)
+		g := w.pauses.gate(f, b.Platform)
+		results := sender.Send(f.ctx, g, &msg, b.tokens(send))
+		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), g.stopped.Load(), &out)
+		w.afterSend(ctx, g, &out)
 	}
 	if by := f.killed(); by != "" {
 		w.logger.Warn("recall stopped: the admin who signed it was revoked", "broadcast_id", id, "killed_by", by)
-		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled) {
+		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled, out.paused) {
 			out.add(i, outFailed)
 		}
-		out.retry, out.deferred, out.stalled = nil, nil, nil
+		out.retry, out.deferred, out.stalled, out.paused = nil, nil, nil, nil
 	}
 	// A wrong message stays on a phone past its TTL, so a recall is
 	// retried for Policy.RetryFor after it was signed, whatever the TTL.
@@ -282,6 +294,9 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 // until.
 func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out *outcomes, until time.Time) error {
 	if _, err := w.followUp(ctx, TypeRecallDeliver, QueueRecall, b, out, until); err != nil {
+		return err
+	}
+	if err := w.notePaused(ctx, id, b.Platform, out); err != nil {
 		return err
 	}
 	// Only sent and failed exist for recalls; an invalid token failed.

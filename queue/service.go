@@ -245,8 +245,14 @@ func (s *Service) Get(ctx context.Context, id string) (*api.Status, error) {
 		return nil, api.Errorf(api.CodeNotFound, "no broadcast %q", id)
 	}
 	st, err := s.store.get(ctx, id, true)
-	if err != nil || st.ApprovalsRequired == 0 {
-		return st, err
+	if err != nil {
+		return nil, err
+	}
+	if err := s.showPauses(ctx, st); err != nil {
+		return nil, err
+	}
+	if st.ApprovalsRequired == 0 {
+		return st, nil
 	}
 	vb, err := s.loadBroadcast(ctx, id)
 	if errors.Is(err, errForged) {
@@ -268,7 +274,16 @@ func (s *Service) List(ctx context.Context, state string, limit int, after strin
 	if state != "" && !api.ValidState(state) {
 		return nil, api.Errorf(api.CodeInvalidQuery, "state %q is not a broadcast state", state)
 	}
-	return s.store.list(ctx, state, limit, after)
+	page, err := s.store.list(ctx, state, limit, after)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range page.Broadcasts {
+		if err := s.showPauses(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	return page, nil
 }
 
 // MaxTTL is the longest TTL a broadcast may ask for; the API parses bodies

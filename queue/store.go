@@ -159,7 +159,17 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 		return time.Time{}
 	}
 	required, expires := approvalsSummary(f)
+	var paused map[api.Platform]time.Time
+	for _, p := range []api.Platform{api.FCM, api.APNs} {
+		if t := ms(pausedField(p)); !t.IsZero() {
+			if paused == nil {
+				paused = map[api.Platform]time.Time{}
+			}
+			paused[p] = t
+		}
+	}
 	return &api.Status{
+		PausedUntil:       paused,
 		ApprovalsRequired: required,
 		ApprovalExpiresAt: expires,
 		ID:                id,
@@ -190,6 +200,7 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 			Capped:             num("capped"),
 			Recalled:           num("recalled"),
 			RecallFailed:       num("recall_failed"),
+			ProviderPaused:     num("provider_paused"),
 		},
 	}
 }

@@ -60,6 +60,7 @@ type Worker struct {
 	*core
 	senders     map[providers.Platform]Sender
 	ks          *KillSwitch
+	pauses      *pauses
 	srv         *asynq.Server
 	taskRetries int
 
@@ -103,6 +104,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		core:        c,
 		senders:     cfg.Senders,
 		ks:          NewKillSwitch(c.control, c.rdb, c.keys, cfg.ID, c.logger.With("worker_id", cfg.ID)),
+		pauses:      newPauses(c),
 		taskRetries: 25,
 	}
 	if c.metrics != nil {

@@ -100,7 +100,11 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 	st, err := c.Wait(ctx, id, poll, func(st *api.Status) {
 		n := st.Counters
 		done := n.Done()
-		bar.Describe(fmt.Sprintf("%s: %d sent, %d failed, %d expired", st.State, n.Sent, n.Failed+n.InvalidToken, n.Expired))
+		desc := fmt.Sprintf("%s: %d sent, %d failed, %d expired", st.State, n.Sent, n.Failed+n.InvalidToken, n.Expired)
+		if len(st.PausedUntil) > 0 {
+			desc += " (provider paused)"
+		}
+		bar.Describe(desc)
 		if total := max(n.Targeted, n.Planned, done, 1); bar.GetMax64() != total {
 			bar.ChangeMax64(total)
 		}
@@ -165,6 +169,15 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		n.Targeted, n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Throttled)
 	fmt.Fprintf(e.stdout, "  held %d  capped %d  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
 		n.Held, n.Capped, n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
+	if n.ProviderPaused > 0 {
+		fmt.Fprintf(e.stdout, "  provider_paused %d\n", n.ProviderPaused)
+	}
+	for _, p := range []api.Platform{api.FCM, api.APNs} {
+		if until, ok := st.PausedUntil[p]; ok {
+			fmt.Fprintf(e.stdout, "  %s paused until %s: the provider refused provider-wide (429/503); its devices wait\n",
+				p, until.Format(time.RFC3339))
+		}
+	}
 	if st.ApprovalsRequired > 0 {
 		fmt.Fprintf(e.stdout, "  approvals %d of %d%s\n", len(st.Approvals), st.ApprovalsRequired, approvalsLine(st.Approvals))
 		if st.State == api.StateAwaitingApproval {

@@ -202,18 +202,22 @@ func TestRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 // and 503 with Retry-After for some devices and checks, from the
 // simulator's own stamps, that each refused device was tried again no
 // sooner than its Retry-After after the refusal, and that every device
-// never refused was sent exactly one request.
+// never refused was sent exactly one request. APNs 429 TooManyRequests is
+// about its device only; a 503 pauses the whole provider as well
+// (TestProviderPauseAcrossWorkerProcesses), and the devices it holds back
+// wait untried.
 func TestRetryAfterDelaysOnlyAffectedDevices(t *testing.T) {
 	tests := []struct {
-		name    string
-		outcome sim.Outcome
+		name         string
+		outcome      sim.Outcome
+		androidShare float64
 	}{
-		{"quota 429", sim.OutcomeQuota},
-		{"unavailable 503", sim.OutcomeUnavailable},
+		{"apns quota 429", sim.OutcomeQuota, 0},
+		{"unavailable 503", sim.OutcomeUnavailable, 0.6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newE2E(t, stack.Options{Devices: 1000, AndroidShare: 0.6, Seed: 3}, app.Roles{API: true, Worker: true})
+			e := newE2E(t, stack.Options{Devices: 1000, AndroidShare: tt.androidShare, Seed: 3}, app.Roles{API: true, Worker: true})
 			ctx := context.Background()
 			if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 				t.Fatal(err)

@@ -237,6 +237,10 @@ func options() []option {
 			}},
 		{key: "limits.retry_for", def: "24h", help: "how long after a broadcast or recall was signed a device's transient failures are retried (a broadcast's TTL ends them sooner; the device then counts as expired)",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.RetryFor })},
+		{key: "limits.provider_pause", def: "10s", help: "how long every worker stops calling a provider that refused provider-wide (FCM 429/503, APNs 503) without a Retry-After",
+			set: dur(func(c *Config) *time.Duration { return &c.Policy.ProviderPause })},
+		{key: "limits.provider_pause_max", def: "5m", help: "longest provider-wide pause, whatever a provider's Retry-After asks",
+			set: dur(func(c *Config) *time.Duration { return &c.Policy.ProviderPauseMax })},
 		{key: "limits.kill_wait", def: "5s", help: "how long a kill with wait=true waits for every worker (a silent worker counts until control.max_staleness and a second have passed)",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
 
@@ -400,6 +404,10 @@ func (c *Config) validate() error {
 	}
 	if _, err := note.NewVerifier(c.Control.LogPublicKey); err != nil {
 		return fmt.Errorf("config: control.log_public_key: %v", err)
+	}
+	if c.Policy.ProviderPauseMax < c.Policy.ProviderPause {
+		return fmt.Errorf("config: limits.provider_pause_max: %s is shorter than limits.provider_pause (%s)",
+			c.Policy.ProviderPauseMax, c.Policy.ProviderPause)
 	}
 	if c.Policy.KillWait <= c.Control.MaxStaleness+time.Second {
 		return fmt.Errorf("config: limits.kill_wait: %s is too short: a worker that stopped answering counts as live for control.max_staleness (%s) and a second",

@@ -63,7 +63,8 @@ func TestLoadConfig(t *testing.T) {
 					c.TaskCheck != 20*time.Millisecond || c.Policy.DeviceLimit != 10 || c.Policy.DeviceWindow != time.Hour ||
 					c.Policy.RetryFor != 24*time.Hour ||
 					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) ||
-					c.Redis != (RedisChecks{PersistenceCheck: PersistenceWarn, LossCheckInterval: 5 * time.Second}) {
+					c.Redis != (RedisChecks{PersistenceCheck: PersistenceWarn, LossCheckInterval: 5 * time.Second}) ||
+					c.Policy.ProviderPause != 10*time.Second || c.Policy.ProviderPauseMax != 5*time.Minute {
 					t.Errorf("defaults = %+v", c)
 				}
 			},
@@ -155,6 +156,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"kill wait shorter than staleness", "limits:\n  kill_wait: 2s\n", nil, "limits.kill_wait: 2s is too short"},
 		{"bad persistence check", "redis:\n  persistence_check: maybe\n", nil, "redis.persistence_check: must be warn, refuse or off"},
 		{"bad loss check interval", "", map[string]string{"PUSHGATE_REDIS_LOSS_CHECK_INTERVAL": "0s"}, "redis.loss_check_interval: must be a positive duration"},
+		{"provider pause longer than its cap", "limits:\n  provider_pause: 10m\n", nil, "limits.provider_pause_max: 5m0s is shorter"},
+		{"zero provider pause", "limits:\n  provider_pause: 0s\n", nil, "limits.provider_pause: must be a positive duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -127,9 +127,18 @@ type Faults struct {
 	FailOutcome Outcome
 
 	// RetryAfter, in seconds, is sent as Retry-After on every 429 and 503
-	// answer when positive. When zero, only the FCM quota answer carries
-	// one (the seconds left in the quota minute).
+	// answer when positive. When zero, only the FCM quota answers carry
+	// one (the seconds left in the quota minute, or in the outage).
 	RetryAfter int
+
+	// QuotaOutage, when positive, refuses the whole FCM project for that
+	// long, as FCM does once a project's quota is spent: every message
+	// request in the window is answered 429 QUOTA_EXCEEDED, whatever its
+	// token. The window opens at the first message request after the plan
+	// is installed (Sim.QuotaOutage reports it). Each refusal carries
+	// Retry-After: RetryAfter when set, else the whole seconds left in the
+	// window (at least 1), and is recorded in the phone's Attempts.
+	QuotaOutage time.Duration
 
 	// Latency is added to every provider request before it is answered,
 	// plus a uniformly random extra of up to Jitter.
@@ -160,6 +169,7 @@ type faultsJSON struct {
 	Jitter       string             `json:"jitter,omitempty"`
 	DropEvery    int                `json:"drop_every,omitempty"`
 	GoAwayEvery  int                `json:"goaway_every,omitempty"`
+	QuotaOutage  string             `json:"quota_outage,omitempty"`
 }
 
 // MarshalJSON encodes f with durations as strings such as "5ms".
@@ -175,6 +185,9 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 	}
 	if f.Jitter != 0 {
 		j.Jitter = f.Jitter.String()
+	}
+	if f.QuotaOutage != 0 {
+		j.QuotaOutage = f.QuotaOutage.String()
 	}
 	return json.Marshal(j)
 }
@@ -205,6 +218,11 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("jitter: %w", err)
 		}
 	}
+	if j.QuotaOutage != "" {
+		if out.QuotaOutage, err = time.ParseDuration(j.QuotaOutage); err != nil {
+			return fmt.Errorf("quota_outage: %w", err)
+		}
+	}
 	*f = out
 	return nil
 }
@@ -229,8 +247,8 @@ func (f *Faults) validate() error {
 		return fmt.Errorf("faults: error_rate %v is outside [0, 1]", f.ErrorRate)
 	case f.FailFirst < 0, f.RetryAfter < 0, f.DropEvery < 0, f.GoAwayEvery < 0:
 		return fmt.Errorf("faults: counts must not be negative")
-	case f.Latency < 0 || f.Jitter < 0:
-		return fmt.Errorf("faults: latency and jitter must not be negative")
+	case f.Latency < 0 || f.Jitter < 0 || f.QuotaOutage < 0:
+		return fmt.Errorf("faults: latency, jitter and quota_outage must not be negative")
 	}
 	return nil
 }
@@ -241,8 +259,11 @@ type faultPlan struct {
 	Faults
 	prefixes []prefixRule
 
-	mu  sync.Mutex
+	mu  sync.Mutex // guards rng and outageStart
 	rng *rand.Rand
+	// outageStart is when the QuotaOutage window opened; zero until the
+	// first message request.
+	outageStart time.Time
 }
 
 type prefixRule struct {
@@ -319,4 +340,34 @@ func (p *faultPlan) retryAfter(o Outcome) int {
 		return p.RetryAfter
 	}
 	return 0
+}
+
+// outage reports whether a message request arriving at now falls in the
+// quota outage, opening the window on the first one, and the whole
+// seconds left in it (at least 1).
+func (p *faultPlan) outage(now time.Time) (refused bool, secondsLeft int) {
+	if p.QuotaOutage <= 0 {
+		return false, 0
+	}
+	p.mu.Lock()
+	if p.outageStart.IsZero() {
+		p.outageStart = now
+	}
+	end := p.outageStart.Add(p.QuotaOutage)
+	p.mu.Unlock()
+	left := end.Sub(now)
+	if left <= 0 {
+		return false, 0
+	}
+	return true, max(1, int((left+time.Second-1)/time.Second))
+}
+
+// outageWindow returns the quota outage's window, zero until it opened.
+func (p *faultPlan) outageWindow() (start, end time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.outageStart.IsZero() {
+		return time.Time{}, time.Time{}
+	}
+	return p.outageStart, p.outageStart.Add(p.QuotaOutage)
 }

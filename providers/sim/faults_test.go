@@ -17,6 +17,7 @@ func TestFaultsJSON(t *testing.T) {
 		Prefixes: map[string]Outcome{"x-": OutcomeQuota}, UnknownToken: OutcomeDeliver,
 		ErrorRate: 0.25, ErrorOutcome: OutcomeInternal, Seed: 9, FailFirst: 2, FailOutcome: OutcomeShutdown,
 		RetryAfter: 30, Latency: 5 * time.Millisecond, Jitter: time.Millisecond, DropEvery: 7, GoAwayEvery: 11,
+		QuotaOutage: 3 * time.Second,
 	}
 	b, err := json.Marshal(f)
 	if err != nil {
@@ -29,7 +30,7 @@ func TestFaultsJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Latency != f.Latency || back.Prefixes["x-"] != OutcomeQuota || back.GoAwayEvery != 11 || back.Seed != 9 {
+	if back.Latency != f.Latency || back.Prefixes["x-"] != OutcomeQuota || back.GoAwayEvery != 11 || back.Seed != 9 || back.QuotaOutage != f.QuotaOutage {
 		t.Fatalf("round trip: %+v", back)
 	}
 
@@ -60,6 +61,7 @@ func TestFaultsValidate(t *testing.T) {
 		{"empty prefix", Faults{Prefixes: map[string]Outcome{"": OutcomeQuota}}},
 		{"rate above one", Faults{ErrorRate: 1.5}},
 		{"negative latency", Faults{Latency: -time.Second}},
+		{"negative outage", Faults{QuotaOutage: -time.Second}},
 		{"negative count", Faults{DropEvery: -1}},
 		{"bad error outcome", Faults{ErrorOutcome: "nope"}},
 	}

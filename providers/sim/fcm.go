@@ -243,12 +243,21 @@ func (s *Sim) handleFCM(w http.ResponseWriter, r *http.Request) {
 		s.fcmInvalid(w, problem)
 		return
 	}
-	if ok, wait := s.quota.take(now, s.cfg.QuotaPerMinute); !ok {
+	refused, wait := plan.outage(now)
+	if !refused {
+		var ok bool
+		ok, wait = s.quota.take(now, s.cfg.QuotaPerMinute)
+		refused = !ok
+	}
+	if refused {
 		if plan.RetryAfter > 0 {
 			wait = plan.RetryAfter
 		}
 		o := fcmOutcomes[OutcomeQuota]
 		s.fcmFail(w, o.http, o.rpc, "Quota exceeded for quota metric 'Messages sent' of the project.", o.code, wait)
+		if token != "" {
+			s.attempt(s.fcmBook, token, now, p.expiry(now), o.http, wait)
+		}
 		return
 	}
 	outcome := OutcomeDeliver

@@ -165,6 +165,59 @@ func TestFCMQuota(t *testing.T) {
 	}
 }
 
+// TestFCMQuotaOutage checks that an outage refuses the whole project,
+// registered phones included, from its first request until it ends, with
+// the seconds left as Retry-After, and records each refusal's arrival.
+func TestFCMQuotaOutage(t *testing.T) {
+	clock := newFakeClock()
+	s := newSim(t, Config{Now: clock.Now, Faults: Faults{QuotaOutage: 10 * time.Second}})
+	phone := fcmToken("phone")
+	s.AddDevice(providers.FCM, phone)
+	c := fcmClient(t, s)
+	send := func() error {
+		_, err := c.Send(context.Background(), &messaging.Message{Token: phone, Data: map[string]string{"a": "b"}})
+		return err
+	}
+	if start, _ := s.QuotaOutage(); !start.IsZero() {
+		t.Fatalf("the outage opened at %s, before any request", start)
+	}
+	opened := clock.Now()
+	for _, tt := range []struct {
+		after time.Duration
+		want  string // Retry-After; "" for delivered
+	}{
+		{0, "10"}, {3500 * time.Millisecond, "7"}, {9900 * time.Millisecond, "1"}, {10 * time.Second, ""},
+	} {
+		clock.Add(opened.Add(tt.after).Sub(clock.Now()))
+		err := send()
+		if tt.want == "" {
+			if err != nil {
+				t.Fatalf("after the outage: %v", err)
+			}
+			continue
+		}
+		if !messaging.IsQuotaExceeded(err) {
+			t.Fatalf("%s into the outage: %v, want QUOTA_EXCEEDED", tt.after, err)
+		}
+		if ra := errorutils.HTTPResponse(err).Header.Get("Retry-After"); ra != tt.want {
+			t.Errorf("%s into the outage: Retry-After %q, want %q", tt.after, ra, tt.want)
+		}
+	}
+	start, end := s.QuotaOutage()
+	if !start.Equal(opened) || !end.Equal(opened.Add(10*time.Second)) {
+		t.Errorf("outage window %s to %s, want %s for 10s", start, end, opened)
+	}
+	v, _ := s.Device(phone)
+	if len(v.Attempts) != 4 || v.Deliveries != 1 {
+		t.Fatalf("attempts %+v, %d deliveries; want three refusals, then a delivery", v.Attempts, v.Deliveries)
+	}
+	for i, a := range v.Attempts[:3] {
+		if a.Status != http.StatusTooManyRequests || a.Arrived.Before(start) || !a.Arrived.Before(end) {
+			t.Errorf("attempt %d = %+v, want a 429 arriving inside the outage", i, a)
+		}
+	}
+}
+
 // TestFCMAuth covers the bearer-token checks on messages:send.
 func TestFCMAuth(t *testing.T) {
 	clock := newFakeClock()

@@ -17,7 +17,8 @@
 // grant, RS256 assertion verified against the generated key) is required;
 // requests are validated as FCM does and answered with {"name": ...} or a
 // google.rpc.Status carrying the FcmError detail the Firebase SDK reads. A
-// project-wide quota per minute answers 429 QUOTA_EXCEEDED. The simulator
+// project-wide quota per minute, or a quota outage of the fault plan,
+// answers 429 QUOTA_EXCEEDED to every request. The simulator
 // reads the snake_case field names the Go SDK sends; FCM also accepts
 // lowerCamelCase, which the simulator refuses as unknown fields. Payload
 // size is counted as FCM documents it: the keys and values of the data,
@@ -448,6 +449,11 @@ func (s *Sim) SetFaults(f Faults) error {
 
 // Faults returns the current fault plan.
 func (s *Sim) Faults() Faults { return s.faults.Load().Faults }
+
+// QuotaOutage returns the window of the current plan's FCM quota outage
+// (Faults.QuotaOutage) on the simulator's clock: zero times until its
+// first message request opened it.
+func (s *Sim) QuotaOutage() (start, end time.Time) { return s.faults.Load().outageWindow() }
 
 func (s *Sim) books() []*book { return []*book{s.fcmBook, s.apnsBook} }
 
