@@ -38,7 +38,7 @@ func ValidState(s string) bool {
 
 // Counters are a broadcast's delivery figures. When a broadcast ends,
 // Targeted = Sent + Failed + Expired + InvalidToken + Cancelled +
-// Throttled + Held + Capped.
+// Uncertain + Throttled + Held + Capped.
 type Counters struct {
 	Targeted int64 `json:"targeted"`
 	Planned  int64 `json:"planned"`
@@ -54,8 +54,14 @@ type Counters struct {
 	SkippedDuplicate   int64 `json:"skipped_duplicate"`
 	RateLimitedRetries int64 `json:"rate_limited_retries"`
 	Retries            int64 `json:"retries"`
-	Cancelled          int64 `json:"cancelled"`
-	Throttled          int64 `json:"throttled"`
+	// Cancelled counts devices a kill stopped before their call left.
+	Cancelled int64 `json:"cancelled"`
+	// Uncertain counts devices whose outcome is unknown: a kill cut their
+	// call short in flight, or a batch run again after a crash found them
+	// claimed by an earlier run that recorded nothing. They may show the
+	// message, so a recall includes them.
+	Uncertain int64 `json:"uncertain"`
+	Throttled int64 `json:"throttled"`
 	// Held counts devices not sent because the sender key's reach budget
 	// was spent.
 	Held int64 `json:"held"`
@@ -73,7 +79,7 @@ type Counters struct {
 
 // Done is how many targeted devices have a final outcome.
 func (c *Counters) Done() int64 {
-	return c.Sent + c.Failed + c.Expired + c.InvalidToken + c.Cancelled + c.Throttled + c.Held + c.Capped
+	return c.Sent + c.Failed + c.Expired + c.InvalidToken + c.Cancelled + c.Uncertain + c.Throttled + c.Held + c.Capped
 }
 
 // Event is one entry of a broadcast's timeline.

@@ -433,6 +433,11 @@ func TestKilledRerunCountsEarlierClaimsAsUnknown(t *testing.T) {
 	ctx := context.Background()
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "x"))
 	toks := []string{"fcm-citizens-00000", "fcm-citizens-00001", "fcm-citizens-00002"}
+	// Delivery began under this Redis run (the planner notes it): only
+	// earlier claims are uncertain.
+	if err := w.store.markRun(ctx, st.ID); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := w.store.claim(ctx, st.ID, ledgerDelivery, 0, 0, []string{"fcm:" + toks[0], "fcm:" + toks[1]}, []int64{-1, -1}); err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,10 @@ const (
 	outFailed    = "f"
 	outInvalid   = "i"
 	outCancelled = "x"
-	// outUnknown is a call cancelled while in flight: the provider may have
-	// accepted it, so it counts as cancelled but recalls include it.
+	// outUnknown is a device whose outcome is unknown: its call was cut
+	// short in flight, or a re-run found it claimed by an earlier run that
+	// recorded nothing. The provider may have accepted it: it counts as
+	// uncertain, and recalls include it.
 	outUnknown   = "u"
 	outThrottled = "t"
 	// outHeld is a device not sent because the key's reach budget was
@@ -135,10 +137,16 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	if killedBy, killed := w.ks.Killed(vb.scope()); killed {
 		// A device this batch claimed before (a run that crashed, froze or
 		// lost Redis after its calls) may have been reached: it counts as
-		// unknown, which a recall includes, not as cancelled.
+		// uncertain, which a recall includes, not as cancelled. So does a
+		// device claimed afresh when Redis restarted since delivery began:
+		// an earlier run's claim of it may be what Redis lost.
 		isFresh := make(map[int]bool, len(fresh))
-		for _, i := range fresh {
-			isFresh[i] = true
+		if restarted, err := w.store.uncertain(ctx, vb.id); err != nil {
+			return err
+		} else if !restarted {
+			for _, i := range fresh {
+				isFresh[i] = true
+			}
 		}
 		for _, i := range send {
 			if isFresh[i] {

@@ -198,6 +198,8 @@ type fixture struct {
 	logKey    note.Verifier
 	// staleness is control.max_staleness for every view (0: default).
 	staleness time.Duration
+	// taskFailures counts tasks its processes logged as failed.
+	taskFailures atomic.Int64
 }
 
 func newFixture(t testing.TB, tune func(*Policy)) *fixture {
@@ -303,7 +305,7 @@ func (f *fixture) newControlWith(rdb *redis.Client, integrate bool, tune func(*C
 }
 
 func (f *fixture) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(testLog{f.t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(testLog{f.t, &f.taskFailures}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // verifierFor is the ingress verifier of a process holding view c.
@@ -518,9 +520,17 @@ func (f *fixture) waitState(id, state string) *api.Status {
 }
 
 // testLog writes log lines into the test's output.
-type testLog struct{ t testing.TB }
+// testLog writes log lines to the test's log; failed, when set, counts
+// tasks that failed (asynq retries them).
+type testLog struct {
+	t      testing.TB
+	failed *atomic.Int64
+}
 
 func (l testLog) Write(b []byte) (int, error) {
+	if l.failed != nil && bytes.Contains(b, []byte("task failed; asynq will retry it")) {
+		l.failed.Add(1)
+	}
 	l.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
 }

@@ -282,3 +282,49 @@ func (s *store) countSecurityEvent(ctx context.Context, task, reason string) err
 	}
 	return nil
 }
+
+// redisRun returns the run id of the Redis server: it changes whenever the
+// server restarts or another server takes over, which is when claims and
+// outcomes written just before may be gone.
+func (s *store) redisRun(ctx context.Context) (string, error) {
+	info, err := s.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return "", fmt.Errorf("read Redis run id: %w", err)
+	}
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "run_id:"); ok && v != "" {
+			return v, nil
+		}
+	}
+	return "", errors.New("read Redis run id: INFO server has no run_id")
+}
+
+// markRun remembers on a broadcast's record the Redis run its delivery
+// started under (the first one only).
+func (s *store) markRun(ctx context.Context, id string) error {
+	run, err := s.redisRun(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.rdb.HSetNX(ctx, s.keys.Broadcast(id), "redis_run", run).Err(); err != nil {
+		return fmt.Errorf("remember Redis run: %w", err)
+	}
+	return nil
+}
+
+// uncertain reports whether Redis restarted or failed over since a
+// broadcast's delivery started: what its ledger says about devices
+// claimed, cancelled or not yet claimed may then be missing claims and
+// outcomes of calls that were made. A record without a run (Redis is not
+// trusted) counts as uncertain.
+func (s *store) uncertain(ctx context.Context, id string) (bool, error) {
+	started, err := s.rdb.HGet(ctx, s.keys.Broadcast(id), "redis_run").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, fmt.Errorf("read Redis run: %w", err)
+	}
+	run, err := s.redisRun(ctx)
+	if err != nil {
+		return false, err
+	}
+	return started != run, nil
+}

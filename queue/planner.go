@@ -91,6 +91,9 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 	if by, ok := w.ks.Killed(vb.scope()); ok {
 		return w.planDone(ctx, id, by)
 	}
+	if err := w.store.markRun(ctx, id); err != nil {
+		return err
+	}
 	if _, err := w.transition(ctx, id, api.StateSending, "", "", api.StateQueued); err != nil {
 		return err
 	}

@@ -40,12 +40,21 @@ func recallMessage(vb *verifiedBroadcast, vr *verifiedRecall) providers.Message 
 }
 
 // mayHaveReached reports whether a ledger value says the device may show
-// the broadcast: sent, cancelled while the call was in flight, or claimed
-// by a batch that never recorded an outcome (its worker may have sent and
-// then died, or lost Redis).
-func mayHaveReached(ledgerValue string) bool {
-	return strings.HasPrefix(ledgerValue, outSent) || strings.HasPrefix(ledgerValue, outUnknown) ||
-		strings.HasPrefix(ledgerValue, "c")
+// the broadcast: sent, uncertain (cut short in flight), or claimed by a
+// batch that never recorded an outcome (its worker may have sent and then
+// died, or lost Redis). When Redis restarted since delivery began
+// (uncertain), a device cancelled or planned without a claim may have
+// been reached too: the claim and outcome of a call made just before the
+// restart may be what Redis lost.
+func mayHaveReached(ledgerValue string, uncertain bool) bool {
+	switch {
+	case strings.HasPrefix(ledgerValue, outSent), strings.HasPrefix(ledgerValue, outUnknown),
+		strings.HasPrefix(ledgerValue, "c"):
+		return true
+	case uncertain:
+		return ledgerValue == "" || strings.HasPrefix(ledgerValue, outCancelled)
+	}
+	return false
 }
 
 // loadRecall verifies a broadcast's envelope and the recall the control
@@ -100,6 +109,14 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 	if err != nil || prog.done {
 		return err
 	}
+	uncertain, err := w.store.uncertain(ctx, id)
+	if err != nil {
+		return err
+	}
+	if uncertain {
+		w.logger.Warn("Redis restarted since this broadcast's delivery began: the recall also covers devices cancelled or not yet claimed",
+			"broadcast_id", id)
+	}
 	moves := 0
 	for {
 		prev := prog
@@ -119,7 +136,7 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		var reached []string
 		var at []int64
 		for i, v := range values {
-			if mayHaveReached(v) {
+			if mayHaveReached(v, uncertain) {
 				reached = append(reached, members[i])
 				at = append(at, positions[i])
 			}

@@ -215,3 +215,77 @@ func checkEveryDeviceOnce(t *testing.T, f *fixture, devs []api.Device, title str
 		t.Errorf("counters planned %d, sent %d; want %d each (%+v)", c.Planned, c.Sent, len(devs), c)
 	}
 }
+
+// TestRecallAfterRedisCrashLeavesNoPhoneShowingTheText crashes Redis while
+// a broadcast is being sent, then kills and recalls it: every phone that
+// got the broadcast gets the retraction after it. Before, devices claimed
+// in the ledger without a recorded outcome (their batch's outcome write
+// met the crash) were left out of the recall, which reported recalled
+// while thousands of phones still showed the text.
+func TestRecallAfterRedisCrashLeavesNoPhoneShowingTheText(t *testing.T) {
+	const n = 3000
+	srv := redistest.StartServer(t, true)
+	f := newFixtureOn(t, srv.Client(), nil, 0)
+	f.register("citizens", n*3/5, n*2/5)
+	syncAOF(t, srv)
+	// Redis goes down mid-broadcast and stays down while the batches in
+	// flight finish their calls, so their outcome writes fail: the ledger
+	// holds their devices claimed, with no outcome, when the admin acts.
+	down, calledWhileDown := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	sent := 0
+	hook := func(string, int) providers.Result {
+		mu.Lock()
+		sent++
+		switch sent {
+		case n / 2:
+			srv.Kill()
+			close(down)
+		case n/2 + 200:
+			close(calledWhileDown)
+		}
+		mu.Unlock()
+		return providers.Result{Class: providers.Sent, MessageID: "m"}
+	}
+	f.fcm.script, f.apns.script = hook, hook
+	f.fcm.latency, f.apns.latency = time.Millisecond, time.Millisecond
+	f.startWorker("w1")
+	f.startWorker("w2")
+	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "wrong"))
+	waitClosed(t, down, "Redis to go down mid-broadcast")
+	waitClosed(t, calledWhileDown, "calls made while Redis is down")
+	waitFor(t, "a batch whose outcomes could not be written", func() bool { return f.taskFailures.Load() > 0 })
+	srv.Restart()
+	if _, err := f.kill("admin", api.BroadcastScope(st.ID), "wrong text", true); err != nil {
+		t.Fatal(err)
+	}
+	retraction := `{"mode":"replace","replacement":{"title":"` + f.policy.RetractionTitle + `","body":"` + f.policy.RetractionBody + `"}}`
+	if _, _, err := f.recall("admin", st.ID, retraction); err != nil {
+		t.Fatal(err)
+	}
+	done := f.waitSettled(st.ID, api.StateRecalled)
+
+	// What each phone shows last, by the order its sender made the calls.
+	last := map[string]string{}
+	shown := 0
+	for _, s := range []*fakeSender{f.fcm, f.apns} {
+		for _, r := range s.records() {
+			if r.msg.Title == "wrong" && last[r.token] == "" {
+				shown++
+			}
+			last[r.token] = r.msg.Title
+		}
+	}
+	still := 0
+	for _, title := range last {
+		if title == "wrong" {
+			still++
+		}
+	}
+	c := done.Counters
+	t.Logf("%d phones got the broadcast; after the recall %d still show it; counters sent %d uncertain %d cancelled %d recalled %d recall_failed %d",
+		shown, still, c.Sent, c.Uncertain, c.Cancelled, c.Recalled, c.RecallFailed)
+	if shown == 0 || still != 0 {
+		t.Errorf("%d of %d phones that got the broadcast still show it after the recall", still, shown)
+	}
+}

@@ -61,9 +61,9 @@ const finishLua = allDoneLua + `
 local function finish(rec, tl, now, planned, done, scratch)
   local f = redis.call('HMGET', rec, 'plan_done', 'planned', 'sent', 'failed', 'invalid_token',
     'cancelled', 'throttled', 'held', 'state', 'killed_by', 'cancel_requested', 'finished_at',
-    'capped', 'expired')
+    'capped', 'expired', 'uncertain')
   if f[1] ~= '1' or f[12] then return '' end
-  local n = (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0)
+  local n = (tonumber(f[13]) or 0) + (tonumber(f[14]) or 0) + (tonumber(f[15]) or 0)
   for i = 3, 8 do n = n + (tonumber(f[i]) or 0) end
   if n < (tonumber(f[2]) or 0) or not all_done(planned, done, scratch) then return '' end
   redis.call('HSET', rec, 'finished_at', now)
@@ -138,12 +138,13 @@ return out
 // deferred by a rate limit, ARGV[6..] triples of member, outcome letter
 // and position. Letters map to counters: s sent, f failed, i
 // invalid_token, x cancelled, t throttled, h held (reach budget spent), u
-// cancelled in flight (maybe delivered; counted as cancelled), e expired
+// uncertain (cut short in flight, or claimed by an earlier run that
+// recorded nothing: maybe delivered), e expired
 // (the TTL ran out before a transient failure was overcome). Returns {the
 // state the broadcast entered or "", devices whose claim was lost}.
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
 local lost = record_outcomes(KEYS[1], KEYS[2], KEYS[5], ARGV[1], 6,
-  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'cancelled', h = 'held',
+  {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'uncertain', h = 'held',
    e = 'expired'})
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end

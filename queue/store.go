@@ -195,6 +195,7 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 			RateLimitedRetries: num("rate_limited_retries"),
 			Retries:            num("retries"),
 			Cancelled:          num("cancelled"),
+			Uncertain:          num("uncertain"),
 			Throttled:          num("throttled"),
 			Held:               num("held"),
 			Capped:             num("capped"),

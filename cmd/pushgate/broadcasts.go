@@ -165,8 +165,8 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "broadcast %s: %s (read in %s)\n", st.ID, st.State, took(time.Since(start)))
 	fmt.Fprintf(e.stdout, "  key %s, audience %s, ttl %s, created %s\n", st.KeyID, audience, st.TTL, st.CreatedAt.Format(time.RFC3339))
 	n := st.Counters
-	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  expired %d  invalid_token %d  cancelled %d  throttled %d\n",
-		n.Targeted, n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Throttled)
+	fmt.Fprintf(e.stdout, "  targeted %d  sent %d  failed %d  expired %d  invalid_token %d  cancelled %d  uncertain %d  throttled %d\n",
+		n.Targeted, n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Uncertain, n.Throttled)
 	fmt.Fprintf(e.stdout, "  held %d  capped %d  skipped_duplicate %d  retries %d  rate_limited_retries %d  recalled %d  recall_failed %d\n",
 		n.Held, n.Capped, n.SkippedDuplicate, n.Retries, n.RateLimitedRetries, n.Recalled, n.RecallFailed)
 	if n.ProviderPaused > 0 {
