@@ -16,6 +16,9 @@ type Metrics struct {
 
 	controlFailures prometheus.Counter
 	controlSize     prometheus.Gauge
+
+	workersReaped prometheus.Counter
+	tasksResumed  prometheus.Counter
 }
 
 // NewMetrics creates the pipeline metrics and registers them on reg.
@@ -52,7 +55,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize)
+	m.registerReaper(reg)
 	return m
+}
+
+// registerReaper creates and registers the reaper's metrics
+// (queue/reaper.go).
+func (m *Metrics) registerReaper(reg prometheus.Registerer) {
+	m.workersReaped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pushgate_workers_reaped_total",
+		Help: "Workers whose heartbeat ran out that this process reaped, taking the tasks they were running.",
+	})
+	m.tasksResumed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pushgate_tasks_resumed_total",
+		Help: "Tasks of reaped workers this process enqueued again.",
+	})
+	reg.MustRegister(m.workersReaped, m.tasksResumed)
 }
 
 func (m *Metrics) transition(state string) {

@@ -94,6 +94,9 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	for {
+		if err := w.leased(ctx); err != nil {
+			return err // see plan
+		}
 		members, values, next, err := w.store.scanLedger(ctx, id, prog.cursor, scanCount)
 		if err != nil {
 			return err
