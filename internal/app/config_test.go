@@ -9,6 +9,7 @@ import (
 
 	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -63,6 +64,12 @@ func TestLoadConfig(t *testing.T) {
 					c.TaskCheck != 20*time.Millisecond || c.Policy.DeviceLimit != 10 || c.Policy.DeviceWindow != time.Hour ||
 					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) {
 					t.Errorf("defaults = %+v", c)
+				}
+				// A dead worker's tasks are resumed at most max_staleness
+				// (its last heartbeat's freshness), the reap margin and one
+				// heartbeat interval after its death.
+				if resume := c.Control.MaxStaleness + c.ReapMargin + c.Control.MaxStaleness/4; c.ReapMargin != queue.DefaultReapMargin || resume > 15*time.Second {
+					t.Errorf("default reap margin %s: a dead worker's tasks wait up to %s, want at most 15s", c.ReapMargin, resume)
 				}
 			},
 		},
@@ -147,6 +154,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"public key of another log key", "", map[string]string{"PUSHGATE_CONTROL_LOG_KEY": testLogKey,
 			"PUSHGATE_CONTROL_LOG_PUBLIC_KEY": "pushgate.test/control+00000000+AQ=="}, "control.log_public_key: not the public key"},
 		{"kill wait shorter than staleness", "limits:\n  kill_wait: 2s\n", nil, "limits.kill_wait: 2s is too short"},
+		{"reap margin under a second", "worker:\n  reap_margin: 500ms\n", nil, "worker.reap_margin: 500ms is too short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
