@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -702,4 +703,41 @@ func TestEveryViewStaleReapsNoLiveWorker(t *testing.T) {
 	if got := a.counter("pushgate_workers_reaped_total") + b.counter("pushgate_workers_reaped_total"); got != 1 {
 		t.Errorf("%v workers reaped, want only the dead one", got)
 	}
+}
+
+// FuzzDecodeInflight feeds arbitrary in-flight entries, as someone who can
+// write to Redis could, to the reaper's decoder: it never panics, refuses
+// everything malformed, and what it accepts is a task of a known type on
+// that type's queue, which encodes back to an entry that decodes the same.
+func FuzzDecodeInflight(f *testing.F) {
+	for _, seed := range []string{
+		`{"t":"pushgate:deliver","q":"pushgate-deliver","p":"e30="}`,
+		`{"t":"pushgate:plan","q":"pushgate-plan","p":"eyJiIjoiYjAxMjMifQ=="}`,
+		`{"t":"pushgate:deliver","q":"pushgate-recall","p":"e30="}`,
+		`{"t":"pushgate:plan","q":"pushgate-plan","p":""}`,
+		`{"t":"evil","q":"pushgate-plan","p":"e30="}`,
+		`{"t":"pushgate:plan","q":"pushgate-plan","p":"not base64"}`,
+		`[]`, `null`, ``, `{`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		e, err := decodeInflight(raw)
+		if err != nil {
+			if !errors.Is(err, errMalformedEntry) {
+				t.Fatalf("refusal %v is not errMalformedEntry", err)
+			}
+			return
+		}
+		if q, ok := taskQueues[e.Type]; !ok || q != e.Queue || len(e.Payload) == 0 {
+			t.Fatalf("accepted %+v", e)
+		}
+		again, err := encodeInflight(e.Type, e.Queue, e.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e2, err := decodeInflight(again); err != nil || e2.Type != e.Type || string(e2.Payload) != string(e.Payload) {
+			t.Fatalf("re-encoded entry %s: %+v, %v", again, e2, err)
+		}
+	})
 }
