@@ -367,7 +367,9 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 			return 0, err
 		}
 	}
-	if len(out.stalled) > 0 {
+	// Devices stalled because a reaper resumed the batch elsewhere are the
+	// copy's to send (docs/ARCHITECTURE.md, "Dead workers").
+	if len(out.stalled) > 0 && !w.takenOver(ctx) {
 		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.stalled), time.Second); err != nil {
 			return 0, err
 		}

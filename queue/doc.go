@@ -5,8 +5,8 @@
 //
 // The planner, the deliverer, the recall and the kill switch reach Redis
 // only through the store (store.go, ledger.go), the registry, the control
-// log's storage (controlstore.go) and the live set of workers (kill.go),
-// as asynq's processor reaches it only through its broker. Kill,
+// log's storage (controlstore.go) and the live set of workers (kill.go,
+// reaper.go), as asynq's processor reaches it only through its broker. Kill,
 // revocation and approval state is each process's own fold of the control
 // log it verified (control.go, controlstate.go): nothing else in Redis
 // decides whether work may run.
@@ -51,6 +51,9 @@
 //   - Nothing is accepted or completed on a Redis whose deployment marker
 //     is missing or another's (deployment.go), and no process writes a
 //     marker over such a loss; stops are never refused for it.
+//   - A dead worker's running tasks are taken by one reaper, enqueued
+//     again and run within seconds (reaper.go); the worker that held them,
+//     should it wake up, sends nothing more of them.
 //   - A broadcast completes when planning is done and every planned device
 //     has a final outcome: targeted = sent + failed + invalid_token +
 //     cancelled + throttled.
@@ -62,7 +65,8 @@
 // the hash tag {bc:<id>}; the broadcast index; idempotency keys; signature
 // nonces; topic and device sets; rate-limit keys (redis_rate adds its
 // "rate:" prefix); provider pauses; the control log under {log}; worker
-// heartbeats and acknowledgements; security-event counters; the
-// deployment marker. asynq keeps
+// heartbeats and the tasks each worker runs under {workers};
+// acknowledgements; security-event counters; the deployment marker. asynq
+// keeps
 // its tasks under its own "asynq:" keys.
 package queue

@@ -135,8 +135,15 @@ func (k Keys) DeviceRate(window int64) string {
 func (k Keys) AckChannel() string { return k.prefix + ":kill-acks" }
 
 // Workers is the sorted set of live workers scored by when their view of
-// the control log stops being fresh, in milliseconds.
-func (k Keys) Workers() string { return k.prefix + ":workers" }
+// the control log stops being fresh, in milliseconds. It shares the hash
+// tag {workers} with the in-flight hashes, so that one script reaps a dead
+// worker (docs/ARCHITECTURE.md, "Dead workers").
+func (k Keys) Workers() string { return k.prefix + ":{workers}" }
+
+// Inflight is the hash of the tasks a worker is running: asynq task id →
+// the encoded task, plus the field "~session" naming the worker's current
+// session. It expires unless the worker heartbeats.
+func (k Keys) Inflight(worker string) string { return k.prefix + ":{workers}:inflight:" + worker }
 
 // WorkerAcks is the hash of the control log size each worker has
 // applied.

@@ -82,9 +82,10 @@ func (s *killState) match(sc Scope) (string, bool) {
 
 // workerSet is the live set of workers in Redis: until when each one's
 // view of the control log is fresh, and the log sizes they have applied,
-// which a kill waits for. It reports; it controls nothing: a worker stops
-// on the log it verified whether or not anyone reads its
-// acknowledgement.
+// which a kill waits for, and the tasks each one runs, which a reaper
+// resumes when it dies (queue/reaper.go). For kills it reports; it
+// controls nothing: a worker stops on the log it verified whether or not
+// anyone reads its acknowledgement.
 type workerSet struct {
 	rdb  redis.UniversalClient
 	keys Keys
@@ -110,26 +111,13 @@ func (k *workerSet) ack(ctx context.Context, worker string, version int64) error
 	return nil
 }
 
-// heartbeat records that worker is live and sends nothing after
-// freshUntil unless it heartbeats again, and forgets workers gone for a
-// minute.
-func (k *workerSet) heartbeat(ctx context.Context, worker string, freshUntil time.Time) error {
-	_, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, k.keys.Workers(), redis.Z{Score: float64(freshUntil.UnixMilli()), Member: worker})
-		p.ZRemRangeByScore(ctx, k.keys.Workers(), "-inf", strconv.FormatInt(k.now().Add(-time.Minute).UnixMilli(), 10))
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
-	}
-	return nil
-}
-
-// leave removes worker from the live set and its acknowledgements.
+// leave removes worker from the live set, its acknowledgements and its
+// in-flight record (asynq has put back what the worker did not finish).
 func (k *workerSet) leave(ctx context.Context, worker string) error {
 	_, err := k.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRem(ctx, k.keys.Workers(), worker)
 		p.HDel(ctx, k.keys.WorkerAcks(), worker)
+		p.Del(ctx, k.keys.Inflight(worker))
 		return nil
 	})
 	if err != nil {

@@ -35,7 +35,11 @@ var errKilled = errors.New("killed")
 //
 // A worker whose view of the log is not fresh (Control.Fresh) admits no
 // provider call at all, and heartbeats no more: the API drops it from the
-// live set once it must have stopped itself.
+// live set once it must have stopped itself. A task the worker recorded
+// in flight also sends only while the session it started under holds and
+// its last heartbeat is current (holds), so that once a reaper may have
+// resumed the task elsewhere this copy sends nothing (docs/ARCHITECTURE.md,
+// "Dead workers").
 type KillSwitch struct {
 	control  *Control
 	workers  *workerSet
@@ -55,6 +59,18 @@ type KillSwitch struct {
 
 	// applied counts acknowledged sizes; nil when metrics are off.
 	applied prometheus.Counter
+
+	beatMu sync.Mutex // serialises heartbeats, joins and reaps; guards liveSince, lastReap
+	// session is this worker's membership of the live set, nil until it
+	// joined; leaseUntil (unix ns) is the freshness its last accepted
+	// heartbeat announced.
+	session    atomic.Pointer[session]
+	leaseUntil atomic.Int64
+	// reaper resumes dead workers' tasks on heartbeats; nil reaps nothing.
+	reaper *reaper
+	// liveSince is when this worker's heartbeats last began again after
+	// its own ran out (or it joined).
+	liveSince, lastReap time.Time
 }
 
 // announcedStop is a stop this worker verified from its announcement.
@@ -243,11 +259,89 @@ func (ks *KillSwitch) ack(ctx context.Context, version int64) {
 	}
 }
 
-// heartbeat records that this worker is live and fresh until until.
+// heartbeat records that this worker is live and fresh until until, then
+// reaps dead workers. A worker that finds its session gone — a reaper took
+// its tasks, or its record expired while it was frozen or cut off — stops
+// its running tasks' sends for good and joins again under a new session.
 func (ks *KillSwitch) heartbeat(ctx context.Context, until time.Time) {
-	if err := ks.workers.heartbeat(ctx, ks.workerID, until); err != nil && ctx.Err() == nil {
-		ks.logger.Warn("kill switch: heartbeat failed", "err", err)
+	ks.beatMu.Lock()
+	defer ks.beatMu.Unlock()
+	s := ks.session.Load()
+	if s != nil {
+		st, err := ks.workers.heartbeat(ctx, ks.workerID, s.token, until, ks.inflightTTL())
+		if err != nil {
+			if ctx.Err() == nil {
+				ks.logger.Warn("kill switch: heartbeat failed", "err", err)
+			}
+			return
+		}
+		if st == sessionHeld {
+			if now := ks.now(); now.UnixNano() >= ks.leaseUntil.Swap(until.UnixNano()) {
+				ks.liveSince = now // this worker's own heartbeat had run out
+			}
+			ks.reap(ctx)
+			return
+		}
+		ks.leaseUntil.Store(0)
+		if st == sessionReaped {
+			s.reaped.Store(true)
+			ks.logger.Warn("this worker's heartbeat ran out and another worker resumed its tasks: the ones still running here send nothing more; joining again",
+				"event", "worker_session_reaped")
+		} else {
+			ks.logger.Warn("this worker's heartbeat ran out and its in-flight record expired: the tasks still running here send nothing more and hand on what they did not send; joining again",
+				"event", "worker_session_expired")
+		}
 	}
+	next := newSession()
+	prev, err := ks.workers.join(ctx, ks.workerID, next.token, until, ks.inflightTTL())
+	if err != nil {
+		if ctx.Err() == nil {
+			ks.logger.Warn("kill switch: joining the live set failed; tasks wait until it succeeds", "err", err)
+		}
+		return
+	}
+	ks.session.Store(next)
+	ks.leaseUntil.Store(until.UnixNano())
+	ks.liveSince = ks.now()
+	if taskFields(prev) && ks.reaper != nil {
+		// An earlier process under this worker id died running these.
+		ks.reaper.resume(ctx, ks.workerID, prev)
+	}
+}
+
+// reap reaps dead workers, at most once per heartbeat interval (Sync also
+// runs on every change of the view), and only once this worker has itself
+// heartbeat without a gap for the reap margin: a worker whose own
+// heartbeat ran out — as everyone's does when no fresh checkpoint is
+// signed — cannot tell a dead worker from one coming back with it, and
+// gives them that long. beatMu is held.
+func (ks *KillSwitch) reap(ctx context.Context) {
+	if ks.reaper == nil {
+		return
+	}
+	now := ks.now()
+	if now.Sub(ks.liveSince) < ks.reaper.margin || now.Sub(ks.lastReap) < ks.control.interval() {
+		return
+	}
+	ks.lastReap = now
+	ks.reaper.reapDead(ctx)
+}
+
+// inflightTTL is how long this worker's in-flight record outlives its last
+// heartbeat.
+func (ks *KillSwitch) inflightTTL() time.Duration {
+	if ks.reaper == nil {
+		return time.Minute
+	}
+	return ks.reaper.ttl()
+}
+
+// holds reports whether a task that started under session s may still
+// act: s is still this worker's session and its last heartbeat is
+// current. A task not recorded in flight (s nil) is bound by the view's
+// freshness only.
+func (ks *KillSwitch) holds(s *session) bool {
+	return s == nil || ks.session.Load() == s && ks.now().UnixNano() < ks.leaseUntil.Load()
 }
 
 // leave removes this worker from the live set so kills stop waiting for it.
@@ -265,6 +359,9 @@ func (ks *KillSwitch) leave() {
 func (ks *KillSwitch) begin(ctx context.Context, sc Scope) *flight {
 	fctx, cancel := context.WithCancelCause(ctx)
 	f := &flight{ks: ks, scope: sc, ctx: fctx, cancel: cancel, ended: make(chan struct{}), quiet: make(chan struct{})}
+	if t := trackedFrom(ctx); t != nil {
+		f.session = t.session
+	}
 	ks.mu.Lock()
 	if scope, ok := ks.state.Load().match(sc); ok {
 		f.stop(scope)
@@ -292,12 +389,17 @@ type flight struct {
 	// stale is set once a call was refused because the worker's view of
 	// the control log was not fresh; the calls it refused are tried again.
 	stale bool
+
+	// session is the session the flight's task started under; nil for an
+	// untracked task.
+	session *session
 }
 
 var _ providers.Gate = (*flight)(nil)
 
-// Enter admits a provider call unless the flight was stopped or the
-// worker's view of the control log is not fresh.
+// Enter admits a provider call unless the flight was stopped, the
+// worker's view of the control log is not fresh, or its task may have been
+// resumed elsewhere.
 func (f *flight) Enter() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -317,7 +419,7 @@ func (f *flight) Commit() bool {
 }
 
 func (f *flight) freshLocked() bool {
-	if f.ks.control.Fresh() {
+	if f.ks.control.Fresh() && f.ks.holds(f.session) {
 		return true
 	}
 	f.stale = true

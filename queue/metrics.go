@@ -22,6 +22,9 @@ type Metrics struct {
 
 	controlFailures prometheus.Counter
 	controlSize     prometheus.Gauge
+
+	workersReaped prometheus.Counter
+	tasksResumed  prometheus.Counter
 }
 
 // NewMetrics creates the pipeline metrics and registers them on reg.
@@ -71,6 +74,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize,
 		m.pausedUntil, m.pauses, m.pauseDeferrals)
+	m.registerReaper(reg)
 	return m
 }
 
@@ -79,6 +83,20 @@ func (m *Metrics) expired(platform providers.Platform, n int) {
 	if m != nil && n > 0 {
 		m.deliveries.WithLabelValues(string(platform), "expired").Add(float64(n))
 	}
+}
+
+// registerReaper creates and registers the reaper's metrics
+// (queue/reaper.go).
+func (m *Metrics) registerReaper(reg prometheus.Registerer) {
+	m.workersReaped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pushgate_workers_reaped_total",
+		Help: "Workers whose heartbeat ran out that this process reaped, taking the tasks they were running.",
+	})
+	m.tasksResumed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pushgate_tasks_resumed_total",
+		Help: "Tasks of reaped workers this process enqueued again.",
+	})
+	reg.MustRegister(m.workersReaped, m.tasksResumed)
 }
 
 func (m *Metrics) transition(state string) {

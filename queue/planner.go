@@ -105,6 +105,12 @@ func (w *Worker) plan(ctx context.Context, t *asynq.Task) error {
 	tokens := vb.req.Audience.Tokens
 	moves := 0
 	for {
+		// Once a reaper may have resumed this plan elsewhere, this copy
+		// stops before it saves progress twice (docs/ARCHITECTURE.md,
+		// "Dead workers").
+		if err := w.leased(ctx); err != nil {
+			return err
+		}
 		prev := prog
 		var members []string
 		var positions []int64

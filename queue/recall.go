@@ -119,6 +119,9 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 	}
 	moves := 0
 	for {
+		if err := w.leased(ctx); err != nil {
+			return err // see plan
+		}
 		prev := prog
 		positions, next, end, err := scanBits(ctx, w.rdb, w.keys.Planned(id), prog.cursor, scanCount)
 		if err != nil {

@@ -52,6 +52,12 @@ type WorkerConfig struct {
 	ShutdownTimeout time.Duration
 	// VerifyCacheSize is how many verified envelopes to remember.
 	VerifyCacheSize int
+	// ReapMargin is how long after another worker's heartbeat ran out
+	// this worker takes the tasks it was running and enqueues them again
+	// (docs/ARCHITECTURE.md, "Dead workers"); zero means
+	// DefaultReapMargin. It must exceed how far apart workers' clocks may
+	// be.
+	ReapMargin time.Duration
 }
 
 // Worker runs the planning, delivery and recall tasks on an asynq server,
@@ -97,6 +103,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.ReapMargin <= 0 {
+		cfg.ReapMargin = DefaultReapMargin
+	}
 	if cfg.VerifyCacheSize > 0 {
 		c.verify = newEnvelopeVerifier(c.verifier, c.control, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize)
 	}
@@ -110,6 +119,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if c.metrics != nil {
 		w.ks.applied = c.metrics.killsApplied
 	}
+	w.ks.reaper = &reaper{workers: w.ks.workers, self: cfg.ID, staleness: c.control.cfg.MaxStaleness,
+		margin: cfg.ReapMargin, enqueue: c.enqueue, retries: w.taskRetries, logger: w.ks.logger,
+		metrics: c.metrics, now: c.now}
 	w.srv = asynq.NewServerFromRedisClient(c.rdb, asynq.Config{
 		Concurrency: cfg.Concurrency,
 		// Tasks run on a context that SIGTERM does not cancel, so in-flight
@@ -166,8 +178,10 @@ func (w *Worker) fresh() error {
 	return nil
 }
 
-// Start applies the control log's current view, starts following it, and
-// starts taking tasks. The Control must be started.
+// Start applies the control log's current view, joins the live set (and
+// resumes what an earlier process under the same worker id left running),
+// starts following the view, and starts taking tasks, each recorded in
+// flight while it runs. The Control must be started.
 func (w *Worker) Start(ctx context.Context) error {
 	w.ks.Sync(ctx)
 	ksCtx, cancel := context.WithCancel(context.Background())
@@ -178,6 +192,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.ks.Run(ksCtx)
 	}()
 	mux := asynq.NewServeMux()
+	mux.Use(w.track)
 	mux.HandleFunc(TypePlan, w.plan)
 	mux.HandleFunc(TypeDeliver, w.deliver)
 	mux.HandleFunc(TypeRecallPlan, w.recallPlan)

@@ -308,15 +308,16 @@ func TestKillWithThreeWorkerProcesses(t *testing.T) {
 	t.Logf("killed after %d deliveries; acknowledged after waiting %.1fms for workers (request to answer %s)", c.Sent, res.Ack.WaitedMS, acked.Sub(start))
 }
 
-// TestWorkerKilledMidBroadcastLosesNothing kills a worker process with
-// SIGKILL in the middle of a broadcast, starts another, and checks that
-// every phone ends up showing the broadcast exactly once.
+// TestWorkerKilledMidBroadcastLosesNothing kills one of two worker
+// processes with SIGKILL in the middle of a broadcast and checks that the
+// other reaps it — takes the batches it was running and runs them again —
+// and that every phone ends up showing the broadcast exactly once. Nothing
+// in asynq is shortened: its own recovery would take a minute or more.
 func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
-	t.Parallel() // mostly waiting for asynq to recover the dead worker's tasks
 	const devices = 20000
 	e := newE2E(t, stack.Options{Devices: devices, AndroidShare: 0.6, Seed: 5, Latency: 2 * time.Millisecond},
 		app.Roles{API: true})
-	ps := e.startWorkers(1)
+	ps := e.startWorkers(2)
 	ctx := context.Background()
 	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
 		t.Fatal(err)
@@ -326,17 +327,20 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 	waitUntil(t, "the broadcast to be under way", func() bool {
 		return e.st.Sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
 	})
+	host, _ := os.Hostname()
+	dead := host + "-" + strconv.Itoa(ps[0].cmd.Process.Pid)
+	killed := time.Now()
 	ps[0].stop(syscall.SIGKILL)
 	before := e.st.Sim.DeliveriesAfter(time.Time{}, collapse)
-	e.startWorkers(1)
-	// This is the suite's longest wait, 60 to 90 s: asynq hands a dead
-	// worker's tasks out again only once their lease (30 s, fixed in asynq
-	// v0.26) has expired and its recoverer, which runs once a minute (also
-	// fixed), has seen it. Neither is a setting, so the test runs in
-	// parallel with the others instead.
 	st := e.waitFinished(id)
 	if st.State != api.StateCompleted || st.Counters.Sent != devices {
 		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
+	}
+	// The survivor's reaper resumed the dead worker's batches (asynq's
+	// recoverer would have logged nothing of the kind).
+	reaped, resumed := reapLine(t, ps[1].out.String(), dead)
+	if resumed == 0 {
+		t.Errorf("the survivor reaped %s but resumed none of its tasks; it was killed mid-broadcast", dead)
 	}
 	shown := e.st.Sim.Showing(collapse)
 	total := 0
@@ -363,11 +367,115 @@ func TestWorkerKilledMidBroadcastLosesNothing(t *testing.T) {
 	}
 	dups := e.st.Sim.Stats().RawDuplicates
 	t.Logf("killed the worker after %d deliveries; %d raw duplicates re-sent from the crash window, none visible", before, dups)
+	t.Logf("SIGKILL to reap (%d tasks resumed): %s; SIGKILL to completion: %s; whole broadcast: %s",
+		resumed, reaped.Sub(killed).Round(time.Millisecond), st.FinishedAt.Sub(killed).Round(time.Millisecond),
+		st.FinishedAt.Sub(st.CreatedAt).Round(time.Millisecond))
 	// Duplicates come only from batches in flight at the crash: at most
 	// the worker's concurrent batches, 500 devices each.
 	if dups > 8*queue.MaxBatch {
 		t.Errorf("%d raw duplicates: more than the batches in flight at the crash", dups)
 	}
+}
+
+// TestFrozenWorkerReapedSendsNothingAfterThaw freezes one of two worker
+// processes with SIGSTOP in the middle of a broadcast until the other has
+// reaped it and completed the broadcast, then thaws it. The thawed worker
+// finds its tasks resumed elsewhere: it sends nothing more of them and
+// joins the live set again; every phone shows the broadcast once.
+func TestFrozenWorkerReapedSendsNothingAfterThaw(t *testing.T) {
+	const devices = 20000
+	e := newE2E(t, stack.Options{Devices: devices, AndroidShare: 0.6, Seed: 9, Latency: 2 * time.Millisecond},
+		app.Roles{API: true})
+	ps := e.startWorkers(2)
+	ctx := context.Background()
+	if err := e.st.ImportDevices(ctx, e.owner, "citizens"); err != nil {
+		t.Fatal(err)
+	}
+	id := e.submit(e.owner, topicBroadcast("citizens", "frozen"))
+	collapse := queue.CollapseID(id)
+	waitUntil(t, "the broadcast to be under way", func() bool {
+		return e.st.Sim.DeliveriesAfter(time.Time{}, collapse) >= devices/4
+	})
+	frozen := ps[0]
+	host, _ := os.Hostname()
+	worker := host + "-" + strconv.Itoa(frozen.cmd.Process.Pid)
+	frozenAt := time.Now()
+	if err := frozen.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			frozen.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}
+	defer thaw()
+	st := e.waitFinished(id)
+	if st.State != api.StateCompleted || st.Counters.Sent != devices {
+		t.Fatalf("state %s, counters %+v: want completed with every device sent", st.State, st.Counters)
+	}
+	reaped, resumed := reapLine(t, ps[1].out.String(), worker)
+
+	thawedAt := time.Now()
+	thaw()
+	waitUntil(t, "the thawed worker to find that it was reaped", func() bool {
+		return strings.Contains(frozen.out.String(), "event=worker_session_reaped")
+	})
+	waitUntil(t, "the thawed worker's resumed tasks to end", func() bool {
+		return strings.Count(frozen.out.String(), "event=task_resumed_elsewhere") == resumed
+	})
+	if after := e.st.Sim.DeliveriesAfter(thawedAt, collapse); after != 0 {
+		t.Errorf("%d deliveries after the reaped worker was thawed", after)
+	}
+	again := e.status(id)
+	if again.Counters != st.Counters {
+		t.Errorf("counters changed after the thaw: %+v, were %+v", again.Counters, st.Counters)
+	}
+	got := deliveriesPerPhone(e.st.Sim, id, "frozen")
+	for _, d := range e.st.Devices {
+		if got[d.Token] == 0 {
+			t.Fatalf("phone %s… never got the broadcast", d.Token[:12])
+		}
+	}
+	total := 0
+	for _, s := range e.st.Sim.Showing(collapse) {
+		total += s.Phones
+	}
+	if total != devices {
+		t.Errorf("%d phones show the broadcast, want all %d, once each", total, devices)
+	}
+	e.waitWorkers(2) // the thawed worker joined again
+	t.Logf("SIGSTOP to reap (%d tasks resumed): %s; SIGSTOP to completion: %s; %d raw duplicates, none visible; %d deliveries after the thaw",
+		resumed, reaped.Sub(frozenAt).Round(time.Millisecond), st.FinishedAt.Sub(frozenAt).Round(time.Millisecond),
+		e.st.Sim.Stats().RawDuplicates, e.st.Sim.DeliveriesAfter(thawedAt, collapse))
+}
+
+// reapLine finds the log line in which a worker reaped worker dead, and
+// returns its time and how many tasks it resumed.
+func reapLine(t *testing.T, log, dead string) (time.Time, int) {
+	t.Helper()
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, "event=worker_reaped") || !strings.Contains(line, "dead_worker="+dead+" ") {
+			continue
+		}
+		var at time.Time
+		n := -1
+		for field := range strings.FieldsSeq(line) {
+			if v, ok := strings.CutPrefix(field, "time="); ok {
+				at, _ = time.Parse(time.RFC3339Nano, v)
+			}
+			if v, ok := strings.CutPrefix(field, "tasks="); ok {
+				n, _ = strconv.Atoi(v)
+			}
+		}
+		if at.IsZero() || n < 0 {
+			t.Fatalf("reap line without a time or a task count: %s", line)
+		}
+		return at, n
+	}
+	t.Fatalf("no worker reaped %s; the survivor's log:\n%s", dead, log)
+	return time.Time{}, 0
 }
 
 // TestWorkerDrainsOnSIGTERM stops a worker process with SIGTERM in the

@@ -191,7 +191,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 			return nil, err
 		}
 		a.worker, err = queue.NewWorker(queue.WorkerConfig{Config: qcfg, Senders: senders,
-			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheck, ShutdownTimeout: cfg.ShutdownTimeout})
+			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheck, ShutdownTimeout: cfg.ShutdownTimeout,
+			ReapMargin: cfg.ReapMargin})
 		if err != nil {
 			return nil, err
 		}

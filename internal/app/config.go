@@ -39,6 +39,9 @@ type Config struct {
 	WorkerConcurrency int
 	TaskCheck         time.Duration
 	ShutdownTimeout   time.Duration
+	// ReapMargin is worker.reap_margin: how long after a worker's
+	// heartbeat ran out another worker resumes its tasks.
+	ReapMargin time.Duration
 
 	// Policy holds the limits; its provider rates come from FCMRate and
 	// APNsRate.
@@ -220,6 +223,8 @@ func options() []option {
 			set: dur(func(c *Config) *time.Duration { return &c.TaskCheck })},
 		{key: "worker.shutdown_timeout", def: "30s", help: "how long SIGTERM lets running batches finish",
 			set: dur(func(c *Config) *time.Duration { return &c.ShutdownTimeout })},
+		{key: "worker.reap_margin", def: "5s", help: "how long after a worker's heartbeat ran out (control.max_staleness after its last one) another worker resumes the tasks it was running; more than workers' clocks may differ",
+			set: dur(func(c *Config) *time.Duration { return &c.ReapMargin })},
 
 		{key: "limits.max_ttl", def: "24h", help: "longest TTL a broadcast may ask for", set: dur(func(c *Config) *time.Duration { return &c.Policy.MaxTTL })},
 		{key: "limits.fcm_rate", def: "600000/min", help: "FCM sends across all workers (COUNT/s|min|h or unlimited)",
@@ -408,6 +413,9 @@ func (c *Config) validate() error {
 	if c.Policy.ProviderPauseMax < c.Policy.ProviderPause {
 		return fmt.Errorf("config: limits.provider_pause_max: %s is shorter than limits.provider_pause (%s)",
 			c.Policy.ProviderPauseMax, c.Policy.ProviderPause)
+	}
+	if c.ReapMargin < time.Second {
+		return fmt.Errorf("config: worker.reap_margin: %s is too short: a worker whose heartbeat is late by less than a second, or whose clock is a second behind, is still sending", c.ReapMargin)
 	}
 	if c.Policy.KillWait <= c.Control.MaxStaleness+time.Second {
 		return fmt.Errorf("config: limits.kill_wait: %s is too short: a worker that stopped answering counts as live for control.max_staleness (%s) and a second",

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/queue"
 	"github.com/pushgate/pushgate/signing"
 )
 
@@ -66,6 +67,12 @@ func TestLoadConfig(t *testing.T) {
 					c.Redis != (RedisChecks{PersistenceCheck: PersistenceWarn, LossCheckInterval: 5 * time.Second}) ||
 					c.Policy.ProviderPause != 10*time.Second || c.Policy.ProviderPauseMax != 5*time.Minute {
 					t.Errorf("defaults = %+v", c)
+				}
+				// A dead worker's tasks are resumed at most max_staleness
+				// (its last heartbeat's freshness), the reap margin and one
+				// heartbeat interval after its death.
+				if resume := c.Control.MaxStaleness + c.ReapMargin + c.Control.MaxStaleness/4; c.ReapMargin != queue.DefaultReapMargin || resume > 15*time.Second {
+					t.Errorf("default reap margin %s: a dead worker's tasks wait up to %s, want at most 15s", c.ReapMargin, resume)
 				}
 			},
 		},
@@ -158,6 +165,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad loss check interval", "", map[string]string{"PUSHGATE_REDIS_LOSS_CHECK_INTERVAL": "0s"}, "redis.loss_check_interval: must be a positive duration"},
 		{"provider pause longer than its cap", "limits:\n  provider_pause: 10m\n", nil, "limits.provider_pause_max: 5m0s is shorter"},
 		{"zero provider pause", "limits:\n  provider_pause: 0s\n", nil, "limits.provider_pause: must be a positive duration"},
+		{"reap margin under a second", "worker:\n  reap_margin: 500ms\n", nil, "worker.reap_margin: 500ms is too short"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
