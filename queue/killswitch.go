@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,6 +72,13 @@ type KillSwitch struct {
 	// liveSince is when this worker's heartbeats last began again after
 	// its own ran out (or it joined).
 	liveSince, lastReap time.Time
+	// lastReconcile is when this worker last compared its in-flight record
+	// with the tasks it runs; guarded by beatMu.
+	lastReconcile time.Time
+	// running holds the ids of the tasks this worker runs now, added before
+	// they are recorded in flight and removed after they are cleared.
+	runningMu sync.Mutex
+	running   map[string]bool
 }
 
 // announcedStop is a stop this worker verified from its announcement.
@@ -305,7 +313,7 @@ func (ks *KillSwitch) heartbeat(ctx context.Context, until time.Time) {
 	ks.liveSince = ks.now()
 	if taskFields(prev) && ks.reaper != nil {
 		// An earlier process under this worker id died running these.
-		ks.reaper.resume(ctx, ks.workerID, prev)
+		ks.reaper.resumeDead(ctx, ks.workerID, prev)
 	}
 }
 
@@ -320,6 +328,10 @@ func (ks *KillSwitch) reap(ctx context.Context) {
 		return
 	}
 	now := ks.now()
+	if now.Sub(ks.lastReconcile) >= ks.control.interval() {
+		ks.lastReconcile = now
+		ks.reconcile(ctx)
+	}
 	if now.Sub(ks.liveSince) < ks.reaper.margin || now.Sub(ks.lastReap) < ks.control.interval() {
 		return
 	}
@@ -475,4 +487,61 @@ func (f *flight) end() {
 	f.ks.mu.Unlock()
 	f.cancel(nil)
 	close(f.ended)
+}
+
+// started and finished keep the set of tasks this worker runs.
+func (ks *KillSwitch) started(id string) {
+	ks.runningMu.Lock()
+	defer ks.runningMu.Unlock()
+	if ks.running == nil {
+		ks.running = map[string]bool{}
+	}
+	ks.running[id] = true
+}
+
+func (ks *KillSwitch) finished(id string) {
+	ks.runningMu.Lock()
+	defer ks.runningMu.Unlock()
+	delete(ks.running, id)
+}
+
+// reconcile resumes the tasks this worker's in-flight record lists but
+// the worker does not run: Redis came back from an older state (a restart
+// that lost its last writes, a failover to a replica that lagged), in
+// which tasks this worker finished are still recorded in flight — and
+// asynq still holds them active, to run them again only after their lease
+// and its recoverer. Their copies run now; a re-run is harmless (the
+// ledger skips every device with an outcome). beatMu is held.
+func (ks *KillSwitch) reconcile(ctx context.Context) {
+	s := ks.session.Load()
+	if s == nil {
+		return
+	}
+	recorded, err := ks.workers.inflight(ctx, ks.workerID)
+	if err != nil {
+		if ctx.Err() == nil {
+			ks.logger.Warn("kill switch: reading this worker's in-flight record failed", "err", err)
+		}
+		return
+	}
+	stale := map[string]string{}
+	ks.runningMu.Lock()
+	for id, entry := range recorded {
+		if !strings.HasPrefix(id, "~") && !ks.running[id] {
+			stale[id] = entry
+		}
+	}
+	ks.runningMu.Unlock()
+	if len(stale) == 0 {
+		return
+	}
+	for id := range stale {
+		if _, err := ks.workers.untrack(ctx, ks.workerID, s.token, id); err != nil {
+			ks.logger.Warn("kill switch: clearing a stale in-flight entry failed", "err", err)
+			return
+		}
+	}
+	n := ks.reaper.resume(ctx, ks.workerID, stale)
+	ks.logger.Warn("this worker's in-flight record lists tasks it does not run: Redis came back from an older state; running them again",
+		"event", "inflight_stale", "tasks", n)
 }

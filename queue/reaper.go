@@ -292,6 +292,16 @@ func (k *workerSet) untrack(ctx context.Context, worker, token, id string) (int,
 	return n, nil
 }
 
+// inflight reads a worker's in-flight record: task id → entry, and the
+// record's own "~" fields.
+func (k *workerSet) inflight(ctx context.Context, worker string) (map[string]string, error) {
+	m, err := k.rdb.HGetAll(ctx, k.keys.Inflight(worker)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read in-flight record: %w", err)
+	}
+	return m, nil
+}
+
 // sessionState reads the state of session token.
 func (k *workerSet) sessionState(ctx context.Context, worker, token string) (int, error) {
 	n, err := holdsScript.Run(ctx, k.rdb, []string{k.keys.Inflight(worker)}, token).Int()
@@ -402,7 +412,7 @@ func (r *reaper) reapDead(ctx context.Context) {
 			continue
 		}
 		if ok {
-			r.resume(ctx, id, entries)
+			r.resumeDead(ctx, id, entries)
 		}
 	}
 }
@@ -411,7 +421,8 @@ func (r *reaper) reapDead(ctx context.Context) {
 // in-flight hash, each under a task id derived from its old one, on its
 // queue and with the usual retries. Entries that are not pushgate tasks
 // are skipped: the hash is Redis's word, no better than the queue's.
-func (r *reaper) resume(ctx context.Context, dead string, entries map[string]string) {
+// It returns how many it enqueued.
+func (r *reaper) resume(ctx context.Context, dead string, entries map[string]string) int {
 	ids := make([]string, 0, len(entries))
 	for id := range entries {
 		if !strings.HasPrefix(id, "~") {
@@ -449,11 +460,19 @@ func (r *reaper) resume(ctx context.Context, dead string, entries map[string]str
 		r.logger.Warn("reaper: enqueuing a dead worker's task again failed; asynq's recoverer runs it again once its lease expires",
 			"dead_worker", dead, "failed", failed, "err", reason)
 	}
+	if r.metrics != nil {
+		r.metrics.tasksResumed.Add(float64(resumed))
+	}
+	return resumed
+}
+
+// resumeDead resumes the tasks of a dead worker and says so.
+func (r *reaper) resumeDead(ctx context.Context, dead string, entries map[string]string) {
+	resumed := r.resume(ctx, dead, entries)
 	r.logger.Warn("reaper: a worker's heartbeat ran out; resumed the tasks it was running",
 		"event", "worker_reaped", "dead_worker", dead, "tasks", resumed)
 	if r.metrics != nil {
 		r.metrics.workersReaped.Inc()
-		r.metrics.tasksResumed.Add(float64(resumed))
 	}
 }
 
@@ -481,6 +500,8 @@ func (w *Worker) track(next asynq.Handler) asynq.Handler {
 				"task", t.Type(), "err", err)
 			return next.ProcessTask(ctx, t)
 		}
+		w.ks.started(id)
+		defer w.ks.finished(id) // after the entry is cleared below
 		st, err := w.ks.workers.track(ctx, w.ks.workerID, s.token, id, entry)
 		if err != nil {
 			return err

@@ -113,11 +113,14 @@ func TestRedisCrashDuringPlanningLosesNobody(t *testing.T) {
 // their batches send again (raw duplicates, under the same collapse
 // identity).
 func TestRedisCrashDuringDeliveryLosesNobody(t *testing.T) {
-	const n = 4000
+	// 8,000 devices are 17 batches, of which two workers run 8 at once:
+	// the first outcomes are written at about half the sends, between the
+	// mark (a quarter) and the crash (three quarters) of the cut-back case.
+	const n = 8000
 	for _, c := range []struct {
 		at   int
 		back bool
-	}{{n / 4, false}, {n * 3 / 4, false}, {n / 2, true}} {
+	}{{n / 4, false}, {n * 3 / 4, false}, {n * 3 / 4, true}} {
 		t.Run(fmt.Sprintf("after %d sent, back %v", c.at, c.back), func(t *testing.T) {
 			srv := redistest.StartServer(t, true)
 			f := newFixtureOn(t, srv.Client(), nil, 0)
