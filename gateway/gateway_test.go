@@ -311,6 +311,11 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			want{400, "invalid_audience"}},
 		{"empty token list", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts", body: broadcastBody(`{"tokens":[]}`)},
 			want{400, "invalid_audience"}},
+		// [A, A, B]: a device named twice would be sent twice and counted
+		// once, leaving the broadcast short of completion for good.
+		{"a device named twice", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts",
+			body: broadcastBody(`{"tokens":[{"platform":"fcm","token":"tok-a"},{"platform":"fcm","token":"tok-a"},{"platform":"fcm","token":"tok-b"}]}`)},
+			want{400, "invalid_audience"}},
 		{"ambiguous audience", give{key: gatewaytest.Wide, method: "POST", path: "/v1/broadcasts", body: broadcastBody(`{"topic":"citizens","all":true}`)},
 			want{400, "invalid_audience"}},
 		{"bad ttl", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts", body: `{"audience":{"topic":"citizens"},"message":{"title":"t","ttl":"soon"}}`},

@@ -66,9 +66,12 @@ type fcmErrorBody struct {
 //   - THIRD_PARTY_AUTH_ERROR is the app's APNs credential in the Firebase
 //     project: Permanent (configuration).
 //   - UNSPECIFIED_ERROR, unknown FcmError codes, 429 and 5xx: Retryable.
-//   - A Retryable 429 or 503 is ProviderWide: FCM's quota is the
-//     project's ("the system serves 429 RESOURCE_EXHAUSTED until the quota
-//     is refilled"), and 503 UNAVAILABLE is the service overloaded. FCM's
+//   - A Retryable 429, and a 503 that carries Retry-After, is
+//     ProviderWide: FCM's quota is the project's ("the system serves 429
+//     RESOURCE_EXHAUSTED until the quota is refilled"), and a 503
+//     UNAVAILABLE with Retry-After is the service asking every caller to
+//     wait. A 503 without it is one call's transient failure, retried
+//     with backoff for that device alone. FCM's
 //     QUOTA_EXCEEDED also covers per-device and per-topic rates, which the
 //     answer does not tell apart; pausing for one of those costs a delay,
 //     while not pausing for the project's quota spends it on refusals
@@ -91,7 +94,7 @@ func classifyFCM(status int, body []byte, retryAfter time.Duration) Result {
 		}
 	}
 	retry := Result{Class: Retryable, RetryAfter: retryAfter,
-		ProviderWide: status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable}
+		ProviderWide: status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable && retryAfter > 0}
 	switch code {
 	case fcmUnregistered, fcmSenderIDMismatch:
 		return Result{Class: InvalidToken, Reason: code}
@@ -220,8 +223,10 @@ var apnsClasses = map[string]Class{
 // Apple's table is classified by its HTTP status: 410 InvalidToken, 429 and
 // 5xx Retryable, anything else Permanent.
 //
-// A Retryable 503 (ServiceUnavailable, Shutdown) is ProviderWide: Apple
-// documents 503 as "the server is shutting down and unavailable". A 429 is
+// A Retryable 503 (ServiceUnavailable, Shutdown) that carries Retry-After
+// is ProviderWide: Apple documents 503 as "the server is shutting down and
+// unavailable", and Retry-After says for how long; without it, it is that
+// call's transient failure, retried with backoff. A 429 is
 // not: TooManyRequests is "too many requests were made consecutively to
 // the same device token", and TooManyProviderTokenUpdates is the sender's
 // own token, which the APNs sender handles.
@@ -243,7 +248,7 @@ func classifyAPNs(status int, reason string, retryAfter time.Duration) Result {
 	r := Result{Class: class, Reason: reason}
 	if class == Retryable {
 		r.RetryAfter = retryAfter
-		r.ProviderWide = status == http.StatusServiceUnavailable
+		r.ProviderWide = status == http.StatusServiceUnavailable && retryAfter > 0
 	}
 	return r
 }

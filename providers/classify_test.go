@@ -220,3 +220,26 @@ func FuzzParseRetryAfter(f *testing.F) {
 		}
 	})
 }
+
+// TestUnavailableWithoutRetryAfterIsPerDevice: a 503 without Retry-After is
+// one call's transient failure, retried for that device; only a 503 that
+// says how long to wait (and any FCM 429: the project's quota) pauses the
+// whole provider. Pausing every worker on each random 503 stalled a
+// broadcast under 30% transient errors for good.
+func TestUnavailableWithoutRetryAfterIsPerDevice(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		r    Result
+		want bool
+	}{
+		{"fcm 503", classifyFCM(503, fcmErrorJSON(503, "UNAVAILABLE", "UNAVAILABLE", ""), 0), false},
+		{"fcm 503 with Retry-After", classifyFCM(503, fcmErrorJSON(503, "UNAVAILABLE", "UNAVAILABLE", ""), time.Second), true},
+		{"fcm 429", classifyFCM(429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", ""), 0), true},
+		{"apns 503", classifyAPNs(503, "ServiceUnavailable", 0), false},
+		{"apns 503 with Retry-After", classifyAPNs(503, "ServiceUnavailable", time.Second), true},
+	} {
+		if c.r.Class != Retryable || c.r.ProviderWide != c.want {
+			t.Errorf("%s: class %v, provider-wide %v; want retryable, provider-wide %v", c.name, c.r.Class, c.r.ProviderWide, c.want)
+		}
+	}
+}

@@ -31,6 +31,10 @@ const (
 	// outHeld is a device not sent because the key's reach budget was
 	// spent.
 	outHeld = "h"
+	// outUntried is not an outcome: a device handed on to a follow-up
+	// batch without a call (deferred by a rate limit or a provider pause,
+	// or held back by a stale view).
+	outUntried = "d"
 	// outExpired is a device not reached before its broadcast expired:
 	// its sends failed transiently until no retry was due in time, or its
 	// batch ran after the expiry. Permanent errors are outFailed.
@@ -41,18 +45,23 @@ const (
 // before (a retry or a re-run after a crash). Anything else is another
 // batch's device or already final.
 const (
-	claimNew    = 1
-	claimOwn    = 2
-	claimCapped = 4
+	claimNew     = 1
+	claimOwn     = 2
+	claimCapped  = 4
+	claimUntried = 5 // claimed by this batch before, handed on untried
 )
 
 // outcomes collects what one task learned about the devices of its batch,
 // by their index in the batch, for one ledger write.
 type outcomes struct {
-	final    []final // devices with a final outcome
-	invalid  []int   // devices the provider says are gone: pruned from the registry
-	retry    []int   // devices to try again after max(after, backoff)
-	deferred []int   // devices to send once the rate limit allows, after wait
+	final   []final // devices with a final outcome
+	invalid []int   // devices the provider says are gone: pruned from the registry
+	retry   []int   // devices to try again after max(after, backoff)
+	// refused are the devices of retry the provider answered with a
+	// refusal (a 429 or 5xx): certainly not delivered, unlike a call cut
+	// short by a timeout or a shutdown.
+	refused  []int
+	deferred []int // devices to send once the rate limit allows, after wait
 	// stalled are devices not tried because the worker's view of the
 	// control log went stale mid-batch: tried again, same attempt.
 	stalled []int
@@ -110,11 +119,15 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	var out outcomes
-	var fresh, send []int // newly claimed devices; devices to send to
+	var fresh, send []int    // newly claimed devices; devices to send to
+	unsent := map[int]bool{} // claimed devices no earlier run sent
 	foreign := 0
 	for i := range b.members {
-		if claims[i] != claimNew && claims[i] != claimOwn {
+		if claims[i] != claimNew && claims[i] != claimOwn && claims[i] != claimUntried {
 			continue // another batch's device, or already done by this one
+		}
+		if claims[i] != claimOwn {
+			unsent[i] = true
 		}
 		if !inAudience[i] {
 			// A forged task, or a device removed since planning: never
@@ -135,21 +148,18 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	}
 
 	if killedBy, killed := w.ks.Killed(vb.scope()); killed {
-		// A device this batch claimed before (a run that crashed, froze or
-		// lost Redis after its calls) may have been reached: it counts as
-		// uncertain, which a recall includes, not as cancelled. So does a
-		// device claimed afresh when Redis restarted since delivery began:
-		// an earlier run's claim of it may be what Redis lost.
-		isFresh := make(map[int]bool, len(fresh))
-		if restarted, err := w.store.uncertain(ctx, vb.id); err != nil {
+		// A device this batch claimed before without handing it on untried
+		// (a run that crashed, froze or lost Redis after its calls) may
+		// have been reached: it counts as uncertain, which a recall
+		// includes, not as cancelled. So does every device when Redis
+		// restarted since delivery began: an earlier run's claim of it, or
+		// the outcome of its call, may be what Redis lost.
+		restarted, err := w.store.uncertain(ctx, vb.id)
+		if err != nil {
 			return err
-		} else if !restarted {
-			for _, i := range fresh {
-				isFresh[i] = true
-			}
 		}
 		for _, i := range send {
-			if isFresh[i] {
+			if unsent[i] && !restarted {
 				out.add(i, outCancelled)
 			} else {
 				out.add(i, outUnknown)
@@ -281,6 +291,7 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 			out.add(i, outFailed)
 		case providers.Retryable:
 			out.retry = append(out.retry, i)
+			out.refused = append(out.refused, i)
 			out.after = max(out.after, r.RetryAfter)
 		case providers.Cancelled:
 			switch {
@@ -308,10 +319,24 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 // and a crash before it re-runs the batch rather than losing devices.
 func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batch, out *outcomes, killedBy string) error {
 	if killedBy != "" {
-		for _, i := range slices.Concat(out.retry, out.deferred, out.stalled, out.paused) {
+		// A device to retry whose call was cut short (a timeout, a
+		// shutdown) may have been delivered: uncertain. One the provider
+		// refused, or that was never tried, is cancelled.
+		refused := make(map[int]bool, len(out.refused))
+		for _, i := range out.refused {
+			refused[i] = true
+		}
+		for _, i := range out.retry {
+			if refused[i] {
+				out.add(i, outCancelled)
+			} else {
+				out.add(i, outUnknown)
+			}
+		}
+		for _, i := range slices.Concat(out.deferred, out.stalled, out.paused) {
 			out.add(i, outCancelled)
 		}
-		out.retry, out.deferred, out.stalled, out.paused = nil, nil, nil, nil
+		out.retry, out.refused, out.deferred, out.stalled, out.paused = nil, nil, nil, nil, nil
 	}
 	until := vb.expires
 	if bound := vb.created.Add(w.policy.RetryFor); bound.Before(until) {
@@ -324,7 +349,17 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 	if err := w.notePaused(ctx, vb.id, b.Platform, out); err != nil {
 		return err
 	}
-	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(out.final),
+	// Devices handed on untried, or refused by the provider, are marked so
+	// in the ledger: their follow-up knows no call delivered them.
+	fs := out.final
+	untried := slices.Concat(out.deferred, out.stalled, out.paused)
+	if retried > 0 {
+		untried = append(untried, out.refused...)
+	}
+	for _, i := range untried {
+		fs = append(fs, final{i, outUntried})
+	}
+	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(fs),
 		counts{retries: int64(retried), rateLimited: int64(len(out.deferred))})
 	if err != nil {
 		return err

@@ -43,8 +43,8 @@ func recallMessage(vb *verifiedBroadcast, vr *verifiedRecall) providers.Message 
 // the broadcast: sent, uncertain (cut short in flight), or claimed by a
 // batch that never recorded an outcome (its worker may have sent and then
 // died, or lost Redis). When Redis restarted since delivery began
-// (uncertain), a device cancelled or planned without a claim may have
-// been reached too: the claim and outcome of a call made just before the
+// (uncertain), a device cancelled, handed on untried or planned without a
+// claim may have been reached too: the claim and outcome of a call made just before the
 // restart may be what Redis lost.
 func mayHaveReached(ledgerValue string, uncertain bool) bool {
 	switch {
@@ -52,7 +52,8 @@ func mayHaveReached(ledgerValue string, uncertain bool) bool {
 		strings.HasPrefix(ledgerValue, "c"):
 		return true
 	case uncertain:
-		return ledgerValue == "" || strings.HasPrefix(ledgerValue, outCancelled)
+		return ledgerValue == "" || strings.HasPrefix(ledgerValue, outCancelled) ||
+			strings.HasPrefix(ledgerValue, outUntried)
 	}
 	return false
 }
@@ -262,7 +263,7 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	}
 	var send []int
 	for j, i := range reached {
-		if claims[j] == claimNew || claims[j] == claimOwn {
+		if claims[j] == claimNew || claims[j] == claimOwn || claims[j] == claimUntried {
 			send = append(send, i)
 		}
 	}

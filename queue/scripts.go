@@ -13,7 +13,10 @@ import "github.com/redis/go-redis/v9"
 // final "<letter><seq>", its letter's counter in record grows by one, and
 // its position is set in the done bitmap. Members claimed by another
 // batch, and unknown letters, change nothing, so a batch retried after a
-// partial success never counts a device twice. It returns how many
+// partial success never counts a device twice. Letter d is not an outcome:
+// the device was handed on untried (deferred by a rate limit or a
+// provider pause, or held back by a stale view), so its follow-up knows
+// it was never sent. It returns how many
 // members had no ledger entry at all: their claim was lost (Redis came
 // back from an older state), and the batch must run again.
 const outcomesLua = `
@@ -28,6 +31,8 @@ local function record_outcomes(ledger, record, done, seq, from, counters)
       redis.call('HSET', ledger, m, o .. seq)
       n[o] = (n[o] or 0) + 1
       if pos >= 0 then redis.call('SETBIT', done, pos, 1) end
+    elseif o == 'd' and v == claim then
+      redis.call('HSET', ledger, m, 'd' .. seq)
     elseif not v then
       lost = lost + 1
     end
@@ -85,7 +90,8 @@ end
 // devices the ledger may hold (0 for no cap), ARGV[6..] pairs of member
 // and audience position (-1 for none).
 // Per member it returns 1 (newly claimed), 2 (claimed by this batch
-// before, e.g. a retry), 3 (already final for this batch), 0 (owned by
+// before, e.g. a retry), 5 (handed on untried by this batch before:
+// claimed again, known unsent), 3 (already final for this batch), 0 (owned by
 // another batch: a duplicate) or 4 (over the cap: recorded final as
 // capped, counted in targeted and capped, never sent). The cap is the
 // ledger's own size, so what a broadcast reaches is bounded by what its
@@ -114,6 +120,9 @@ for i = 6, #ARGV, 2 do
     new = new + 1
   elseif v == claim then
     r = 2
+  elseif v == 'd' .. seq then
+    redis.call('HSET', KEYS[1], m, claim)
+    r = 5
   elseif string.sub(v, 2) == seq then
     r = 3
   else
