@@ -110,29 +110,24 @@ func (r *Registry) numbers(ctx context.Context, members []string) ([]int64, erro
 }
 
 // readBits reads, per number, the bit of a bitmap (false for -1), in one
-// command.
+// pipeline of GETBITs (BITFIELD would be one command, but not every Redis
+// the project runs on has it).
 func readBits(ctx context.Context, rdb redis.UniversalClient, key string, nums []int64) ([]bool, error) {
 	out := make([]bool, len(nums))
-	args := make([]any, 0, 3*len(nums))
-	var at []int
-	for i, n := range nums {
-		if n >= 0 {
-			args = append(args, "GET", "u1", n)
-			at = append(at, i)
+	cmds := make([]*redis.IntCmd, len(nums))
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, n := range nums {
+			if n >= 0 {
+				cmds[i] = p.GetBit(ctx, key, n)
+			}
 		}
-	}
-	if len(at) == 0 {
-		return out, nil
-	}
-	vals, err := rdb.BitField(ctx, key, args...).Result()
-	if err != nil {
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read device bits: %w", err)
 	}
-	if len(vals) != len(at) {
-		return nil, errors.New("read device bits: short reply")
-	}
-	for j, i := range at {
-		out[i] = vals[j] == 1
+	for i, c := range cmds {
+		out[i] = c != nil && c.Val() == 1
 	}
 	return out, nil
 }
