@@ -292,3 +292,24 @@ func TestRecallAfterRedisCrashLeavesNoPhoneShowingTheText(t *testing.T) {
 		t.Errorf("%d of %d phones that got the broadcast still show it after the recall", still, shown)
 	}
 }
+
+// TestTasksMeetingRedisGoingAwayRunAgainSoon: a task that failed because
+// Redis went away or came back older runs again within a second, not after
+// asynq's growing delay (which kept a broadcast waiting 2 minutes after a
+// restart of a few hundred milliseconds).
+func TestTasksMeetingRedisGoingAwayRunAgainSoon(t *testing.T) {
+	srv := redistest.StartServer(t, false)
+	c := srv.Client()
+	srv.Kill()
+	_, refused := c.Ping(context.Background()).Result()
+	for _, err := range []error{refused, fmt.Errorf("save: %w", errPlanMoved), fmt.Errorf("record: %w", errClaimsLost)} {
+		if err == nil || !soon(err) {
+			t.Errorf("%v: not retried soon", err)
+		}
+	}
+	for _, err := range []error{errForged, fmt.Errorf("enqueue: %w", errOutsideAudience)} {
+		if soon(err) {
+			t.Errorf("%v: retried soon", err)
+		}
+	}
+}

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pushgate/pushgate/providers"
 )
@@ -140,7 +144,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		// one of its retries.
 		IsFailure: func(err error) bool { return !errors.Is(err, asynq.SkipRetry) && !putOff(err) },
 		RetryDelayFunc: func(n int, err error, t *asynq.Task) time.Duration {
-			if putOff(err) {
+			if putOff(err) || soon(err) {
 				return time.Second
 			}
 			return asynq.DefaultRetryDelayFunc(n, err, t)
@@ -165,6 +169,21 @@ var errStale = errors.New("the control log view is stale; sending waits until it
 // spending a retry: a stale view of the control log, or a Redis that lost
 // data (ErrRedisDataLost), where nothing may count as done.
 func putOff(err error) bool { return errors.Is(err, errStale) || errors.Is(err, ErrRedisDataLost) }
+
+// soon reports whether a failed task should run again within a second
+// rather than after asynq's growing delay (15 s and up): it met Redis going
+// away or coming back (a refused or broken connection, a Redis still
+// loading its AOF), or a Redis that came back from an older state (a moved
+// plan position, lost claims). Waiting longer would only keep the
+// broadcast's phones waiting; the retry still counts.
+func soon(err error) bool {
+	var op *net.OpError
+	return errors.Is(err, errPlanMoved) || errors.Is(err, errClaimsLost) ||
+		errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, redis.ErrPoolTimeout) || redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
+		redis.IsMasterDownError(err)
+}
 
 // fresh returns errStale unless this worker's view of the control log is
 // fresh, and a *DataLostError while Redis lost data.
