@@ -25,7 +25,7 @@ func restartDevices(t *testing.T) int {
 		}
 		return n
 	}
-	return 20000
+	return 10000
 }
 
 // TestRedisRestartMidBroadcast is the operator's drill: one API, two
