@@ -331,9 +331,16 @@ func (f *fixture) startWorker(id string) *Worker {
 // with its own senders.
 func (f *fixture) startWorkerOn(id string, c *Control, fcm, apns *fakeSender) *Worker {
 	f.t.Helper()
+	return f.startWorkerWith(id, c, map[providers.Platform]Sender{providers.FCM: fcm, providers.APNs: apns})
+}
+
+// startWorkerWith starts a worker around view c with the given senders
+// (real ones, against simulators, or fakes), stopped at cleanup.
+func (f *fixture) startWorkerWith(id string, c *Control, senders map[providers.Platform]Sender) *Worker {
+	f.t.Helper()
 	w, err := NewWorker(WorkerConfig{
 		Config:                   f.config(c),
-		Senders:                  map[providers.Platform]Sender{providers.FCM: fcm, providers.APNs: apns},
+		Senders:                  senders,
 		ID:                       id,
 		Concurrency:              4,
 		TaskCheckInterval:        10 * time.Millisecond,

@@ -38,23 +38,7 @@ func (f *fixture) startSenderWorker(id string, fcm Sender) *Worker {
 	f.t.Helper()
 	c := f.newControl(false, "")
 	waitFor(f.t, id+"'s view of the control log", c.Fresh)
-	w, err := NewWorker(WorkerConfig{
-		Config:                   f.config(c),
-		Senders:                  map[providers.Platform]Sender{providers.FCM: fcm},
-		ID:                       id,
-		Concurrency:              4,
-		TaskCheckInterval:        10 * time.Millisecond,
-		DelayedTaskCheckInterval: 100 * time.Millisecond,
-		ShutdownTimeout:          5 * time.Second,
-	})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if err := w.Start(context.Background()); err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(w.Shutdown)
-	return w
+	return f.startWorkerWith(id, c, map[providers.Platform]Sender{providers.FCM: fcm})
 }
 
 // registerPhones puts n FCM devices into topic, in the registry and as

@@ -77,28 +77,6 @@ func newSimSenders(t *testing.T, faults sim.Faults) (*sim.Sim, map[providers.Pla
 	return s, map[providers.Platform]Sender{providers.FCM: fcm, providers.APNs: apns}
 }
 
-// startWorkerWith starts a worker with senders and stops it at cleanup.
-func (f *fixture) startWorkerWith(id string, senders map[providers.Platform]Sender) *Worker {
-	f.t.Helper()
-	w, err := NewWorker(WorkerConfig{
-		Config:                   f.config(f.newControl(false, "")),
-		Senders:                  senders,
-		ID:                       id,
-		Concurrency:              4,
-		TaskCheckInterval:        10 * time.Millisecond,
-		DelayedTaskCheckInterval: 100 * time.Millisecond,
-		ShutdownTimeout:          5 * time.Second,
-	})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if err := w.Start(context.Background()); err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(w.Shutdown)
-	return w
-}
-
 // simDevices returns nFCM and nAPNs devices with tokens of the shapes the
 // simulators accept; prefix (hexadecimal, for APNs) lets a fault plan
 // single them out.
@@ -167,7 +145,7 @@ func TestTransientErrorsAreRetriedUntilSent(t *testing.T) {
 		ErrorRate: 0.3, Seed: 1})
 	f := newFixture(t, func(p *Policy) { p.RetryBase, p.RetryMax = 10*time.Millisecond, 100*time.Millisecond })
 	f.importDevices("citizens", simDevices("", nFCM, nAPNs))
-	f.startWorkerWith("w1", senders)
+	f.startWorkerWith("w1", f.newControl(false, ""), senders)
 
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "banjir"))
 	done := f.waitState(st.ID, api.StateCompleted)
@@ -196,7 +174,7 @@ func TestDevicesExpireWhenTransientErrorsOutlastTheTTL(t *testing.T) {
 		UnknownToken: sim.OutcomeDeliver})
 	f := newFixture(t, func(p *Policy) { p.RetryBase, p.RetryMax = 100*time.Millisecond, 400*time.Millisecond })
 	f.importDevices("citizens", append(simDevices("", 20, 20), simDevices("dead", 5, 5)...))
-	f.startWorkerWith("w1", senders)
+	f.startWorkerWith("w1", f.newControl(false, ""), senders)
 
 	st := f.mustSubmit(`{"audience":{"topic":"citizens"},"message":{"title":"gempa","body":"b","ttl":"3s"}}`)
 	done := f.waitState(st.ID, api.StateCompleted)
@@ -289,7 +267,7 @@ func TestRetryCarriesTheTTLLeft(t *testing.T) {
 	f := newFixture(t, func(p *Policy) { p.RetryBase = 10 * time.Millisecond })
 	devs := simDevices("", 3, 3)
 	f.importDevices("citizens", devs)
-	f.startWorkerWith("w1", senders)
+	f.startWorkerWith("w1", f.newControl(false, ""), senders)
 
 	st := f.mustSubmit(broadcastBody(`{"topic":"citizens"}`, "ttl"))
 	done := f.waitState(st.ID, api.StateCompleted)
