@@ -346,6 +346,7 @@ func (f *fixture) startWorkerWith(id string, c *Control, senders map[providers.P
 		TaskCheckInterval:        10 * time.Millisecond,
 		DelayedTaskCheckInterval: 100 * time.Millisecond,
 		ShutdownTimeout:          5 * time.Second,
+		SweepInterval:            500 * time.Millisecond,
 	})
 	if err != nil {
 		f.t.Fatal(err)

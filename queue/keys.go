@@ -61,6 +61,9 @@ func (k Keys) RecallPlanned(id string) string { return k.bc(id) + ":recall-plann
 // RecallDone is the bitmap of recall positions with a final outcome.
 func (k Keys) RecallDone(id string) string { return k.bc(id) + ":recall-done" }
 
+// Sweep is held by the worker sweeping a stalled broadcast.
+func (k Keys) Sweep(id string) string { return k.bc(id) + ":sweep" }
+
 // Scratch is a key a completion check writes and deletes within one
 // script.
 func (k Keys) Scratch(id string) string { return k.bc(id) + ":scratch" }

@@ -62,6 +62,10 @@ type WorkerConfig struct {
 	// DefaultReapMargin. It must exceed how far apart workers' clocks may
 	// be.
 	ReapMargin time.Duration
+	// SweepInterval is how often the worker looks for broadcasts stalled
+	// with planned devices no batch claimed, and how long one must have
+	// been still (queue/sweep.go); zero means DefaultSweepInterval.
+	SweepInterval time.Duration
 }
 
 // Worker runs the planning, delivery and recall tasks on an asynq server,
@@ -76,6 +80,8 @@ type Worker struct {
 
 	stopKS context.CancelFunc
 	wg     sync.WaitGroup
+	// sweepEvery is how often the sweeper runs.
+	sweepEvery time.Duration
 
 	// afterPlanPage, when set (by tests), runs after each planned page is
 	// saved, with the broadcast's devices planned so far.
@@ -107,6 +113,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 30 * time.Second
 	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = DefaultSweepInterval
+	}
 	if cfg.ReapMargin <= 0 {
 		cfg.ReapMargin = DefaultReapMargin
 	}
@@ -119,6 +128,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		ks:          NewKillSwitch(c.control, c.rdb, c.keys, cfg.ID, c.logger.With("worker_id", cfg.ID)),
 		pauses:      newPauses(c),
 		taskRetries: 25,
+		sweepEvery:  cfg.SweepInterval,
 	}
 	if c.metrics != nil {
 		w.ks.applied = c.metrics.killsApplied
@@ -205,10 +215,14 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.ks.Sync(ctx)
 	ksCtx, cancel := context.WithCancel(context.Background())
 	w.stopKS = cancel
-	w.wg.Add(1)
+	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
 		w.ks.Run(ksCtx)
+	}()
+	go func() {
+		defer w.wg.Done()
+		w.sweep(ksCtx, w.sweepEvery)
 	}()
 	mux := asynq.NewServeMux()
 	mux.Use(w.track)
