@@ -146,14 +146,20 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 			}
 		}
 		reached, at = wellFormed(reached, at)
-		batches := chunk(id, reached, prog.seq)
-		for _, b := range batches {
-			if err := w.enqueueBatch(ctx, TypeRecallDeliver, QueueRecall, b, 0); err != nil {
-				return err
+		// A recall batch sends only to positions marked planned (the
+		// worker checks), so they are marked before the batches exist; the
+		// position moves after, and a crash between the two plans the page
+		// again (marking is idempotent).
+		if _, err = w.store.saveProgress(ctx, id, ledgerRecall, prev, prev, at); err == nil {
+			batches := chunk(id, reached, prog.seq)
+			for _, b := range batches {
+				if err := w.enqueueBatch(ctx, TypeRecallDeliver, QueueRecall, b, 0); err != nil {
+					return err
+				}
 			}
+			prog.seq += int64(len(batches))
+			_, err = w.store.saveProgress(ctx, id, ledgerRecall, prev, prog, nil)
 		}
-		prog.seq += int64(len(batches))
-		_, err = w.store.saveProgress(ctx, id, ledgerRecall, prev, prog, at)
 		if errors.Is(err, errPlanMoved) && moves < maxPlanMoves {
 			moves++
 			w.logger.Warn("recall planning position moved; planning again from the stored position", "broadcast_id", id)
