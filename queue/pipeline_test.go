@@ -335,6 +335,13 @@ func TestGlobalKillRefusesSubmissions(t *testing.T) {
 // nonceOfBroadcast reads the nonce of a broadcast's stored envelope.
 func nonceOfBroadcast(t *testing.T, f *fixture, id string) string {
 	t.Helper()
+	return storedEnvelope(t, f, id).Nonce
+}
+
+// storedEnvelope verifies a broadcast's stored envelope and returns what
+// its signature says.
+func storedEnvelope(t *testing.T, f *fixture, id string) *signing.Verified {
+	t.Helper()
 	raw, err := f.rdb.Get(context.Background(), f.keys.Envelope(id)).Bytes()
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +354,7 @@ func nonceOfBroadcast(t *testing.T, f *fixture, id string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v.Nonce
+	return v
 }
 
 func TestDeviceLimitThrottlesExcess(t *testing.T) {

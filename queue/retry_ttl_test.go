@@ -19,7 +19,6 @@ import (
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
-	"github.com/pushgate/pushgate/signing"
 )
 
 // These tests send through the real FCM and APNs SDK senders to the
@@ -122,19 +121,7 @@ func simRequests(s *sim.Sim, status int) int64 {
 // stored envelope: the start of its TTL.
 func signedCreated(t *testing.T, f *fixture, id string) time.Time {
 	t.Helper()
-	raw, err := f.rdb.Get(context.Background(), f.keys.Envelope(id)).Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var env signing.Request
-	if err := json.Unmarshal(raw, &env); err != nil {
-		t.Fatal(err)
-	}
-	v, err := f.control.verifier.VerifyRecorded(context.Background(), &env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.Created
+	return storedEnvelope(t, f, id).Created
 }
 
 func TestTransientErrorsAreRetriedUntilSent(t *testing.T) {
