@@ -226,10 +226,12 @@ func TestAPNsStreamLimit(t *testing.T) {
 		}
 	}
 	st := s.Stats()
-	// Calls over the limit of 1 may share one more coalesced dial; a burst
-	// would open a connection per waiting call.
-	if n := st.Connections[providers.APNs]; n > 2 {
-		t.Errorf("%d connections, want at most 2", n)
+	// Calls over the limit of 1 share coalesced dials; a burst would open
+	// a connection per waiting call (up to 64). How many coalesced dials
+	// race the first depends on scheduling (a third was seen once in CI),
+	// so the bound is a few, not exactly one more.
+	if n := st.Connections[providers.APNs]; n > 4 {
+		t.Errorf("%d connections, want at most 4", n)
 	}
 	t.Logf("%d connections, %d refused streams", st.Connections[providers.APNs], st.RefusedStreams)
 }
