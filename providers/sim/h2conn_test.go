@@ -257,6 +257,9 @@ func TestFCMAdvertisesFixedLimit(t *testing.T) {
 // package comment), which says nothing about the simulator.
 func TestAPNsBurst(t *testing.T) {
 	const burst = 500
+	// clientInitialStreams is the limit Go's HTTP/2 client assumes per
+	// connection until the server's SETTINGS arrive.
+	const clientInitialStreams = 100
 	for _, transport := range []string{"x/net", "net/http"} {
 		t.Run(transport, func(t *testing.T) {
 			s := newSim(t, Config{})
@@ -295,10 +298,15 @@ func TestAPNsBurst(t *testing.T) {
 			if failed.Load() != 0 {
 				t.Fatalf("%d pushes failed; first: %v", failed.Load(), firstErr.Load())
 			}
-			// The client keeps to the advertised limit: it waits for the
-			// server's SETTINGS and for the limit to rise.
-			if st.RefusedStreams != 0 {
-				t.Errorf("%d streams refused over the stream limit, want 0", st.RefusedStreams)
+			// The client keeps to the advertised limit once it has read
+			// it. A stream it reserved under its own assumption before the
+			// server's SETTINGS arrived (x/net assumes 100) can still reach
+			// the server after the client's ACK; the server refuses it
+			// and the client retries it (RFC 9113, section 8.7), which the
+			// exact delivery count below checks. More refusals than that
+			// allowance would mean the client ignored the limit.
+			if max := int64(clientInitialStreams * st.Connections[providers.APNs]); st.RefusedStreams > max {
+				t.Errorf("%d streams refused over the stream limit, want at most %d", st.RefusedStreams, max)
 			}
 			if st.Deliveries != burst || st.RawDuplicates != 0 {
 				t.Fatalf("deliveries %d, duplicates %d; want %d and 0", st.Deliveries, st.RawDuplicates, burst)
