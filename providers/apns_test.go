@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -183,6 +184,51 @@ func TestAPNsTokenSharing(t *testing.T) {
 			t.Errorf("%d answers 429 (TooManyProviderTokenUpdates) for two processes", n)
 		}
 	})
+}
+
+// TestAPNsTokenEpochAcrossRestart runs two processes' tokens across an
+// epoch boundary, the first made late in its epoch and the second made
+// just after the boundary (a worker restarted): both switch to the new
+// epoch's token at the boundary, so APNs never sees the old token after
+// the new one, nor a token made off the epoch, and never answers
+// TooManyProviderTokenUpdates. Keeping the old token until 20 minutes
+// after it was made had the first process's expire, and its replacement
+// be refused, for minutes.
+func TestAPNsTokenEpochAcrossRestart(t *testing.T) {
+	clock := newEpochClock() // a minute into an epoch
+	s := newSim(t, sim.Config{Now: clock.Now})
+	tokens := deviceTokens(providers.APNs, "auto-", 5)
+	send := func(when string, senders ...*providers.APNsSender) {
+		t.Helper()
+		for i, sd := range senders {
+			for j, r := range sd.Send(context.Background(), &openGate{}, testMessage(), tokens) {
+				if r.Class != providers.Sent {
+					t.Errorf("%s, sender %d, device %d: %v", when, i, j, r)
+				}
+			}
+		}
+	}
+	// The deployment has used this epoch's token since its start.
+	early := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+	send("at the epoch's start", newAPNsSender(t, s, early, func(c *providers.APNsConfig) { c.Now = clock.Now }))
+	clock.Advance(44 * time.Minute)
+	tokA := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+	a := newAPNsSender(t, s, tokA, func(c *providers.APNsConfig) { c.Now = clock.Now })
+	send("45 minutes into the epoch", a)
+
+	clock.Advance(6 * time.Minute) // a minute into the next epoch
+	tokB := newAPNsToken(t, s, func(c *providers.APNsTokenConfig) { c.Now = clock.Now })
+	b := newAPNsSender(t, s, tokB, func(c *providers.APNsConfig) { c.Now = clock.Now })
+	for minute := 1; minute <= 31; minute += 5 {
+		send(fmt.Sprintf("%d minutes after the boundary", minute), b, a)
+		if pa, pb := providers.ProviderBearer(tokA), providers.ProviderBearer(tokB); pa != pb {
+			t.Errorf("%d minutes after the boundary the two processes use different tokens", minute)
+		}
+		clock.Advance(5 * time.Minute)
+	}
+	if n := s.Stats().Requests[providers.APNs][429]; n != 0 {
+		t.Errorf("%d answers 429 (TooManyProviderTokenUpdates)", n)
+	}
 }
 
 // TestAPNsInvalidProviderToken signs tokens with a key APNs does not know:

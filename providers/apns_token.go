@@ -62,10 +62,16 @@ type APNsTokenConfig struct {
 // adds token updates, and no process has to share a credential with
 // another through Redis.
 //
-// A token is replaced when its epoch ends, or when APNs refuses it
+// A token is replaced when its epoch ends: at the first use after the
+// boundary, which every process computes from its clock on every use, so
+// all of them switch at the same instant whenever each made its previous
+// token (a process that kept the old epoch's token would alternate with
+// the others' new one, and a late replacement of it would be the update
+// Apple refuses). It is also replaced when APNs refuses it
 // (ExpiredProviderToken, InvalidProviderToken) and at least MinInterval has
 // passed since it was made — then with iat now, since a refused epoch token
-// means the clocks disagree; never more often.
+// means the clocks disagree; never more often. Such a token is left for
+// the epoch token at the next boundary.
 type APNsToken struct {
 	// tok's embedded mutex guards tok and issued.
 	tok    *token.Token
@@ -142,7 +148,7 @@ func (t *APNsToken) bearer() string {
 	t.tok.Lock()
 	defer t.tok.Unlock()
 	now := t.now()
-	if e := t.epochStart(now); t.issued.Before(e) && now.Sub(t.made) >= t.minInterval {
+	if e := t.epochStart(now); t.issued.Before(e) {
 		if err := t.generateLocked("age", e); err != nil {
 			// Signing with a key that has signed before does not fail in
 			// practice. Should it, the old token stays: APNs refuses it
