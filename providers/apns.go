@@ -183,7 +183,9 @@ func (s *APNsSender) send(ctx context.Context, n *apns2.Notification) Result {
 		fresh, wait := s.token.refused(call.bearer)
 		switch {
 		case fresh:
-			// A new token is in place: the device may be tried again now.
+			// A new token is in place: the device may be tried again now,
+			// and the credential is not known to be at fault.
+			r.Credential = false
 		case resp.Reason == apnsInvalidProviderToken:
 			// A token younger than the minimum interval was refused as
 			// invalid: the key, key id or team id is wrong.

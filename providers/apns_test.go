@@ -114,7 +114,7 @@ func TestAPNsProviderTokenExpired(t *testing.T) {
 	for i, r := range a.Send(context.Background(), &openGate{}, testMessage(), tokens) {
 		switch {
 		case r.Class == providers.Sent:
-		case r.Class == providers.Retryable && r.Reason == "ExpiredProviderToken" && r.RetryAfter == 0:
+		case r.Class == providers.Retryable && r.Reason == "ExpiredProviderToken" && r.RetryAfter == 0 && !r.Credential:
 			retry = append(retry, tokens[i])
 		default:
 			t.Errorf("device %d after expiry: %v, want sent or retryable ExpiredProviderToken", i, r)
@@ -251,7 +251,7 @@ func TestAPNsInvalidProviderToken(t *testing.T) {
 	})
 	a := newAPNsSender(t, s, tok, nil)
 	for i, r := range a.Send(context.Background(), &openGate{}, testMessage(), deviceTokens(providers.APNs, "auto-", 10)) {
-		if r.Class != providers.Permanent || r.Reason != "InvalidProviderToken" {
+		if r.Class != providers.Permanent || !r.Credential || r.Reason != "InvalidProviderToken" {
 			t.Errorf("device %d: %v, want permanent InvalidProviderToken", i, r)
 		}
 	}

@@ -62,7 +62,8 @@ type fcmErrorBody struct {
 //     token was refused: Retryable, and the sender drops the cached token
 //     so the next call fetches a new one. PERMISSION_DENIED (403 without an
 //     FcmError) and NOT_FOUND (404 without UNREGISTERED) mean the service
-//     account or project is wrong: Permanent.
+//     account or project is wrong: Permanent. 401, 403 and
+//     THIRD_PARTY_AUTH_ERROR are Credential refusals.
 //   - THIRD_PARTY_AUTH_ERROR is the app's APNs credential in the Firebase
 //     project: Permanent (configuration).
 //   - UNSPECIFIED_ERROR, unknown FcmError codes, 429 and 5xx: Retryable.
@@ -104,7 +105,7 @@ func classifyFCM(status int, body []byte, retryAfter time.Duration) Result {
 		}
 		return Result{Class: InvalidToken, Reason: code}
 	case fcmThirdPartyAuth, fcmAPNsAuth:
-		return Result{Class: Permanent, Reason: code}
+		return Result{Class: Permanent, Reason: code, Credential: true}
 	case fcmQuotaExceeded, fcmUnavailable, fcmInternal, fcmUnspecified:
 		retry.Reason = code
 		return retry
@@ -121,8 +122,10 @@ func classifyFCM(status int, body []byte, retryAfter time.Duration) Result {
 	}
 	switch {
 	case status == http.StatusUnauthorized || reason == "UNAUTHENTICATED":
-		retry.Reason = reason
+		retry.Reason, retry.Credential = reason, true
 		return retry
+	case status == http.StatusForbidden || reason == "PERMISSION_DENIED":
+		return Result{Class: Permanent, Reason: reason, Credential: true}
 	case status == http.StatusTooManyRequests || status >= 500:
 		retry.Reason = reason
 		return retry
@@ -219,6 +222,21 @@ var apnsClasses = map[string]Class{
 	apnsShutdown:                    Retryable,
 }
 
+// apnsCredentialReasons are the reasons that refuse the provider token or
+// certificate rather than the device or the notification. Apple answers
+// them with 403, except TooManyProviderTokenUpdates (429).
+var apnsCredentialReasons = map[string]bool{
+	apnsBadCertificate:              true,
+	apnsBadCertificateEnvironment:   true,
+	apnsExpiredProviderToken:        true,
+	apnsForbidden:                   true,
+	apnsInvalidProviderToken:        true,
+	apnsMissingProviderToken:        true,
+	apnsUnrelatedKeyIDInToken:       true,
+	apnsBadEnvironmentKeyIDInToken:  true,
+	apnsTooManyProviderTokenUpdates: true,
+}
+
 // classifyAPNs classifies an APNs error response. A reason that is not in
 // Apple's table is classified by its HTTP status: 410 InvalidToken, 429 and
 // 5xx Retryable, anything else Permanent.
@@ -245,7 +263,8 @@ func classifyAPNs(status int, reason string, retryAfter time.Duration) Result {
 			reason = "HTTP " + strconv.Itoa(status)
 		}
 	}
-	r := Result{Class: class, Reason: reason}
+	r := Result{Class: class, Reason: reason,
+		Credential: apnsCredentialReasons[reason] || !ok && status == http.StatusForbidden}
 	if class == Retryable {
 		r.RetryAfter = retryAfter
 		r.ProviderWide = status == http.StatusServiceUnavailable && retryAfter > 0

@@ -43,12 +43,12 @@ func TestClassifyFCM(t *testing.T) {
 		{"QUOTA_EXCEEDED", fcmAnswer{429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "")}, Result{Class: Retryable, Reason: "QUOTA_EXCEEDED", RetryAfter: ra, ProviderWide: true}},
 		{"UNAVAILABLE", fcmAnswer{503, fcmErrorJSON(503, "UNAVAILABLE", "UNAVAILABLE", "")}, Result{Class: Retryable, Reason: "UNAVAILABLE", RetryAfter: ra, ProviderWide: true}},
 		{"INTERNAL", fcmAnswer{500, fcmErrorJSON(500, "INTERNAL", "INTERNAL", "")}, Result{Class: Retryable, Reason: "INTERNAL", RetryAfter: ra}},
-		{"THIRD_PARTY_AUTH_ERROR", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", "")}, Result{Class: Permanent, Reason: "THIRD_PARTY_AUTH_ERROR"}},
-		{"APNS_AUTH_ERROR", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "APNS_AUTH_ERROR", "")}, Result{Class: Permanent, Reason: "APNS_AUTH_ERROR"}},
+		{"THIRD_PARTY_AUTH_ERROR", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", "")}, Result{Class: Permanent, Reason: "THIRD_PARTY_AUTH_ERROR", Credential: true}},
+		{"APNS_AUTH_ERROR", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "APNS_AUTH_ERROR", "")}, Result{Class: Permanent, Reason: "APNS_AUTH_ERROR", Credential: true}},
 		{"UNSPECIFIED_ERROR", fcmAnswer{500, fcmErrorJSON(500, "UNKNOWN", "UNSPECIFIED_ERROR", "")}, Result{Class: Retryable, Reason: "UNSPECIFIED_ERROR", RetryAfter: ra}},
 		{"unknown FcmError code", fcmAnswer{400, fcmErrorJSON(400, "FAILED_PRECONDITION", "SOMETHING_NEW", "")}, Result{Class: Retryable, Reason: "SOMETHING_NEW", RetryAfter: ra}},
-		{"401 of our access token", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "", "")}, Result{Class: Retryable, Reason: "UNAUTHENTICATED", RetryAfter: ra}},
-		{"403 of our service account", fcmAnswer{403, fcmErrorJSON(403, "PERMISSION_DENIED", "", "")}, Result{Class: Permanent, Reason: "PERMISSION_DENIED"}},
+		{"401 of our access token", fcmAnswer{401, fcmErrorJSON(401, "UNAUTHENTICATED", "", "")}, Result{Class: Retryable, Reason: "UNAUTHENTICATED", RetryAfter: ra, Credential: true}},
+		{"403 of our service account", fcmAnswer{403, fcmErrorJSON(403, "PERMISSION_DENIED", "", "")}, Result{Class: Permanent, Reason: "PERMISSION_DENIED", Credential: true}},
 		{"404 of a wrong project", fcmAnswer{404, fcmErrorJSON(404, "NOT_FOUND", "", "")}, Result{Class: Permanent, Reason: "NOT_FOUND"}},
 		{"429 without detail", fcmAnswer{429, fcmErrorJSON(429, "RESOURCE_EXHAUSTED", "", "")}, Result{Class: Retryable, Reason: "RESOURCE_EXHAUSTED", RetryAfter: ra, ProviderWide: true}},
 		{"502 from a proxy, not JSON", fcmAnswer{502, []byte("<html>bad gateway</html>")}, Result{Class: Retryable, Reason: "HTTP 502", RetryAfter: ra}},
@@ -117,6 +117,7 @@ func TestClassifyAPNs(t *testing.T) {
 		{apnsAnswer{429, "SomethingNew"}, Retryable},
 		{apnsAnswer{502, ""}, Retryable},
 		{apnsAnswer{400, "SomethingNew"}, Permanent},
+		{apnsAnswer{403, "SomethingNew"}, Permanent},
 	}
 	inTable := 0
 	for _, tt := range tests {
@@ -133,6 +134,12 @@ func TestClassifyAPNs(t *testing.T) {
 			}
 			if wantRA := map[bool]time.Duration{true: ra}[tt.want == Retryable]; got.RetryAfter != wantRA {
 				t.Errorf("retry after %v, want %v", got.RetryAfter, wantRA)
+			}
+			// Every 403 refuses the provider token or certificate, and so
+			// does TooManyProviderTokenUpdates; nothing else is about the
+			// credential.
+			if want := tt.give.status == 403 || tt.give.reason == "TooManyProviderTokenUpdates"; got.Credential != want {
+				t.Errorf("credential %v, want %v", got.Credential, want)
 			}
 			// Only a 503 refuses the whole service; Apple documents 429
 			// TooManyRequests as about one device token.

@@ -270,7 +270,8 @@ func (s *FCMSender) send(ctx context.Context, m *messaging.Message) (r Result, t
 // classifyTokenError classifies a failure to obtain an access token. A
 // token endpoint that refuses the service account (4xx: invalid_grant,
 // invalid_client) is a configuration error and Permanent; one that cannot
-// be reached or fails (5xx, 429, network) is Retryable.
+// be reached or fails (5xx, 429, network) is Retryable. Either way no
+// device can be sent to: a Credential failure.
 func classifyTokenError(err error) Result {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
@@ -288,9 +289,9 @@ func classifyTokenError(err error) Result {
 			if reason == "" {
 				reason = re.Response.Status
 			}
-			return Result{Class: Permanent, Reason: "oauth2 token refused: " + reason}
+			return Result{Class: Permanent, Reason: "oauth2 token refused: " + reason, Credential: true}
 		}
-		return Result{Class: Retryable, Reason: "oauth2 token: " + re.Response.Status}
+		return Result{Class: Retryable, Reason: "oauth2 token: " + re.Response.Status, Credential: true}
 	}
-	return Result{Class: Retryable, Reason: "oauth2 token: " + transportReason(err)}
+	return Result{Class: Retryable, Reason: "oauth2 token: " + transportReason(err), Credential: true}
 }

@@ -213,7 +213,7 @@ func TestFCMTokenEndpointRefuses(t *testing.T) {
 	f := newFCMSender(t, s, func(c *providers.FCMConfig) { c.Credentials = creds })
 	got := f.Send(context.Background(), &openGate{}, testMessage(), deviceTokens(providers.FCM, "auto-", 40))
 	for i, r := range got {
-		if r.Class != providers.Permanent || !strings.HasPrefix(r.Reason, "oauth2 token refused: invalid_grant") {
+		if r.Class != providers.Permanent || !r.Credential || !strings.HasPrefix(r.Reason, "oauth2 token refused: invalid_grant") {
 			t.Errorf("device %d: %v, want permanent oauth2 refusal", i, r)
 		}
 	}

@@ -134,6 +134,13 @@ type Result struct {
 	// call to the provider should wait RetryAfter, or a default when it is
 	// zero (docs/ARCHITECTURE.md, "Provider pauses").
 	ProviderWide bool
+	// Credential marks a refusal of the deployment's own credential, not
+	// of the device or the message: the APNs provider token or
+	// certificate, FCM's OAuth2 access token or service account, or the
+	// app's APNs credential held by Firebase. Every device fails the same
+	// way until an operator acts, so the queue reports the provider
+	// degraded (docs/ARCHITECTURE.md, "Provider health").
+	Credential bool
 	// Reason is the provider's error code (for example UNREGISTERED or
 	// BadDeviceToken) or a short description; empty when sent.
 	Reason string
