@@ -155,12 +155,16 @@ func (b *gatedBody) Read(p []byte) (int, error) {
 	return b.ReadCloser.Read(p)
 }
 
+// messageRefused starts the reason of a message refused before any call
+// because a provider would refuse it (CodeMessage).
+const messageRefused = "message refused: "
+
 // refuseAll returns the same refusal for every token: used when the
 // message itself cannot be sent, which is known before any call.
 func refuseAll(n int, reason string) []Result {
 	results := make([]Result, n)
 	for i := range results {
-		results[i] = Result{Class: Permanent, Reason: reason}
+		results[i] = Result{Class: Permanent, Reason: messageRefused + reason}
 	}
 	return results
 }

@@ -209,7 +209,7 @@ func (s *FCMSender) Send(ctx context.Context, gate Gate, msg *Message, tokens []
 				return Result{Class: InvalidToken, Reason: p}, true
 			}
 			if p := b.refuseToken(token); p != "" {
-				return Result{Class: Permanent, Reason: p}, true
+				return Result{Class: Permanent, Reason: messageRefused + p}, true
 			}
 			if r := authFailed.Load(); r != nil {
 				return *r, true

@@ -112,12 +112,15 @@ func fcmReservedKey(k string) bool {
 	return strings.HasPrefix(k, "google") || strings.HasPrefix(k, "gcm.")
 }
 
+// emptyToken is the reason of a device whose token is empty.
+const emptyToken = "empty device token"
+
 // tokenProblem returns why a device token can never be delivered to, or ""
 // when it may be tried. Only the empty token is caught here: any other
 // shape is the provider's to judge.
 func tokenProblem(token string) string {
 	if token == "" {
-		return "empty device token"
+		return emptyToken
 	}
 	return ""
 }
