@@ -49,11 +49,16 @@ type Counters struct {
 	// Expired counts devices not reached before the broadcast expired:
 	// their sends failed transiently until no retry was due before the
 	// expiry (or limits.retry_for), or their batch ran after it.
-	Expired            int64 `json:"expired"`
-	InvalidToken       int64 `json:"invalid_token"`
-	SkippedDuplicate   int64 `json:"skipped_duplicate"`
+	Expired          int64 `json:"expired"`
+	InvalidToken     int64 `json:"invalid_token"`
+	SkippedDuplicate int64 `json:"skipped_duplicate"`
+	// RateLimitedRetries counts devices a rate limit (the provider's or
+	// the sender key's) held back at least once; each counts once however
+	// often it was deferred.
 	RateLimitedRetries int64 `json:"rate_limited_retries"`
-	Retries            int64 `json:"retries"`
+	// Retries counts sends retried after a transient refusal (a device
+	// retried twice counts twice).
+	Retries int64 `json:"retries"`
 	// Cancelled counts devices a kill stopped before their call left.
 	Cancelled int64 `json:"cancelled"`
 	// Uncertain counts devices whose outcome is unknown: a kill cut their
@@ -80,6 +85,25 @@ type Counters struct {
 // Done is how many targeted devices have a final outcome.
 func (c *Counters) Done() int64 {
 	return c.Sent + c.Failed + c.Expired + c.InvalidToken + c.Cancelled + c.Uncertain + c.Throttled + c.Held + c.Capped
+}
+
+// Reasons counts a broadcast's devices by what their provider answered,
+// under keys "<platform>/<code>" such as "apns/Unregistered" or
+// "fcm/QUOTA_EXCEEDED" (codes are bounded: Apple's and FCM's reasons,
+// google.rpc statuses, "HTTP <status>", transport, oauth2_refused,
+// oauth2_unavailable, sdk, message_refused, empty_token, other). Failed,
+// InvalidToken and Expired count devices by the answer that ended them;
+// Retried counts retries by the refusal that caused them.
+type Reasons struct {
+	Failed       map[string]int64 `json:"failed,omitempty"`
+	InvalidToken map[string]int64 `json:"invalid_token,omitempty"`
+	Expired      map[string]int64 `json:"expired,omitempty"`
+	Retried      map[string]int64 `json:"retried,omitempty"`
+}
+
+// Empty reports whether no reason was counted.
+func (r *Reasons) Empty() bool {
+	return r == nil || len(r.Failed)+len(r.InvalidToken)+len(r.Expired)+len(r.Retried) == 0
 }
 
 // Event is one entry of a broadcast's timeline.
@@ -115,7 +139,22 @@ type Status struct {
 	// broadcast has devices waiting for it, when the pause ends; absent
 	// when no pause holds the broadcast back.
 	PausedUntil map[Platform]time.Time `json:"paused_until,omitempty"`
-	Timeline    []Event                `json:"timeline,omitempty"`
+	// ProviderDegraded names, per platform, the reason a provider refuses
+	// the deployment's own credential (its provider token, certificate,
+	// OAuth2 token or service account), as some worker reported it in the
+	// last two minutes: no device of that platform can be sent to until an
+	// operator fixes it. Only in the status of one broadcast still
+	// sending; absent when every provider accepts the credential.
+	ProviderDegraded map[Platform]string `json:"provider_degraded,omitempty"`
+	// Reasons says why devices failed, expired, were found invalid or
+	// were retried; absent when nothing was refused.
+	Reasons *Reasons `json:"reasons,omitempty"`
+	// LimitedBy names the rate limit that last held deliveries back
+	// ("sender key k1 at 20000/1m0s", "provider apns at 50000/1s"), and
+	// LimitedAt when; absent when no limit did.
+	LimitedBy string    `json:"limited_by,omitempty"`
+	LimitedAt time.Time `json:"limited_at,omitzero"`
+	Timeline  []Event   `json:"timeline,omitempty"`
 }
 
 // Terminal reports whether the broadcast will send nothing more (recall

@@ -66,6 +66,10 @@ type Policy struct {
 	// brake needs: a recall with custom text, a resume of a global or key
 	// kill, the revocation of an admin key.
 	AdminApprovals int
+	// FailureWarnShare is the share of a broadcast's devices (0 to 1)
+	// that, failed or expired, makes its summary line a warning; zero
+	// means 5%, a negative value never warns.
+	FailureWarnShare float64
 	// Retraction is the standard retraction: a recall that replaces a
 	// broadcast with exactly this title and body needs no approval.
 	RetractionTitle, RetractionBody string
@@ -89,6 +93,7 @@ func DefaultPolicy() Policy {
 		ProviderPauseMax: 5 * time.Minute,
 		IdempotencyTTL:   24 * time.Hour,
 		KillWait:         5 * time.Second,
+		FailureWarnShare: defaultFailureWarnShare,
 
 		ApprovalsRequired: 2,
 		ApprovalWindow:    30 * time.Minute,
@@ -152,6 +157,9 @@ func newCore(cfg Config) (*core, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Policy.FailureWarnShare == 0 {
+		cfg.Policy.FailureWarnShare = defaultFailureWarnShare
+	}
 	if cfg.Keys == (Keys{}) {
 		cfg.Keys = NewKeys("")
 	}
@@ -200,7 +208,7 @@ func (c *core) newLimiter() *limiter {
 func (c *core) transition(ctx context.Context, id, to, detail, flag string, from ...string) (bool, error) {
 	ok, _, err := c.store.transition(ctx, id, to, detail, flag, c.now(), from...)
 	if ok {
-		c.metrics.transition(to)
+		c.noteTransition(ctx, id, to)
 	}
 	return ok, err
 }

@@ -35,6 +35,10 @@ const (
 	// batch without a call (deferred by a rate limit or a provider pause,
 	// or held back by a stale view).
 	outUntried = "d"
+	// outRateLimited is outUntried for a device a rate limit deferred:
+	// the first such deferral of a device counts it in
+	// rate_limited_retries.
+	outRateLimited = outUntried + ":rate"
 	// outExpired is a device not reached before its broadcast expired:
 	// its sends failed transiently until no retry was due in time, or its
 	// batch ran after the expiry. Permanent errors are outFailed.
@@ -72,6 +76,13 @@ type outcomes struct {
 	pauseUntil time.Time
 	after      time.Duration
 	wait       time.Duration
+	// limitedBy names the rate limit that deferred devices, "" when none
+	// did.
+	limitedBy string
+	// why is the reason code ("<platform>/<code>", providers.Result.Code)
+	// of a device's last refusal, by index: what a failure, an invalid
+	// token, a retry or an expiry after retries is counted under.
+	why map[int]string
 }
 
 // final is a device's final outcome: its index in the batch and the
@@ -82,6 +93,23 @@ type final struct {
 }
 
 func (o *outcomes) add(i int, letter string) { o.final = append(o.final, final{i, letter}) }
+
+// addWhy records a final outcome with the reason of the device's last
+// refusal, when it has one.
+func (o *outcomes) addWhy(i int, letter string) {
+	if why := o.why[i]; why != "" {
+		letter += ":" + why
+	}
+	o.add(i, letter)
+}
+
+// refusal remembers the reason of device i's refusal.
+func (o *outcomes) refusal(i int, platform providers.Platform, r providers.Result) {
+	if o.why == nil {
+		o.why = map[int]string{}
+	}
+	o.why[i] = string(platform) + "/" + r.Code()
+}
 
 // deliver sends one batch: it verifies the broadcast, keeps only devices
 // of its audience, claims them in the ledger, applies the kill-switch and
@@ -236,11 +264,11 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 	}
 
 	if len(send) > 0 {
-		n, wait, err := w.limits.take(ctx, b.Platform, vb.keyID, vb.keyRate, len(send))
+		n, wait, by, err := w.limits.take(ctx, b.Platform, vb.keyID, vb.keyRate, len(send))
 		if err != nil {
 			return err
 		}
-		out.deferred, out.wait = send[n:], wait
+		out.deferred, out.wait, out.limitedBy = send[n:], wait, by
 		send = send[:n]
 	}
 
@@ -251,6 +279,7 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 		// left, not the TTL signed.
 		g := w.pauses.gate(f, b.Platform)
 		results := sender.Send(f.ctx, g, &vb.msg, b.tokens(send))
+		w.health.observe(ctx, b.Platform, results)
 		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), g.stopped.Load(), &out)
 		w.afterSend(ctx, g, &out)
 	}
@@ -281,14 +310,17 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 				w.metrics.latency.WithLabelValues(string(platform)).Observe(r.Latency.Seconds())
 			}
 		}
+		if r.Class != providers.Sent && r.Class != providers.Cancelled {
+			out.refusal(i, platform, r)
+		}
 		switch r.Class {
 		case providers.Sent:
 			out.add(i, outSent)
 		case providers.InvalidToken:
-			out.add(i, outInvalid)
+			out.addWhy(i, outInvalid)
 			out.invalid = append(out.invalid, i)
 		case providers.Permanent:
-			out.add(i, outFailed)
+			out.addWhy(i, outFailed)
 		case providers.Retryable:
 			out.retry = append(out.retry, i)
 			out.refused = append(out.refused, i)
@@ -309,7 +341,7 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 				out.retry = append(out.retry, i)
 			}
 		default:
-			out.add(i, outFailed)
+			out.addWhy(i, outFailed)
 		}
 	}
 }
@@ -352,19 +384,30 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 	// Devices handed on untried, or refused by the provider, are marked so
 	// in the ledger: their follow-up knows no call delivered them.
 	fs := out.final
-	untried := slices.Concat(out.deferred, out.stalled, out.paused)
+	untried := slices.Concat(out.stalled, out.paused)
 	if retried > 0 {
 		untried = append(untried, out.refused...)
 	}
 	for _, i := range untried {
 		fs = append(fs, final{i, outUntried})
 	}
-	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(fs),
-		counts{retries: int64(retried), rateLimited: int64(len(out.deferred))})
+	for _, i := range out.deferred {
+		fs = append(fs, final{i, outRateLimited})
+	}
+	c := counts{retries: int64(retried), limitedBy: out.limitedBy}
+	if retried > 0 {
+		c.retried = map[string]int64{}
+		for _, i := range out.retry {
+			if why := out.why[i]; why != "" {
+				c.retried[why]++
+			}
+		}
+	}
+	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(fs), c)
 	if err != nil {
 		return err
 	}
-	w.metrics.transition(st)
+	w.noteTransition(ctx, vb.id, st)
 	return nil
 }
 
@@ -385,7 +428,7 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 		at := dueAt(w.now(), max(out.after, w.backoff(b.Attempt)))
 		if !at.Before(until) {
 			for _, i := range out.retry {
-				out.add(i, outExpired)
+				out.addWhy(i, outExpired)
 			}
 			w.metrics.expired(b.Platform, len(out.retry))
 			w.logger.Warn("retries ran out of time: devices expired", "broadcast_id", b.Broadcast,

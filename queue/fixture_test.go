@@ -167,6 +167,8 @@ func fixtureKeys() []signing.KeyEntry {
 		// gated needs approvals above 10 devices; it shares sender's owner.
 		{ID: "gated", Roles: b, Topics: []string{"citizens", "t-*"}, MaxAudience: 100000, ApprovalAbove: 10, Owner: "city"},
 		{ID: "everyone", Roles: b, Topics: []string{"*"}, MaxAudience: 2000000, Owner: "city"},
+		// slow may send 20 pushes a second.
+		{ID: "slow", Roles: b, Topics: []string{"citizens"}, MaxAudience: 1000, Rate: "20/s", Owner: "city"},
 		{ID: "reg-9", Roles: r, Topics: []string{"district-9*"}, MaxDevices: 50, Owner: "kelurahan-9"},
 		{ID: "admin", Roles: []string{"admin"}, Owner: "ops-1"},
 		{ID: "admin2", Roles: []string{"admin"}, Owner: "ops-2"},
@@ -200,6 +202,37 @@ type fixture struct {
 	staleness time.Duration
 	// taskFailures counts tasks its processes logged as failed.
 	taskFailures atomic.Int64
+	// lines keeps every line its processes logged.
+	lines keptLog
+}
+
+// keptLog is a log kept for a test to read.
+type keptLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *keptLog) add(line string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, line)
+}
+
+// matching returns the lines that contain every one of parts.
+func (l *keptLog) matching(parts ...string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 func newFixture(t testing.TB, tune func(*Policy)) *fixture {
@@ -305,7 +338,7 @@ func (f *fixture) newControlWith(rdb *redis.Client, integrate bool, tune func(*C
 }
 
 func (f *fixture) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(testLog{f.t, &f.taskFailures}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(testLog{f.t, &f.taskFailures, &f.lines}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 // verifierFor is the ingress verifier of a process holding view c.
@@ -533,11 +566,15 @@ func (f *fixture) waitState(id, state string) *api.Status {
 type testLog struct {
 	t      testing.TB
 	failed *atomic.Int64
+	lines  *keptLog // nil: not kept
 }
 
 func (l testLog) Write(b []byte) (int, error) {
 	if l.failed != nil && bytes.Contains(b, []byte("task failed; asynq will retry it")) {
 		l.failed.Add(1)
+	}
+	if l.lines != nil {
+		l.lines.add(string(b))
 	}
 	l.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil

@@ -55,6 +55,10 @@ func (k Keys) Planned(id string) string { return k.bc(id) + ":planned" }
 // Done is the bitmap of a broadcast's positions with a final outcome.
 func (k Keys) Done(id string) string { return k.bc(id) + ":done" }
 
+// Delayed is the bitmap of a broadcast's positions a rate limit has held
+// back at least once: rate_limited_retries counts devices, not deferrals.
+func (k Keys) Delayed(id string) string { return k.bc(id) + ":delayed" }
+
 // RecallPlanned and RecallDone are the same bitmaps for a recall.
 func (k Keys) RecallPlanned(id string) string { return k.bc(id) + ":recall-planned" }
 
@@ -122,6 +126,11 @@ func (k Keys) ProviderRate(platform string) string { return k.prefix + ":rl:prov
 // ProviderPause holds the end of a platform's provider pause in Unix
 // milliseconds, only ever extended, expiring when the pause ends.
 func (k Keys) ProviderPause(platform string) string { return k.prefix + ":pause:" + platform }
+
+// ProviderHealth is the hash in which workers report a provider that
+// refuses the deployment's credential: reason, since, at, worker. It
+// expires when no worker renews it.
+func (k Keys) ProviderHealth(platform string) string { return k.prefix + ":health:" + platform }
 
 // SenderRate is the rate-limit key of a sender key; redis_rate prefixes it
 // with "rate:".

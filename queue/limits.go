@@ -41,10 +41,11 @@ type limiter struct {
 
 // take asks for n tokens from the limits of platform and sender key. It
 // returns how many may be sent now and, when fewer than n, how long to wait
-// before asking for the rest.
-func (l *limiter) take(ctx context.Context, platform providers.Platform, keyID string, keyRate signing.Rate, n int) (int, time.Duration, error) {
-	allowed, wait := n, time.Duration(0)
-	step := func(key string, r signing.Rate) error {
+// before asking for the rest and which limit held them back ("sender key
+// k1 at 20000/1m0s", "provider apns at 50000/1s").
+func (l *limiter) take(ctx context.Context, platform providers.Platform, keyID string, keyRate signing.Rate, n int) (int, time.Duration, string, error) {
+	allowed, wait, by := n, time.Duration(0), ""
+	step := func(key, name string, r signing.Rate) error {
 		if unlimited(r) || allowed == 0 {
 			return nil
 		}
@@ -52,22 +53,25 @@ func (l *limiter) take(ctx context.Context, platform providers.Platform, keyID s
 		if err != nil {
 			return fmt.Errorf("rate limit: %w", err)
 		}
+		if res.Allowed < allowed {
+			by = fmt.Sprintf("%s at %d/%s", name, r.Count, r.Per)
+		}
 		allowed = res.Allowed
 		if allowed < n {
 			wait = max(wait, res.RetryAfter)
 		}
 		return nil
 	}
-	if err := step(l.keys.ProviderRate(string(platform)), l.provider[platform]); err != nil {
-		return 0, 0, err
+	if err := step(l.keys.ProviderRate(string(platform)), "provider "+string(platform), l.provider[platform]); err != nil {
+		return 0, 0, "", err
 	}
-	if err := step(l.keys.SenderRate(keyID), keyRate); err != nil {
-		return 0, 0, err
+	if err := step(l.keys.SenderRate(keyID), "sender key "+keyID, keyRate); err != nil {
+		return 0, 0, "", err
 	}
 	if allowed < n && wait <= 0 {
 		wait = 100 * time.Millisecond
 	}
-	return allowed, wait, nil
+	return allowed, wait, by, nil
 }
 
 // deviceScript counts one push per device unless the device's estimated

@@ -207,7 +207,7 @@ func (w *Worker) planDone(ctx context.Context, id, killedBy string) error {
 	if err != nil {
 		return err
 	}
-	w.metrics.transition(st)
+	w.noteTransition(ctx, id, st)
 	return nil
 }
 

@@ -179,7 +179,7 @@ func (w *Worker) recallPlan(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return err
 	}
-	w.metrics.transition(st)
+	w.noteTransition(ctx, id, st)
 	return nil
 }
 
@@ -285,7 +285,7 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	if len(send) > 0 {
-		n, wait, err := w.limits.take(ctx, b.Platform, "", signing.Rate{}, len(send))
+		n, wait, _, err := w.limits.take(ctx, b.Platform, "", signing.Rate{}, len(send))
 		if err != nil {
 			return err
 		}
@@ -336,6 +336,6 @@ func (w *Worker) finishRecallBatch(ctx context.Context, id string, b *batch, out
 	if err != nil {
 		return err
 	}
-	w.metrics.transition(st)
+	w.noteTransition(ctx, id, st)
 	return nil
 }

@@ -7,37 +7,58 @@ import "github.com/redis/go-redis/v9"
 // only its source and digest; it is never modified.
 
 // outcomesLua is prepended to scripts that record a batch's outcomes.
-// record_outcomes(ledger, record, done, seq, from, counters) reads triples
-// of member, outcome letter and audience position (-1 for none) from
-// ARGV[from..]; a member still claimed by batch seq ("c<seq>") gets the
-// final "<letter><seq>", its letter's counter in record grows by one, and
-// its position is set in the done bitmap. Members claimed by another
-// batch, and unknown letters, change nothing, so a batch retried after a
-// partial success never counts a device twice. Letter d is not an outcome:
-// the device was handed on untried (deferred by a rate limit or a
+// record_outcomes(ledger, record, done, seq, from, counters, delayed)
+// reads triples of member, outcome letter and audience position (-1 for
+// none) from ARGV[from..]; a member still claimed by batch seq ("c<seq>")
+// gets the final "<letter><seq>", its letter's counter in record grows by
+// one, and its position is set in the done bitmap. Members claimed by
+// another batch, and unknown letters, change nothing, so a batch retried
+// after a partial success never counts a device twice. A letter may carry
+// a reason after a colon ("f:apns/BadDeviceToken"): a device newly
+// recorded with it also counts in the record's field "why:<letter>:<reason>"
+// (reasons are bounded codes, providers.Result.Code). Letter d is not an
+// outcome: the device was handed on untried (deferred by a rate limit or a
 // provider pause, or held back by a stale view), so its follow-up knows
-// it was never sent. It returns how many
-// members had no ledger entry at all: their claim was lost (Redis came
-// back from an older state), and the batch must run again.
+// it was never sent; "d:rate" is a rate limit's deferral, and a device
+// deferred so for the first time sets its position in the delayed bitmap
+// (nil for none) and counts once in rate_limited_retries. It returns how
+// many members had no ledger entry at all: their claim was lost (Redis
+// came back from an older state), and the batch must run again.
 const outcomesLua = `
-local function record_outcomes(ledger, record, done, seq, from, counters)
+local function record_outcomes(ledger, record, done, seq, from, counters, delayed)
   local claim = 'c' .. seq
-  local n = {}
-  local lost = 0
+  local n, why = {}, {}
+  local lost, late = 0, 0
   for i = from, #ARGV, 3 do
     local m, o, pos = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
+    local w = nil
+    if #o > 2 then w = string.sub(o, 3); o = string.sub(o, 1, 1) end
     local v = redis.call('HGET', ledger, m)
     if counters[o] and v == claim then
       redis.call('HSET', ledger, m, o .. seq)
       n[o] = (n[o] or 0) + 1
+      if w then
+        local k = 'why:' .. o .. ':' .. w
+        why[k] = (why[k] or 0) + 1
+      end
       if pos >= 0 then redis.call('SETBIT', done, pos, 1) end
     elseif o == 'd' and v == claim then
       redis.call('HSET', ledger, m, 'd' .. seq)
+      if w == 'rate' and delayed and pos >= 0 and redis.call('SETBIT', delayed, pos, 1) == 0 then
+        late = late + 1
+      end
     elseif not v then
       lost = lost + 1
     end
   end
   for o, c in pairs(n) do redis.call('HINCRBY', record, counters[o], c) end
+  for k, c in pairs(why) do redis.call('HINCRBY', record, k, c) end
+  if late > 0 then
+    redis.call('HINCRBY', record, 'rate_limited_retries', late)
+    if redis.call('TTL', delayed) == -1 then
+      redis.call('EXPIRE', delayed, math.max(redis.call('TTL', ledger), 1))
+    end
+  end
   return lost
 end
 `
@@ -141,23 +162,28 @@ return out
 // recordScript records final outcomes of devices still claimed by the
 // batch, counts them with the batch's other counters, and completes the
 // broadcast when it can. KEYS[1] ledger, KEYS[2] record, KEYS[3]
-// timeline, KEYS[4] planned bitmap, KEYS[5] done bitmap, KEYS[6] scratch;
-// ARGV[1] batch sequence, ARGV[2] now in ms, ARGV[3] a kill scope to
-// remember ("" for none), ARGV[4] devices retried, ARGV[5] devices
-// deferred by a rate limit, ARGV[6..] triples of member, outcome letter
-// and position. Letters map to counters: s sent, f failed, i
-// invalid_token, x cancelled, t throttled, h held (reach budget spent), u
-// uncertain (cut short in flight, or claimed by an earlier run that
-// recorded nothing: maybe delivered), e expired
+// timeline, KEYS[4] planned bitmap, KEYS[5] done bitmap, KEYS[6] scratch,
+// KEYS[7] delayed bitmap; ARGV[1] batch sequence, ARGV[2] now in ms,
+// ARGV[3] a kill scope to remember ("" for none), ARGV[4] devices retried,
+// ARGV[5] a JSON object: "retried", retries counted by reason, and
+// "limited_by", the rate limit that deferred devices ("" for none);
+// ARGV[6..] triples of member, outcome letter and position. Letters map to
+// counters: s sent, f failed, i invalid_token, x cancelled, t throttled, h
+// held (reach budget spent), u uncertain (cut short in flight, or claimed
+// by an earlier run that recorded nothing: maybe delivered), e expired
 // (the TTL ran out before a transient failure was overcome). Returns {the
 // state the broadcast entered or "", devices whose claim was lost}.
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
 local lost = record_outcomes(KEYS[1], KEYS[2], KEYS[5], ARGV[1], 6,
   {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'uncertain', h = 'held',
-   e = 'expired'})
+   e = 'expired'}, KEYS[7])
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
 if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end
-if tonumber(ARGV[5]) > 0 then redis.call('HINCRBY', KEYS[2], 'rate_limited_retries', ARGV[5]) end
+local extra = cjson.decode(ARGV[5])
+for k, c in pairs(extra.retried or {}) do redis.call('HINCRBY', KEYS[2], 'why:r:' .. k, c) end
+if extra.limited_by and extra.limited_by ~= '' then
+  redis.call('HSET', KEYS[2], 'limited_by', extra.limited_by, 'limited_at', ARGV[2])
+end
 redis.call('HSET', KEYS[2], 'updated_at', ARGV[2])
 return {finish(KEYS[2], KEYS[3], ARGV[2], KEYS[4], KEYS[5], KEYS[6]), lost}
 `)

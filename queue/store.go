@@ -92,7 +92,7 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 func (s *store) broadcastKeys(id string) []string {
 	return []string{s.keys.Broadcast(id), s.keys.Envelope(id), s.keys.Timeline(id), s.keys.Ledger(id),
 		s.keys.Plan(id), s.keys.RecallLedger(id), s.keys.RecallPlan(id),
-		s.keys.Planned(id), s.keys.Done(id), s.keys.RecallPlanned(id), s.keys.RecallDone(id)}
+		s.keys.Planned(id), s.keys.Done(id), s.keys.Delayed(id), s.keys.RecallPlanned(id), s.keys.RecallDone(id)}
 }
 
 // touchExpiry renews the retention of keys created after the record (the
@@ -119,10 +119,14 @@ func (s *store) envelope(ctx context.Context, key string) ([]byte, error) {
 func (s *store) get(ctx context.Context, id string, timeline bool) (*api.Status, error) {
 	var rec *redis.MapStringStringCmd
 	var tl *redis.StringSliceCmd
+	var health []*redis.MapStringStringCmd
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		rec = p.HGetAll(ctx, s.keys.Broadcast(id))
 		if timeline {
 			tl = p.LRange(ctx, s.keys.Timeline(id), 0, 999)
+			for _, pl := range []api.Platform{api.FCM, api.APNs} {
+				health = append(health, p.HGetAll(ctx, s.keys.ProviderHealth(string(pl))))
+			}
 		}
 		return nil
 	})
@@ -135,6 +139,16 @@ func (s *store) get(ctx context.Context, id string, timeline bool) (*api.Status,
 	}
 	st := statusFromRecord(id, fields)
 	if timeline {
+		if !st.Terminal() {
+			for i, pl := range []api.Platform{api.FCM, api.APNs} {
+				if reason := health[i].Val()["reason"]; reason != "" && len(reason) <= 64 {
+					if st.ProviderDegraded == nil {
+						st.ProviderDegraded = map[api.Platform]string{}
+					}
+					st.ProviderDegraded[pl] = reason
+				}
+			}
+		}
 		for _, raw := range tl.Val() {
 			var ev api.Event
 			if json.Unmarshal([]byte(raw), &ev) == nil {
@@ -169,6 +183,9 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 		}
 	}
 	return &api.Status{
+		Reasons:           reasonsFromRecord(f),
+		LimitedBy:         f["limited_by"],
+		LimitedAt:         ms("limited_at"),
 		PausedUntil:       paused,
 		ApprovalsRequired: required,
 		ApprovalExpiresAt: expires,
@@ -204,6 +221,48 @@ func statusFromRecord(id string, f map[string]string) *api.Status {
 			ProviderPaused:     num("provider_paused"),
 		},
 	}
+}
+
+// reasonsFromRecord reads the record's "why:<letter>:<reason>" fields
+// (recordScript), nil when there are none. The record comes from Redis:
+// a field of another shape or a count that is not positive is skipped.
+func reasonsFromRecord(f map[string]string) *api.Reasons {
+	var r *api.Reasons
+	for k, v := range f {
+		rest, ok := strings.CutPrefix(k, "why:")
+		if !ok {
+			continue
+		}
+		letter, reason, ok := strings.Cut(rest, ":")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if !ok || reason == "" || err != nil || n <= 0 {
+			continue
+		}
+		if r == nil {
+			r = &api.Reasons{}
+		}
+		var m *map[string]int64
+		switch letter {
+		case outFailed:
+			m = &r.Failed
+		case outInvalid:
+			m = &r.InvalidToken
+		case outExpired:
+			m = &r.Expired
+		case "r":
+			m = &r.Retried
+		default:
+			continue
+		}
+		if *m == nil {
+			*m = map[string]int64{}
+		}
+		(*m)[reason] += n
+	}
+	if r.Empty() {
+		return nil
+	}
+	return r
 }
 
 // list returns broadcasts newest first, optionally only those in a state,

@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 )
 
@@ -75,6 +76,7 @@ type Worker struct {
 	senders     map[providers.Platform]Sender
 	ks          *KillSwitch
 	pauses      *pauses
+	health      *providerHealth
 	srv         *asynq.Server
 	taskRetries int
 
@@ -127,6 +129,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		senders:     cfg.Senders,
 		ks:          NewKillSwitch(c.control, c.rdb, c.keys, cfg.ID, c.logger.With("worker_id", cfg.ID)),
 		pauses:      newPauses(c),
+		health:      newProviderHealth(c, cfg.ID),
 		taskRetries: 25,
 		sweepEvery:  cfg.SweepInterval,
 	}
@@ -170,6 +173,11 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 
 // ID is the worker's id.
 func (w *Worker) ID() string { return w.ks.workerID }
+
+// DegradedProviders returns the providers this worker last found refusing
+// the deployment's credential, with the reason code; nil when none
+// (docs/ARCHITECTURE.md, "Provider health"). It reads memory only.
+func (w *Worker) DegradedProviders() map[api.Platform]string { return w.health.degraded() }
 
 // errStale puts a task off because this worker's view of the control log
 // is not fresh: nothing may be sent until it is.

@@ -246,6 +246,19 @@ func options() []option {
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.ProviderPause })},
 		{key: "limits.provider_pause_max", def: "5m", help: "longest provider-wide pause, whatever a provider's Retry-After asks",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.ProviderPauseMax })},
+		{key: "limits.failure_warn_share", def: "5%", help: "share of a broadcast's devices that, failed or expired, makes the worker's summary line of it a warning (PERCENT%, or off)",
+			set: func(c *Config, v string) error {
+				if v == "off" {
+					c.Policy.FailureWarnShare = -1
+					return nil
+				}
+				n, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
+				if !strings.HasSuffix(v, "%") || err != nil || n <= 0 || n > 100 {
+					return errors.New("must be a percentage such as 5% (more than 0, at most 100), or off")
+				}
+				c.Policy.FailureWarnShare = n / 100
+				return nil
+			}},
 		{key: "limits.kill_wait", def: "5s", help: "how long a kill with wait=true waits for every worker (a silent worker counts until control.max_staleness and a second have passed)",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
 

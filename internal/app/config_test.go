@@ -65,7 +65,8 @@ func TestLoadConfig(t *testing.T) {
 					c.Policy.RetryFor != 24*time.Hour ||
 					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 600000, Per: time.Minute}) ||
 					c.Redis != (RedisChecks{PersistenceCheck: PersistenceWarn, LossCheckInterval: 5 * time.Second}) ||
-					c.Policy.ProviderPause != 10*time.Second || c.Policy.ProviderPauseMax != 5*time.Minute {
+					c.Policy.ProviderPause != 10*time.Second || c.Policy.ProviderPauseMax != 5*time.Minute ||
+					c.Policy.FailureWarnShare != 0.05 {
 					t.Errorf("defaults = %+v", c)
 				}
 				// A dead worker's tasks are resumed at most max_staleness
@@ -78,10 +79,10 @@ func TestLoadConfig(t *testing.T) {
 		},
 		{
 			name: "file with nested sections",
-			yaml: "listen: 0.0.0.0:9000\nfcm:\n  project_id: p1\n  credentials_file: /x.json\n  concurrency: 16\nlimits:\n  device_rate: unlimited\n  fcm_rate: 100/s\n  retry_for: 2h\n",
+			yaml: "listen: 0.0.0.0:9000\nfcm:\n  project_id: p1\n  credentials_file: /x.json\n  concurrency: 16\nlimits:\n  device_rate: unlimited\n  fcm_rate: 100/s\n  retry_for: 2h\n  failure_warn_share: 12.5%\n",
 			check: func(t *testing.T, c *Config) {
 				if c.Listen != "0.0.0.0:9000" || c.FCM.ProjectID != "p1" || c.FCM.Concurrency != 16 || c.Policy.DeviceLimit != 0 ||
-					c.Policy.RetryFor != 2*time.Hour ||
+					c.Policy.RetryFor != 2*time.Hour || c.Policy.FailureWarnShare != 0.125 ||
 					c.Policy.ProviderRates[providers.FCM] != (signing.Rate{Count: 100, Per: time.Second}) {
 					t.Errorf("config = %+v", c)
 				}
@@ -145,6 +146,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad duration", "limits:\n  max_ttl: forever\n", nil, "limits.max_ttl: must be a positive duration"},
 		{"bad rate", "limits:\n  fcm_rate: 10/fortnight\n", nil, "limits.fcm_rate:"},
 		{"zero retry window", "limits:\n  retry_for: 0s\n", nil, "limits.retry_for: must be a positive duration"},
+		{"failure share without a percent sign", "limits:\n  failure_warn_share: 0.05\n", nil, "limits.failure_warn_share: must be a percentage"},
+		{"failure share over 100%", "limits:\n  failure_warn_share: 150%\n", nil, "limits.failure_warn_share: must be a percentage"},
 		// Devices are retried until their TTL now, not a number of times.
 		{"removed max_attempts", "limits:\n  max_attempts: 5\n", nil, `unknown setting "limits.max_attempts"`},
 		{"bad address", "listen: nowhere\n", nil, "listen: must be host:port"},
