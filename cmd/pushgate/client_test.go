@@ -147,11 +147,11 @@ func TestClientCommands(t *testing.T) {
 			},
 		},
 		{
-			name: "status", key: gatewaytest.Registrar, args: []string{"status", "{send topic}"},
+			name: "status", key: gatewaytest.Sender, args: []string{"status", "{send topic}"},
 			wantOut: `^broadcast b[0-9a-v]+: queued \(read in \S+\)\n  key sender, audience topic citizens, ttl 15m0s.*\n  targeted 0  sent 0  failed 0  expired 0  invalid_token 0 `,
 		},
 		{
-			name: "status json", key: gatewaytest.Registrar, args: []string{"status", "{send topic}", "--json"},
+			name: "status json", key: gatewaytest.Approver, args: []string{"status", "{send topic}", "--json"},
 			wantOut: `^\{"id":"b[0-9a-v]+","state":"queued","key_id":"sender"`,
 		},
 		{
