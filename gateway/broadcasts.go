@@ -37,8 +37,16 @@ func (s *Server) submitBroadcast(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, api.SubmitResponse{ID: id, State: sub.Status.State, StatusURL: api.BroadcastPath(id)})
 }
 
+// getBroadcast answers a broadcast's status to a key that may read it
+// (queue.SeesAll, or the key that submitted it); to any other, the
+// broadcast does not exist.
 func (s *Server) getBroadcast(w http.ResponseWriter, r *http.Request) {
+	a := authFrom(r.Context())
 	id := r.PathValue("id")
+	if err := s.svc.Visible(r.Context(), a.verified.Key, id); err != nil {
+		s.fail(w, r, fmt.Errorf("get broadcast: %w", err))
+		return
+	}
 	st, err := s.svc.Get(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("get broadcast: %w", err))
@@ -48,7 +56,10 @@ func (s *Server) getBroadcast(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
+// listBroadcasts lists the broadcasts the caller may read: every sender's
+// for an admin or approver, its own for any other key.
 func (s *Server) listBroadcasts(w http.ResponseWriter, r *http.Request) {
+	a := authFrom(r.Context())
 	q := r.URL.Query()
 	state := q.Get("state")
 	limit, err := intParam(q.Get("limit"), "limit", api.DefaultListLimit, 1, api.MaxListLimit)
@@ -56,7 +67,7 @@ func (s *Server) listBroadcasts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	page, err := s.svc.List(r.Context(), state, int(limit), q.Get("after"))
+	page, err := s.svc.ListFor(r.Context(), a.verified.Key, state, int(limit), q.Get("after"))
 	if err != nil {
 		s.fail(w, r, fmt.Errorf("list broadcasts: %w", err))
 		return
@@ -71,6 +82,12 @@ func (s *Server) cancelBroadcast(w http.ResponseWriter, r *http.Request) {
 	body, err := api.ParseReasonRequest(a.body)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	// A key that may not read the broadcast learns no more from a cancel
+	// than from a read: not found.
+	if err := s.svc.Visible(r.Context(), a.verified.Key, id); err != nil {
+		s.fail(w, r, fmt.Errorf("cancel broadcast: %w", err))
 		return
 	}
 	if _, err := s.svc.Cancel(r.Context(), a.verified, a.envelope, id, body.Reason); err != nil {

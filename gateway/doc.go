@@ -23,6 +23,9 @@
 //   - Every error answer is an application/problem+json document whose
 //     code maps to its HTTP status in one table (statusOf); infrastructure
 //     failures reach clients only as "unavailable", without detail.
+//   - A broadcast's status is answered only to the key that submitted it,
+//     an admin or an approver (queue.SeesAll); to any other key it does not
+//     exist.
 //   - Device tokens, signatures and keys are never logged: logs carry the
 //     route pattern, never the request path, plus key_id and broadcast_id.
 //

@@ -58,7 +58,7 @@ func TestEveryRouteHappyPath(t *testing.T) {
 			},
 		},
 		{
-			name: "get with any key", key: gatewaytest.Registrar, method: "GET", path: "/v1/broadcasts/" + getID,
+			name: "get by an approver", key: gatewaytest.Approver, method: "GET", path: "/v1/broadcasts/" + getID,
 			want: http.StatusOK,
 			check: func(t *testing.T, r response) {
 				var st api.Status

@@ -44,6 +44,10 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Now is the clock for request timings; nil means time.Now.
 	Now func() time.Time
+	// OmitMetrics leaves GET /metrics out of the Handler, which then
+	// answers it 404: the process serves its metrics on a listener of
+	// their own (metrics_listen).
+	OmitMetrics bool
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -97,14 +101,16 @@ func New(cfg Config) (*Server, error) {
 		now:      cfg.Now,
 		mux:      http.NewServeMux(),
 	}
-	s.routes()
+	s.routes(cfg.OmitMetrics)
 	return s, nil
 }
 
 // routes registers every route with the role it requires; "" is any valid
 // key. The Service makes its own finer checks (cancel: the submitting key
-// or an admin; broadcast: topics and audience cap).
-func (s *Server) routes() {
+// or an admin; broadcast: topics and audience cap; reading a broadcast:
+// the submitting key, an admin or an approver). GET /metrics is left out
+// when omitMetrics.
+func (s *Server) routes(omitMetrics bool) {
 	signed := func(pattern string, h http.HandlerFunc, roles ...signing.Role) {
 		s.mux.Handle(pattern, s.signed(roles, MaxBodyBytes, h))
 	}
@@ -129,7 +135,9 @@ func (s *Server) routes() {
 
 	s.mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
 	s.mux.HandleFunc("GET "+api.PathReadyz, s.readyz)
-	s.mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	if !omitMetrics {
+		s.mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
 }
 
 // Handler returns the API's handler: every route, with problem documents

@@ -62,7 +62,8 @@
 //
 // Every key is built by Keys (keys.go), under a prefix ("pg" by default):
 // broadcast records, envelopes, ledgers, plan progress and timelines under
-// the hash tag {bc:<id>}; the broadcast index; idempotency keys; signature
+// the hash tag {bc:<id>}; the broadcast index and each sender key's own
+// index of its broadcasts; idempotency keys; signature
 // nonces; topic and device sets; rate-limit keys (redis_rate adds its
 // "rate:" prefix); provider pauses; the control log under {log}; worker
 // heartbeats and the tasks each worker runs under {workers};

@@ -79,6 +79,11 @@ func (k Keys) Timeline(id string) string { return k.bc(id) + ":timeline" }
 // in milliseconds.
 func (k Keys) BroadcastIndex() string { return k.prefix + ":broadcasts" }
 
+// SenderIndex is the sorted set of the ids of the broadcasts one key
+// submitted, scored by creation time in milliseconds: a key that may read
+// only its own broadcasts lists them from it.
+func (k Keys) SenderIndex(keyID string) string { return k.prefix + ":broadcasts:key:" + keyID }
+
 // Idempotency maps a sender key's idempotency key to the broadcast it
 // created and the SHA-256 of the body that created it.
 func (k Keys) Idempotency(keyID, idemKey string) string {

@@ -82,7 +82,20 @@ func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error 
 	if err != nil {
 		return fmt.Errorf("create broadcast: %w", err)
 	}
-	if err := s.rdb.ZAdd(ctx, s.keys.BroadcastIndex(), redis.Z{Score: float64(r.created.UnixMilli()), Member: r.id}).Err(); err != nil {
+	// A record outlives its retention a little when delivery renews it, so
+	// the sender's index keeps entries for twice the retention: older ones
+	// are trimmed here, and the set expires that long after its newest.
+	// Listing drops the entries of records that expired sooner.
+	z := redis.Z{Score: float64(r.created.UnixMilli()), Member: r.id}
+	byKey := s.keys.SenderIndex(r.keyID)
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, s.keys.BroadcastIndex(), z)
+		p.ZAdd(ctx, byKey, z)
+		p.ZRemRangeByScore(ctx, byKey, "-inf", "("+strconv.FormatInt(r.created.Add(-2*recordRetention).UnixMilli(), 10))
+		p.Expire(ctx, byKey, 2*recordRetention)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("index broadcast: %w", err)
 	}
 	return nil
@@ -113,6 +126,19 @@ func (s *store) envelope(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("read envelope: %w", err)
 	}
 	return b, nil
+}
+
+// submitter returns the id of the key that submitted a broadcast; "" when
+// there is no such broadcast.
+func (s *store) submitter(ctx context.Context, id string) (string, error) {
+	keyID, err := s.rdb.HGet(ctx, s.keys.Broadcast(id), "key_id").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read broadcast: %w", err)
+	}
+	return keyID, nil
 }
 
 // get returns a broadcast's status, with its timeline when asked.
@@ -271,6 +297,13 @@ func reasonsFromRecord(f map[string]string) *api.Reasons {
 // broadcast seen, so broadcasts created in the same millisecond are
 // neither skipped nor repeated.
 func (s *store) list(ctx context.Context, state string, limit int, after string) (*api.ListPage, error) {
+	return s.listIndex(ctx, s.keys.BroadcastIndex(), "", state, limit, after)
+}
+
+// listIndex returns a page of the broadcasts of an index, newest first:
+// of every broadcast, or, with keyID, of the sender index of that key,
+// whose records must name it (the index is Redis's word, not proof).
+func (s *store) listIndex(ctx context.Context, index, keyID, state string, limit int, after string) (*api.ListPage, error) {
 	maxScore, lastID := "+inf", ""
 	if after != "" {
 		ms, id, ok := strings.Cut(after, "-")
@@ -284,7 +317,7 @@ func (s *store) list(ctx context.Context, state string, limit int, after string)
 	// Filtering by state happens after reading, so read the index in
 	// chunks until the page is full or the index runs out.
 	for len(page.Broadcasts) < limit {
-		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.keys.BroadcastIndex(), &redis.ZRangeBy{
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, index, &redis.ZRangeBy{
 			Max: maxScore, Min: "-inf", Offset: offset, Count: int64(limit) * 2,
 		}).Result()
 		if err != nil {
@@ -315,7 +348,10 @@ func (s *store) list(ctx context.Context, state string, limit int, after string)
 			f := cmds[i].Val()
 			if f["state"] == "" {
 				// An expired record still indexed: drop the index entry.
-				s.rdb.ZRem(ctx, s.keys.BroadcastIndex(), id)
+				s.rdb.ZRem(ctx, index, id)
+				continue
+			}
+			if keyID != "" && f["key_id"] != keyID {
 				continue
 			}
 			if state != "" && f["state"] != state {

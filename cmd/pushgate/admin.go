@@ -40,7 +40,7 @@ func runKill(ctx context.Context, e *env, args []string) error {
 	switch {
 	case len(rest) > 0:
 		return usagef("kill: unexpected argument %q", rest[0])
-	case *scope == "":
+	case strings.TrimSpace(*scope) == "":
 		return usagef("kill: --scope is required")
 	case strings.TrimSpace(*reason) == "":
 		return usagef("kill: --reason is required")
@@ -75,7 +75,7 @@ func runResume(ctx context.Context, e *env, args []string) error {
 	switch {
 	case len(rest) > 0:
 		return usagef("resume: unexpected argument %q", rest[0])
-	case *scope == "":
+	case strings.TrimSpace(*scope) == "":
 		return usagef("resume: --scope is required")
 	}
 	c, err := cf.client()
@@ -110,7 +110,7 @@ func runKeysRevoke(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 || rest[0] == "" {
+	if len(rest) != 1 || strings.TrimSpace(rest[0]) == "" {
 		return usagef("keys revoke: want one key id")
 	}
 	c, err := cf.client()

@@ -4,22 +4,25 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/client"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func runSend(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "send", "(--topic T | --all | --tokens FILE) --title TITLE --body BODY [flags]")
+	fs := newFlagSet(e, "send", "(--topic T | --all | --tokens FILE) [--title TITLE] --body BODY [flags]")
 	cf := addClientFlags(fs, e)
+	cf.addKeyringFlag(fs)
 	topic := fs.String("topic", "", "send to every device subscribed to this topic")
 	all := fs.Bool("all", false, "send to every registered device")
 	tokensFile := fs.String("tokens", "", `send to the devices listed in this JSON file: [{"platform":"fcm","token":"..."}]`)
 	title := fs.String("title", "", "notification title")
-	body := fs.String("body", "", "notification body")
+	body := fs.String("body", "", "notification body (required)")
 	data := keyValues{}
 	fs.Var(data, "data", "KEY=VALUE data for the app; repeatable")
 	ttl := fs.String("ttl", "", "how long providers keep it for offline phones, such as 15m (default 1h)")
@@ -33,6 +36,14 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	}
 	if len(rest) > 0 {
 		return usagef("send: unexpected argument %q", rest[0])
+	}
+	if err := refuseBlank(fs, "topic", "tokens", "ttl", "priority", "idempotency-key"); err != nil {
+		return err
+	}
+	// A title alone once went to every phone of a topic: the body is what
+	// the message says, so it is never left out.
+	if err := required(fs, "body", *body); err != nil {
+		return err
 	}
 	req := api.BroadcastRequest{
 		IdempotencyKey: *idemKey,
@@ -59,8 +70,6 @@ func runSend(ctx context.Context, e *env, args []string) error {
 	switch {
 	case audiences != 1:
 		return usagef("send: give exactly one of --topic, --all, --tokens")
-	case *title == "" && *body == "":
-		return usagef("send: give --title, --body or both")
 	case *poll <= 0:
 		return usagef("send: --poll must be positive")
 	}
@@ -68,6 +77,9 @@ func runSend(ctx context.Context, e *env, args []string) error {
 		if _, err := time.ParseDuration(*ttl); err != nil {
 			return usagef("send: --ttl %q: want a duration such as 15m", *ttl)
 		}
+	}
+	if err := checkSendScope(cf, req.Audience); err != nil {
+		return err
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -91,6 +103,26 @@ func runSend(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	return waitBroadcast(ctx, e, c, sub.ID, *poll, start)
+}
+
+// checkSendScope refuses, with the local keyring, an audience the key may
+// not send to. A tokens audience is the gateway's to judge: only it knows
+// the devices' topics.
+func checkSendScope(cf *clientFlags, a api.Audience) error {
+	k, err := cf.localKey()
+	if err != nil || k == nil {
+		return err
+	}
+	if err := checkRole("send", k, signing.RoleBroadcast); err != nil {
+		return err
+	}
+	switch {
+	case a.Topic != "" && !k.AllowsTopic(a.Topic):
+		return usagef("send: --topic %s: key %s may not send to it (its topics: %s)", a.Topic, k.ID, topicsOf(k))
+	case a.All && !k.AllowsAll():
+		return usagef("send: --all: key %s may not send to every device (only a key with the topic \"*\" may)", k.ID)
+	}
+	return nil
 }
 
 // waitBroadcast follows a broadcast, showing its progress on e.stderr,
@@ -211,11 +243,11 @@ func runCancel(ctx context.Context, e *env, args []string) error {
 }
 
 func runRecall(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "recall", "ID --mode replace --title T --body B | ID --mode remove")
+	fs := newFlagSet(e, "recall", "ID --mode replace [--title T] --body B | ID --mode remove")
 	cf := addClientFlags(fs, e)
 	mode := fs.String("mode", "", "replace (show a correction instead) or remove (delete it from the phones)")
 	title := fs.String("title", "", "with --mode replace: the correction's title")
-	body := fs.String("body", "", "with --mode replace: the correction's body")
+	body := fs.String("body", "", "with --mode replace: the correction's body (required)")
 	id, err := parseBroadcastArgs(fs, args)
 	if err != nil {
 		return err
@@ -223,8 +255,8 @@ func runRecall(ctx context.Context, e *env, args []string) error {
 	req := api.RecallRequest{Mode: *mode}
 	switch *mode {
 	case api.RecallReplace:
-		if *title == "" && *body == "" {
-			return usagef("recall: --mode replace needs --title, --body or both")
+		if strings.TrimSpace(*body) == "" {
+			return usagef("recall: --body is required with --mode replace")
 		}
 		req.Replacement = &api.MessageSpec{Title: *title, Body: *body}
 	case api.RecallRemove:

@@ -133,12 +133,12 @@ func TestClientCommands(t *testing.T) {
 		},
 		{
 			name: "send with idempotency key", key: gatewaytest.Sender,
-			args:    []string{"send", "--topic", "citizens", "--title", "t", "--idempotency-key", "k-1"},
+			args:    []string{"send", "--topic", "citizens", "--title", "t", "--body", "b", "--idempotency-key", "k-1"},
 			wantOut: `^broadcast b[0-9a-v]+ queued`,
 		},
 		{
 			name: "send repeated", key: gatewaytest.Sender,
-			args:    []string{"send", "--topic", "citizens", "--title", "t", "--idempotency-key", "k-1"},
+			args:    []string{"send", "--topic", "citizens", "--title", "t", "--body", "b", "--idempotency-key", "k-1"},
 			wantOut: `already submitted with idempotency key "k-1" \(queued\)`,
 			check: func(t *testing.T) {
 				if ids["send repeated"] != ids["send with idempotency key"] {
@@ -147,11 +147,11 @@ func TestClientCommands(t *testing.T) {
 			},
 		},
 		{
-			name: "status", key: gatewaytest.Registrar, args: []string{"status", "{send topic}"},
+			name: "status", key: gatewaytest.Sender, args: []string{"status", "{send topic}"},
 			wantOut: `^broadcast b[0-9a-v]+: queued \(read in \S+\)\n  key sender, audience topic citizens, ttl 15m0s.*\n  targeted 0  sent 0  failed 0  expired 0  invalid_token 0 `,
 		},
 		{
-			name: "status json", key: gatewaytest.Registrar, args: []string{"status", "{send topic}", "--json"},
+			name: "status json", key: gatewaytest.Approver, args: []string{"status", "{send topic}", "--json"},
 			wantOut: `^\{"id":"b[0-9a-v]+","state":"queued","key_id":"sender"`,
 		},
 		{
@@ -237,7 +237,7 @@ func TestClientCommands(t *testing.T) {
 
 		// Refusals by the API: one line, exit 1.
 		{
-			name: "topic not allowed", key: gatewaytest.Sender, args: []string{"send", "--topic", "secret", "--title", "t"},
+			name: "topic not allowed", key: gatewaytest.Sender, args: []string{"send", "--topic", "secret", "--title", "t", "--body", "b"},
 			wantCode: 1, wantOut: `^pushgate: topic_not_allowed: key sender may not send to topic "secret"\n$`,
 		},
 		{
@@ -245,7 +245,7 @@ func TestClientCommands(t *testing.T) {
 			wantCode: 1, wantOut: `^pushgate: forbidden: this route needs a key with the role admin`,
 		},
 		{
-			name: "revoked key", key: gatewaytest.Doomed, args: []string{"send", "--topic", "citizens", "--title", "t"},
+			name: "revoked key", key: gatewaytest.Doomed, args: []string{"send", "--topic", "citizens", "--title", "t", "--body", "b"},
 			wantCode: 1, wantOut: `^pushgate: revoked_key: key "doomed" is revoked\n$`,
 		},
 		{
@@ -258,15 +258,15 @@ func TestClientCommands(t *testing.T) {
 		},
 
 		// Bad invocations: nothing is sent, exit 2.
-		{name: "no audience", key: gatewaytest.Sender, args: []string{"send", "--title", "t"},
+		{name: "no audience", key: gatewaytest.Sender, args: []string{"send", "--title", "t", "--body", "b"},
 			wantCode: 2, wantOut: `give exactly one of --topic, --all, --tokens`},
-		{name: "two audiences", key: gatewaytest.Sender, args: []string{"send", "--all", "--topic", "x", "--title", "t"},
+		{name: "two audiences", key: gatewaytest.Sender, args: []string{"send", "--all", "--topic", "x", "--title", "t", "--body", "b"},
 			wantCode: 2, wantOut: `give exactly one of`},
 		{name: "no text", key: gatewaytest.Sender, args: []string{"send", "--all"},
-			wantCode: 2, wantOut: `give --title, --body or both`},
-		{name: "bad ttl", key: gatewaytest.Sender, args: []string{"send", "--all", "--title", "t", "--ttl", "soon"},
+			wantCode: 2, wantOut: `^pushgate: send: --body is required\n$`},
+		{name: "bad ttl", key: gatewaytest.Sender, args: []string{"send", "--all", "--title", "t", "--body", "b", "--ttl", "soon"},
 			wantCode: 2, wantOut: `--ttl "soon"`},
-		{name: "bad data", key: gatewaytest.Sender, args: []string{"send", "--all", "--title", "t", "--data", "novalue"},
+		{name: "bad data", key: gatewaytest.Sender, args: []string{"send", "--all", "--title", "t", "--body", "b", "--data", "novalue"},
 			wantCode: 2, wantOut: `want KEY=VALUE`},
 		{name: "unknown flag", key: gatewaytest.Sender, args: []string{"kill", "--scope", "global", "--because", "x"},
 			wantCode: 2, wantOut: `flag provided but not defined: -because`},
@@ -415,7 +415,7 @@ func TestSendWait(t *testing.T) {
 			defer cancel()
 			done := make(chan clientRun, 1)
 			go func() {
-				done <- runAs(ctx, gw, gatewaytest.Wide, "send", "--topic", "citizens", "--title", "t", "--wait", "--poll", "20ms")
+				done <- runAs(ctx, gw, gatewaytest.Wide, "send", "--topic", "citizens", "--title", "t", "--body", "b", "--wait", "--poll", "20ms")
 			}()
 			id := waitForBroadcast(t, gw, done)
 			tt.finish(t, gw, id)

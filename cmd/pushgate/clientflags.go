@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -37,6 +38,9 @@ type clientFlags struct {
 	gateway string
 	key     string
 	keyID   string
+	// keyring is --keyring, on the commands that check their key's scope
+	// before they send (addKeyringFlag).
+	keyring string
 }
 
 func addClientFlags(fs *flag.FlagSet, e *env) *clientFlags {
@@ -50,13 +54,27 @@ func addClientFlags(fs *flag.FlagSet, e *env) *clientFlags {
 // client builds the API client from the flags. A missing or unreadable
 // key or a bad URL is a usage error: nothing was sent.
 func (c *clientFlags) client() (*client.Client, error) {
-	gw, key, keyID := c.gateway, c.key, c.keyID
+	gw := c.gateway
 	if gw == "" {
 		gw = c.getenv("PUSHGATE_URL")
 	}
 	if gw == "" {
 		gw = defaultGateway
 	}
+	s, err := c.signer()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client.New(gw, s)
+	if err != nil {
+		return nil, usagef("--gateway %q: want an http or https URL such as %s", gw, defaultGateway)
+	}
+	return cl, nil
+}
+
+// signer reads the signing key the flags or the environment name.
+func (c *clientFlags) signer() (*signing.Signer, error) {
+	key, keyID := c.key, c.keyID
 	if key == "" {
 		key = c.getenv("PUSHGATE_KEY")
 	}
@@ -73,11 +91,89 @@ func (c *clientFlags) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := client.New(gw, &signing.Signer{KeyID: keyID, Key: priv})
-	if err != nil {
-		return nil, usagef("--gateway %q: want an http or https URL such as %s", gw, defaultGateway)
+	return &signing.Signer{KeyID: keyID, Key: priv}, nil
+}
+
+// addKeyringFlag adds --keyring to a command that names topics, so that
+// it can refuse what its key may not do before it sends anything.
+func (c *clientFlags) addKeyringFlag(fs *flag.FlagSet) {
+	fs.StringVar(&c.keyring, "keyring", "", "the gateway's keyring file (default $PUSHGATE_KEYRING_FILE): when given, the key's role and topics are checked here, before anything is sent")
+}
+
+// localKey returns the signing key's entry in the keyring that --keyring
+// or PUSHGATE_KEYRING_FILE names, or nil when neither names one: then the
+// gateway alone judges the request. The entry must hold the signing key's
+// public key, or the keyring is not the one the gateway checks it with.
+func (c *clientFlags) localKey() (*signing.Key, error) {
+	file := c.keyring
+	if file == "" {
+		file = c.getenv("PUSHGATE_KEYRING_FILE")
 	}
-	return cl, nil
+	if file == "" {
+		return nil, nil
+	}
+	s, err := c.signer()
+	if err != nil {
+		return nil, err
+	}
+	kr, err := signing.LoadKeyring(file)
+	if err != nil {
+		return nil, usagef("--keyring: %v", err)
+	}
+	k, ok := kr.Lookup(s.KeyID)
+	if !ok {
+		return nil, usagef("--key-id %s: no such key in the keyring %s", s.KeyID, file)
+	}
+	if !k.Public.Equal(s.Key.Public()) {
+		return nil, usagef("--key: not the private key of %s in the keyring %s", s.KeyID, file)
+	}
+	return k, nil
+}
+
+// checkRole refuses, before anything is sent, a command whose key lacks
+// role r in the local keyring (when there is one).
+func checkRole(cmd string, k *signing.Key, r signing.Role) error {
+	if k != nil && !k.Has(r) {
+		return usagef("%s: --key-id %s: the key has no %s role (its roles: %s)", cmd, k.ID, r, joinRoles(k.Roles))
+	}
+	return nil
+}
+
+// joinRoles lists roles for a message.
+func joinRoles(roles []signing.Role) string {
+	names := make([]string, len(roles))
+	for i, r := range roles {
+		names[i] = string(r)
+	}
+	return strings.Join(names, ", ")
+}
+
+// topicsOf lists a key's topic patterns for a message.
+func topicsOf(k *signing.Key) string {
+	if len(k.Topics) == 0 {
+		return "none"
+	}
+	return strings.Join(k.Topics, ", ")
+}
+
+// required refuses a flag left out or given blank.
+func required(fs *flag.FlagSet, name, value string) error {
+	if strings.TrimSpace(value) == "" {
+		return usagef("%s: --%s is required", fs.Name(), name)
+	}
+	return nil
+}
+
+// refuseBlank refuses the named flags when they were given with a blank
+// value: "--topic $TOPIC" with TOPIC unset must not quietly mean no topic.
+func refuseBlank(fs *flag.FlagSet, names ...string) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if err == nil && slices.Contains(names, f.Name) && strings.TrimSpace(f.Value.String()) == "" {
+			err = usagef("%s: --%s is empty", fs.Name(), f.Name)
+		}
+	})
+	return err
 }
 
 // readPrivateKey loads a signing key from a file, or from the PEM text

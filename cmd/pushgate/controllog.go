@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pushgate/pushgate/controllog"
@@ -150,8 +151,13 @@ func runAuditVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) != 1 {
+	switch {
+	case len(rest) != 1:
 		return usagef("audit verify: want one export file (pushgate log export, or a control.mirror_file)")
+	case strings.TrimSpace(*logKey) == "":
+		return usagef("audit verify: --log-key (or PUSHGATE_CONTROL_LOG_PUBLIC_KEY) is required")
+	case strings.TrimSpace(*keyring) == "":
+		return usagef("audit verify: --keyring (or PUSHGATE_KEYRING_FILE) is required")
 	}
 	f, err := os.Open(rest[0])
 	if err != nil {

@@ -6,17 +6,19 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/api"
+	"github.com/pushgate/pushgate/signing"
 )
 
 func runDevices(ctx context.Context, e *env, args []string) error {
 	return runVerb(ctx, e, "devices", args, []verb{
-		{"import", "FILE [--topic T]: register the devices of a JSON file, 10,000 per request", runDevicesImport},
+		{"import", "FILE [--topic T] [--keyring FILE]: register the devices of a JSON file, 10,000 per request", runDevicesImport},
 	})
 }
 
 func runDevicesImport(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "devices import", `FILE [--topic T]   (FILE: [{"platform":"fcm","token":"..."}, ...])`)
+	fs := newFlagSet(e, "devices import", `FILE [--topic T] [--keyring FILE]   (FILE: [{"platform":"fcm","token":"..."}, ...])`)
 	cf := addClientFlags(fs, e)
+	cf.addKeyringFlag(fs)
 	topic := fs.String("topic", "", "topic the devices join (they always join all)")
 	chunk := fs.Int("chunk", api.MaxTokens, "devices per request, at most 10000")
 	rest, err := parseArgs(fs, args)
@@ -26,11 +28,26 @@ func runDevicesImport(ctx context.Context, e *env, args []string) error {
 	if len(rest) != 1 {
 		return usagef("devices import: want one FILE")
 	}
+	if err := refuseBlank(fs, "topic"); err != nil {
+		return err
+	}
 	if *chunk < 1 || *chunk > api.MaxTokens {
 		return usagef("devices import: --chunk must be 1 to %d", api.MaxTokens)
 	}
 	if *topic != "" && !api.ValidTopic(*topic) {
 		return usagef("devices import: --topic %q: want 1 to 128 of A-Z a-z 0-9 _ . ~ -", *topic)
+	}
+	// With the keyring at hand, a topic the key may not register into is
+	// refused before the file is read or a device sent.
+	k, err := cf.localKey()
+	if err != nil {
+		return err
+	}
+	if err := checkRole("devices import", k, signing.RoleRegister); err != nil {
+		return err
+	}
+	if k != nil && *topic != "" && !k.AllowsTopic(*topic) {
+		return usagef("devices import: --topic %s: key %s may not register devices into it (its topics: %s)", *topic, k.ID, topicsOf(k))
 	}
 	devices, err := readDevices(rest[0])
 	if err != nil {

@@ -118,10 +118,10 @@ func topicBroadcast(topic, title string) *api.BroadcastRequest {
 	}
 }
 
-// status reads a broadcast.
+// status reads a broadcast as the admin, who reads every key's.
 func (e *e2e) status(id string) *api.Status {
 	e.t.Helper()
-	st, err := e.owner.Status(context.Background(), id)
+	st, err := e.admin.Status(context.Background(), id)
 	if err != nil {
 		e.t.Fatalf("status: %v", err)
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/pushgate/pushgate/signing"
@@ -19,7 +21,7 @@ func runKeygen(ctx context.Context, e *env, args []string) error {
 	roles := flags.String("roles", "", "comma-separated roles: broadcast, register, approve, admin (required)")
 	dir := flags.String("dir", "", "directory for ID.key (PKCS#8 PEM, mode 0600) and ID.pub (SPKI PEM) (required)")
 	keyring := flags.String("keyring", "", "keyring file to append the entry to, created when missing")
-	topics := flags.String("topics", "", "comma-separated topic patterns the key may broadcast to or register devices into (\"*\" also allows audience all)")
+	topics := flags.String("topics", "", "comma-separated topic patterns the key may broadcast to or register devices into (\"*\" also allows audience all; required with the broadcast role)")
 	maxAudience := flags.Int("max-audience", 0, "most devices one broadcast may target (required with the broadcast role)")
 	rate := flags.String("rate", "", "delivery rate for the key's broadcasts, such as 6000/min (default unlimited)")
 	owner := flags.String("owner", "", "person or team holding the key; approvals count once per owner (default the id)")
@@ -33,8 +35,28 @@ func runKeygen(ctx context.Context, e *env, args []string) error {
 		return usagef("keygen: unexpected argument %q", flags.Arg(0))
 	}
 	for _, f := range []struct{ name, value string }{{"id", *id}, {"roles", *roles}, {"dir", *dir}} {
-		if f.value == "" {
-			return usagef("keygen: --%s is required", f.name)
+		if err := required(flags, f.name, f.value); err != nil {
+			return err
+		}
+	}
+	if err := refuseBlank(flags, "keyring", "rate", "owner", "reach"); err != nil {
+		return err
+	}
+	roleList, topicList := splitList(*roles), splitList(*topics)
+	if len(roleList) == 0 {
+		return usagef("keygen: --roles is required")
+	}
+	// A key with no topics may send nowhere and register devices only into
+	// all: say so rather than make it.
+	if given(flags, "topics") && len(topicList) == 0 {
+		return usagef("keygen: --topics is empty: give topic patterns such as 'citizens,district-*' (\"*\" for every topic), or leave the flag out")
+	}
+	if slices.Contains(roleList, string(signing.RoleBroadcast)) {
+		if len(topicList) == 0 {
+			return usagef("keygen: --topics is required with the broadcast role: a broadcast key without topics can send nowhere")
+		}
+		if *maxAudience <= 0 {
+			return usagef("keygen: --max-audience is required with the broadcast role: the most devices one broadcast may target, at least 1")
 		}
 	}
 
@@ -57,8 +79,8 @@ func runKeygen(ctx context.Context, e *env, args []string) error {
 	entry, err := marshalEntry(signing.KeyEntry{
 		ID:            *id,
 		PublicKey:     encoded,
-		Roles:         splitList(*roles),
-		Topics:        splitList(*topics),
+		Roles:         roleList,
+		Topics:        topicList,
 		MaxAudience:   *maxAudience,
 		Rate:          *rate,
 		Owner:         *owner,
@@ -199,6 +221,13 @@ func replaceFile(name string, data []byte) error {
 		return fmt.Errorf("keygen: write %s: %w", name, err)
 	}
 	return nil
+}
+
+// given reports whether the flag name was on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

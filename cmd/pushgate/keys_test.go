@@ -160,7 +160,7 @@ func TestKeygenKeyring(t *testing.T) {
 func TestSignOutputVerifies(t *testing.T) {
 	dir := t.TempDir()
 	keyring := filepath.Join(dir, "keyring.yaml")
-	mustRun(t, "keygen", "--id", "alerts", "--roles", "broadcast", "--max-audience", "10", "--dir", dir, "--keyring", keyring)
+	mustRun(t, "keygen", "--id", "alerts", "--roles", "broadcast", "--topics", "citizens", "--max-audience", "10", "--dir", dir, "--keyring", keyring)
 	keyFile := filepath.Join(dir, "alerts.key")
 	keyPEM, err := os.ReadFile(keyFile)
 	if err != nil {
@@ -257,7 +257,7 @@ func TestKeysUsageErrors(t *testing.T) {
 		{"keygen without dir", []string{"keygen", "--id", "x", "--roles", "admin"}, "--dir is required"},
 		{"keygen bad id", []string{"keygen", "--id", "../x", "--roles", "admin", "--dir", dir}, `id: "../x"`},
 		{"keygen unknown role", []string{"keygen", "--id", "x", "--roles", "root", "--dir", dir}, `unknown role "root"`},
-		{"keygen broadcast without cap", []string{"keygen", "--id", "x", "--roles", "broadcast", "--dir", dir}, "max_audience"},
+		{"keygen broadcast without cap", []string{"keygen", "--id", "x", "--roles", "broadcast", "--topics", "citizens", "--dir", dir}, "--max-audience is required"},
 		{"keygen bad rate", []string{"keygen", "--id", "x", "--roles", "admin", "--rate", "5/fortnight", "--dir", dir}, "the period must be s, min, h or d"},
 		{"keygen bad topic", []string{"keygen", "--id", "x", "--roles", "admin", "--topics", "a[", "--dir", dir}, "not a valid pattern"},
 		{"keygen stray argument", []string{"keygen", "--id", "x", "--roles", "admin", "--dir", dir, "extra"}, "unexpected argument"},

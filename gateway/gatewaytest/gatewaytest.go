@@ -104,6 +104,8 @@ type Env struct {
 	Signers map[string]*signing.Signer
 	// KeyFiles are PKCS#8 PEM files of the private keys, by key id.
 	KeyFiles map[string]string
+	// KeyringFile is the keyring as a file, as keyring_file names it.
+	KeyringFile string
 	// Metrics is the registry the gateway registered its metrics on.
 	Metrics *prometheus.Registry
 	// Logs holds what the gateway and the Service logged.
@@ -186,6 +188,10 @@ func Start(tb testing.TB) *Env {
 	}
 	keyring, err := signing.ParseKeyring(doc)
 	if err != nil {
+		tb.Fatalf("gatewaytest: keyring: %v", err)
+	}
+	env.KeyringFile = filepath.Join(dir, "keyring.yaml")
+	if err := os.WriteFile(env.KeyringFile, doc, 0o600); err != nil {
 		tb.Fatalf("gatewaytest: keyring: %v", err)
 	}
 

@@ -33,6 +33,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/gateway"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/queue"
@@ -113,6 +114,9 @@ type App struct {
 	metrics *http.Server
 	// apiListener, when set, is used instead of listening on cfg.Listen.
 	apiListener net.Listener
+	// metricsListener, when set, is used instead of listening on
+	// cfg.MetricsListen.
+	metricsListener net.Listener
 
 	// deployment follows the deployment marker (docs/ARCHITECTURE.md,
 	// "Redis data loss").
@@ -125,6 +129,9 @@ type App struct {
 func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, error) {
 	if cfg.KeyringFile == "" {
 		return nil, configErrorf("config: keyring_file: required")
+	}
+	if r.API && cfg.MetricsListen != "" && cfg.MetricsListen == cfg.Listen {
+		return nil, configErrorf("config: metrics_listen: %s is also listen's address; leave metrics_listen empty to serve /metrics there", cfg.MetricsListen)
 	}
 	kr, err := loadKeyringHolder(cfg.KeyringFile)
 	if err != nil {
@@ -179,11 +186,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 			return nil, err
 		}
 		gw, err := gateway.New(gateway.Config{Service: a.svc, Verifier: verifier, Logger: logger,
-			Metrics: a.reg, Gatherer: a.reg})
+			Metrics: a.reg, Gatherer: a.reg, OmitMetrics: cfg.MetricsListen != ""})
 		if err != nil {
 			return nil, err
 		}
 		a.api = gateway.NewHTTPServer(cfg.Listen, gw.Handler())
+		boundHTTP(a.api, cfg.HTTP)
 	}
 	if r.Worker {
 		senders, err := a.newSenders(ctx)
@@ -196,14 +204,34 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 		if err != nil {
 			return nil, err
 		}
-		if !r.API && cfg.MetricsListen != "" {
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-			a.metrics = &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		}
+	}
+	if cfg.MetricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+		a.metrics = &http.Server{Addr: cfg.MetricsListen, Handler: mux}
+		boundHTTP(a.metrics, cfg.HTTP)
+		// A scrape waits for nothing, so here a write deadline costs
+		// nothing and bounds a client that reads slowly.
+		a.metrics.WriteTimeout = metricsWriteTimeout
 	}
 	ok = true
 	return a, nil
+}
+
+// metricsWriteTimeout bounds how long answering one scrape may take on the
+// metrics listener.
+const metricsWriteTimeout = 30 * time.Second
+
+// boundHTTP applies the http.* settings to srv. It clears WriteTimeout:
+// a write deadline set when a request's headers are read would cut a kill
+// that waits for every worker's acknowledgement, and the answers are small
+// enough for the socket's buffer. How long a body may take to arrive
+// (ReadTimeout, or the gateway's per-request deadline) is the gateway's.
+func boundHTTP(srv *http.Server, c HTTPConfig) {
+	srv.ReadHeaderTimeout = c.ReadHeaderTimeout
+	srv.IdleTimeout = c.IdleTimeout
+	srv.MaxHeaderBytes = c.MaxHeaderBytes
+	srv.WriteTimeout = 0
 }
 
 // newControl builds the process's view of the control log; an API process
@@ -239,6 +267,12 @@ func (a *App) Deployment() *queue.Deployment { return a.deployment }
 // configured address: the local stack and tests pass a listener on port 0.
 // Call it before Run.
 func (a *App) ServeOn(ln net.Listener) { a.apiListener = ln }
+
+// ServeMetricsOn makes /metrics serve on ln instead of listening on
+// metrics_listen; it does nothing when metrics_listen is empty, where the
+// API's listener serves /metrics. Tests pass a listener on port 0. Call it
+// before Run.
+func (a *App) ServeMetricsOn(ln net.Listener) { a.metricsListener = ln }
 
 // Service is the API side of the pipeline; nil when the process runs no
 // API.
@@ -310,7 +344,7 @@ func (a *App) Run(ctx context.Context) error {
 		name string
 		srv  *http.Server
 		ln   net.Listener
-	}{{"api", a.api, a.apiListener}, {"metrics", a.metrics, nil}} {
+	}{{"api", a.api, a.apiListener}, {"metrics", a.metrics, a.metricsListener}} {
 		if s.srv == nil {
 			continue
 		}

@@ -52,6 +52,24 @@ type Config struct {
 
 	// Redis holds the checks that Redis keeps pushgate's data.
 	Redis RedisChecks
+
+	// HTTP bounds the connections of the API and metrics listeners.
+	HTTP HTTPConfig
+}
+
+// HTTPConfig bounds what a client may hold of an HTTP listener (the API's
+// and metrics_listen's). How long a request's body may take to arrive is
+// the gateway's to bound, per request; there is no server-wide write
+// deadline, which would cut a kill that waits for every worker.
+type HTTPConfig struct {
+	// ReadHeaderTimeout is how long a client has to send a request's
+	// headers.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout is how long a kept-alive connection may wait for its
+	// next request.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes caps a request's headers (request line included).
+	MaxHeaderBytes int
 }
 
 // RedisChecks configures the start-up persistence check and the
@@ -162,8 +180,14 @@ func options() []option {
 	}
 	return []option{
 		{key: "listen", def: "127.0.0.1:8080", help: "address of the HTTP API", set: addr(func(c *Config) *string { return &c.Listen })},
-		{key: "metrics_listen", help: "address serving /metrics for a worker-only process (api and serve expose /metrics on listen)",
+		{key: "metrics_listen", help: "address serving /metrics on a listener of its own, for any process; the API listener then answers 404 for /metrics. Empty: api and serve expose /metrics on listen, a worker-only process serves none",
 			set: addr(func(c *Config) *string { return &c.MetricsListen })},
+		{key: "http.read_header_timeout", def: "5s", help: "how long a client of the API or metrics listener has to send a request's headers",
+			set: dur(func(c *Config) *time.Duration { return &c.HTTP.ReadHeaderTimeout })},
+		{key: "http.idle_timeout", def: "2m", help: "how long a kept-alive connection to the API or metrics listener may wait for its next request",
+			set: dur(func(c *Config) *time.Duration { return &c.HTTP.IdleTimeout })},
+		{key: "http.max_header_bytes", def: "65536", help: "largest request headers (request line included) the API and metrics listeners read, in bytes; at least 4096",
+			set: posInt(func(c *Config) *int { return &c.HTTP.MaxHeaderBytes })},
 		{key: "redis_url", def: "redis://127.0.0.1:6379/0", secret: true,
 			help: "Redis URL: redis:// or rediss:// (TLS), with user:password@ for ACL users",
 			set: func(c *Config, v string) error {
@@ -395,6 +419,11 @@ func flattenYAML(data []byte, into map[string]string) error {
 	return walk("", root.Content[0])
 }
 
+// minHeaderBytes is the least http.max_header_bytes: a signed request's
+// Signature-Input, Signature and Content-Digest alone take several hundred
+// bytes.
+const minHeaderBytes = 4096
+
 // validate checks settings that depend on each other.
 func (c *Config) validate() error {
 	if c.FCM.ProjectID != "" && c.FCM.CredentialsFile == "" {
@@ -422,6 +451,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := note.NewVerifier(c.Control.LogPublicKey); err != nil {
 		return fmt.Errorf("config: control.log_public_key: %v", err)
+	}
+	if c.HTTP.MaxHeaderBytes < minHeaderBytes {
+		return fmt.Errorf("config: http.max_header_bytes: %d is too small: a signed request's headers need more; at least %d", c.HTTP.MaxHeaderBytes, minHeaderBytes)
 	}
 	if c.Policy.ProviderPauseMax < c.Policy.ProviderPause {
 		return fmt.Errorf("config: limits.provider_pause_max: %s is shorter than limits.provider_pause (%s)",
