@@ -1,9 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -125,19 +128,141 @@ func checkSendScope(cf *clientFlags, a api.Audience) error {
 	return nil
 }
 
+// Exit codes of a broadcast followed with --wait (README, "Exit codes").
+const (
+	// exitNotAllSent: the broadcast completed, but devices failed,
+	// expired, may not have been reached (uncertain), or were held back
+	// by a limit (held, throttled, capped).
+	exitNotAllSent = 3
+	// exitStopped: the broadcast was killed or cancelled, or expired
+	// waiting for its approvals.
+	exitStopped = 4
+)
+
+// outcomeError is a followed broadcast that did not end with every device
+// sent (or found gone: an invalid token is a phone without the app).
+type outcomeError struct {
+	code int
+	msg  string
+}
+
+func (o *outcomeError) Error() string { return o.msg }
+
+// outcome judges a broadcast that ended: nil when every device was sent
+// or found gone.
+func outcome(st *api.Status) error {
+	n := st.Counters
+	stopped := st.KilledBy != "" || n.Cancelled > 0
+	switch {
+	case st.State == api.StateCompleted,
+		(st.State == api.StateRecalling || st.State == api.StateRecalled) && !stopped:
+		notSent := n.Failed + n.Expired + n.Uncertain + n.Held + n.Throttled + n.Capped
+		if notSent == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("broadcast %s %s with %d of %d devices not sent (%d failed, %d expired, %d uncertain, %d held, %d throttled, %d capped)",
+			st.ID, st.State, notSent, n.Targeted, n.Failed, n.Expired, n.Uncertain, n.Held, n.Throttled, n.Capped)
+		if top := topReasons(st.Reasons, 3); top != "" {
+			msg += "; top reasons: " + top
+		}
+		return &outcomeError{code: exitNotAllSent, msg: msg}
+	}
+	msg := fmt.Sprintf("broadcast %s did not complete: it ended %s", st.ID, st.State)
+	if st.KilledBy != "" {
+		msg += " (kill " + st.KilledBy + ")"
+	}
+	return &outcomeError{code: exitStopped, msg: msg}
+}
+
+// topReasons lists the n reasons that ended or delayed the most devices,
+// most first: "apns/TooManyProviderTokenUpdates failed=35315".
+func topReasons(r *api.Reasons, n int) string {
+	if r.Empty() {
+		return ""
+	}
+	type entry struct {
+		what  string
+		count int64
+	}
+	var all []entry
+	for _, g := range []struct {
+		name string
+		m    map[string]int64
+	}{{"failed", r.Failed}, {"expired", r.Expired}, {"invalid_token", r.InvalidToken}, {"retried", r.Retried}} {
+		for reason, c := range g.m {
+			all = append(all, entry{reason + " " + g.name, c})
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.what, b.what))
+	})
+	parts := make([]string, 0, n)
+	for _, e := range all[:min(n, len(all))] {
+		parts = append(parts, fmt.Sprintf("%s=%d", e.what, e.count))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// printReasons prints a status's reasons, one line per kind, most
+// frequent first.
+func printReasons(w io.Writer, r *api.Reasons) {
+	if r.Empty() {
+		return
+	}
+	for _, g := range []struct {
+		name string
+		m    map[string]int64
+	}{{"failed", r.Failed}, {"expired", r.Expired}, {"invalid_token", r.InvalidToken}, {"retried", r.Retried}} {
+		if len(g.m) == 0 {
+			continue
+		}
+		keys := slices.Collect(maps.Keys(g.m))
+		slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(g.m[b], g.m[a]), strings.Compare(a, b)) })
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s %d", k, g.m[k])
+		}
+		fmt.Fprintf(w, "  %s by reason: %s\n", g.name, strings.Join(parts, ", "))
+	}
+}
+
+// limitedNow returns the rate limit holding st's deliveries back, "" when
+// none did in the last few seconds of the broadcast's own updates (both
+// times are the server's).
+func limitedNow(st *api.Status) string {
+	if st.LimitedBy == "" || st.LimitedAt.IsZero() || st.UpdatedAt.Sub(st.LimitedAt) > 5*time.Second {
+		return ""
+	}
+	return st.LimitedBy
+}
+
 // waitBroadcast follows a broadcast, showing its progress on e.stderr,
-// until it has ended. It succeeds only if the broadcast completed.
+// until it has ended. It succeeds only if every device was sent (or found
+// gone); otherwise its error carries exit code 3 or 4 (outcome).
 func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, poll time.Duration, start time.Time) error {
 	bar := newProgressBar(e.stderr)
+	var eta etaEstimate
 	st, err := c.Wait(ctx, id, poll, func(st *api.Status) {
 		n := st.Counters
 		done := n.Done()
+		total := max(n.Targeted, n.Planned, done, 1)
 		desc := fmt.Sprintf("%s: %d sent, %d failed, %d expired", st.State, n.Sent, n.Failed+n.InvalidToken, n.Expired)
+		if left := eta.update(time.Now(), done, total); left > 0 {
+			desc += ", ETA " + left.Round(time.Second).String()
+		}
+		if by := limitedNow(st); by != "" {
+			desc += "; held back by " + by
+		}
 		if len(st.PausedUntil) > 0 {
 			desc += " (provider paused)"
 		}
+		for _, p := range []api.Platform{api.FCM, api.APNs} {
+			if why, ok := st.ProviderDegraded[p]; ok {
+				desc += fmt.Sprintf(" (%s refuses our credential: %s)", p, why)
+			}
+		}
 		bar.Describe(desc)
-		if total := max(n.Targeted, n.Planned, done, 1); bar.GetMax64() != total {
+		if bar.GetMax64() != total {
 			bar.ChangeMax64(total)
 		}
 		_ = bar.Set64(done)
@@ -150,10 +275,31 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 	n := st.Counters
 	fmt.Fprintf(e.stdout, "broadcast %s %s after %s: %d sent, %d failed, %d expired, %d invalid tokens, %d cancelled of %d targeted\n",
 		id, st.State, took(time.Since(start)), n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Targeted)
-	if st.State != api.StateCompleted {
-		return fmt.Errorf("broadcast %s did not complete: it ended %s", id, st.State)
+	if top := topReasons(st.Reasons, 3); top != "" {
+		fmt.Fprintf(e.stdout, "  top reasons: %s\n", top)
 	}
-	return nil
+	return outcome(st)
+}
+
+// etaEstimate estimates the time left from the devices done since the
+// first observation.
+type etaEstimate struct {
+	first     time.Time
+	firstDone int64
+}
+
+// update records an observation and returns the estimated time left, zero
+// while it cannot tell.
+func (e *etaEstimate) update(now time.Time, done, total int64) time.Duration {
+	if e.first.IsZero() {
+		e.first, e.firstDone = now, done
+		return 0
+	}
+	elapsed, progress := now.Sub(e.first), done-e.firstDone
+	if progress <= 0 || elapsed <= 0 || done >= total {
+		return 0
+	}
+	return time.Duration(float64(elapsed) * float64(total-done) / float64(progress))
 }
 
 // newProgressBar returns the progress bar of --wait on w.
@@ -176,9 +322,17 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "status", "ID [--json]")
 	cf := addClientFlags(fs, e)
 	raw := fs.Bool("json", false, "print the status as the API returns it")
+	wait := fs.Bool("wait", false, "follow the broadcast with a progress bar until it ends; exit 0 only if every device was sent (3: some were not, 4: it was stopped)")
+	poll := fs.Duration("poll", 500*time.Millisecond, "with --wait, how often to read the broadcast's status")
 	id, err := parseBroadcastArgs(fs, args)
 	if err != nil {
 		return err
+	}
+	if *wait && *raw {
+		return usagef("status: --wait and --json: choose one")
+	}
+	if *poll <= 0 {
+		return usagef("status: --poll must be positive")
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -186,6 +340,9 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
+	if *wait {
+		return waitBroadcast(ctx, e, c, id, *poll, start)
+	}
 	var st api.Status
 	if printed, err := getJSON(ctx, e, c, api.BroadcastPath(id), nil, *raw, &st); printed || err != nil {
 		return err
@@ -209,7 +366,15 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "  %s paused until %s: the provider refused provider-wide (429/503); its devices wait\n",
 				p, until.Format(time.RFC3339))
 		}
+		if why, ok := st.ProviderDegraded[p]; ok {
+			fmt.Fprintf(e.stdout, "  %s refuses the deployment's credential (%s): no %s device can be sent to until it is fixed; see the workers' error log\n",
+				p, why, p)
+		}
 	}
+	if by := limitedNow(&st); by != "" {
+		fmt.Fprintf(e.stdout, "  held back by the rate limit of %s\n", by)
+	}
+	printReasons(e.stdout, st.Reasons)
 	if st.ApprovalsRequired > 0 {
 		fmt.Fprintf(e.stdout, "  approvals %d of %d%s\n", len(st.Approvals), st.ApprovalsRequired, approvalsLine(st.Approvals))
 		if st.State == api.StateAwaitingApproval {

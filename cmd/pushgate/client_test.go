@@ -366,13 +366,16 @@ func TestClientUnreachableGateway(t *testing.T) {
 }
 
 // TestSendWait follows broadcasts whose state the test drives, as a worker
-// would: the wait ends with the broadcast, exit 0 only if it completed.
+// would: the wait ends with the broadcast, exit 0 only if every device was
+// sent (or found gone), 3 when some were not, 4 when it was stopped, and
+// the output says why.
 func TestSendWait(t *testing.T) {
 	tests := []struct {
 		name     string
 		finish   func(t *testing.T, gw *gatewaytest.Env, id string)
 		wantCode int
 		wantOut  string
+		wantErr  string // the last line on stderr, when set
 	}{
 		{
 			name: "cancelled",
@@ -389,8 +392,40 @@ func TestSendWait(t *testing.T) {
 					t.Error(err)
 				}
 			},
-			wantCode: 1,
+			wantCode: 4,
 			wantOut:  `broadcast b[0-9a-v]+ cancelled after`,
+			wantErr:  `pushgate: broadcast b[0-9a-v]+ did not complete: it ended cancelled\n$`,
+		},
+		{
+			name: "completed, every device sent",
+			finish: func(t *testing.T, gw *gatewaytest.Env, id string) {
+				err := gw.Redis.HSet(context.Background(), gw.Keys.Broadcast(id),
+					"state", api.StateCompleted, "targeted", 3, "planned", 3, "sent", 2, "invalid_token", 1, "plan_done", 1,
+					"finished_at", time.Now().UnixMilli()).Err()
+				if err != nil {
+					t.Error(err)
+				}
+			},
+			wantCode: 0,
+			wantOut:  `broadcast b[0-9a-v]+ completed after \S+: 2 sent, 0 failed, 0 expired, 1 invalid tokens, 0 cancelled of 3 targeted\n$`,
+		},
+		{
+			// What APNs answering TooManyProviderTokenUpdates to every
+			// device leaves: completed, with failures the exit code and
+			// the output name.
+			name: "completed with failures",
+			finish: func(t *testing.T, gw *gatewaytest.Env, id string) {
+				err := gw.Redis.HSet(context.Background(), gw.Keys.Broadcast(id),
+					"state", api.StateCompleted, "targeted", 5, "planned", 5, "sent", 0, "expired", 5, "plan_done", 1,
+					"retries", 40, "why:e:apns/TooManyProviderTokenUpdates", 5, "why:r:apns/TooManyProviderTokenUpdates", 40,
+					"finished_at", time.Now().UnixMilli()).Err()
+				if err != nil {
+					t.Error(err)
+				}
+			},
+			wantCode: 3,
+			wantOut:  `completed after \S+: 0 sent, 0 failed, 5 expired, 0 invalid tokens, 0 cancelled of 5 targeted\n  top reasons: apns/TooManyProviderTokenUpdates retried=40, apns/TooManyProviderTokenUpdates expired=5\n$`,
+			wantErr:  `pushgate: broadcast b[0-9a-v]+ completed with 5 of 5 devices not sent \(0 failed, 5 expired, .*\); top reasons: apns/TooManyProviderTokenUpdates retried=40, apns/TooManyProviderTokenUpdates expired=5\n$`,
 		},
 		{
 			name: "completed",
@@ -404,7 +439,7 @@ func TestSendWait(t *testing.T) {
 					t.Error(err)
 				}
 			},
-			wantCode: 0,
+			wantCode: 3,
 			wantOut:  `broadcast b[0-9a-v]+ completed after \S+: 2 sent, 0 failed, 1 expired, 0 invalid tokens, 0 cancelled of 3 targeted\n$`,
 		},
 	}
@@ -428,6 +463,13 @@ func TestSendWait(t *testing.T) {
 			}
 			if !strings.Contains(r.stderr, "sent") {
 				t.Errorf("no progress on stderr: %q", r.stderr)
+			}
+			if tt.wantErr != "" && !regexp.MustCompile(tt.wantErr).MatchString(r.stderr) {
+				t.Errorf("stderr does not end with %s:\n%s", tt.wantErr, r.stderr)
+			}
+			// status --wait of the ended broadcast judges it the same way.
+			if again := runAs(ctx, gw, gatewaytest.Admin, "status", id, "--wait", "--poll", "20ms"); again.code != tt.wantCode {
+				t.Errorf("status --wait: exit %d, want %d\nstdout: %s\nstderr: %s", again.code, tt.wantCode, again.stdout, again.stderr)
 			}
 		})
 	}

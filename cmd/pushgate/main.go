@@ -27,7 +27,9 @@ func main() {
 
 // exitCode prints err as one line and maps it to the process status: 0 for
 // success, 2 for bad usage (flags, arguments, unreadable inputs, a
-// configuration a process cannot start with), 1 for anything else.
+// configuration a process cannot start with), 3 and 4 for a broadcast
+// followed with --wait that ended with devices not sent, or stopped
+// (outcomeError), 1 for anything else.
 func exitCode(err error, stderr io.Writer) int {
 	if err == nil {
 		return 0
@@ -35,8 +37,12 @@ func exitCode(err error, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "pushgate: %v\n", err)
 	var u *usageError
 	var c *app.ConfigError
-	if errors.As(err, &u) || errors.As(err, &c) {
+	var o *outcomeError
+	switch {
+	case errors.As(err, &u) || errors.As(err, &c):
 		return 2
+	case errors.As(err, &o):
+		return o.code
 	}
 	return 1
 }
