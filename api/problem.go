@@ -81,6 +81,9 @@ const (
 	// or another deployment's); new work is refused until an operator
 	// restores it or accepts the loss (pushgate redis).
 	CodeRedisDataLost = "redis_data_lost"
+	// CodeProviderDegraded: a worker's provider refuses the deployment's
+	// own credential (its /readyz).
+	CodeProviderDegraded = "provider_degraded"
 )
 
 // statusTable is the one table from problem code to HTTP status and
@@ -143,6 +146,7 @@ var statusTable = map[string]struct {
 	CodeControlLogInconsistent: {http.StatusServiceUnavailable, "Control log inconsistent"},
 	CodeControlLogUnavailable:  {http.StatusServiceUnavailable, "Control log unavailable"},
 	CodeRedisDataLost:          {http.StatusServiceUnavailable, "Redis lost data"},
+	CodeProviderDegraded:       {http.StatusServiceUnavailable, "Provider refuses the credential"},
 }
 
 // StatusOf returns the HTTP status and title of a problem code; ok is

@@ -283,7 +283,30 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, api.Errorf(api.CodeControlLogUnavailable, "this process's view of the control log is stale: is an integrator running?"))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	// A provider refusing the deployment's credential leaves the API
+	// ready: it still takes kills and recalls. It says so.
+	health, err := s.svc.ProviderHealth(r.Context())
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("readiness: %w", err))
+		return
+	}
+	body := readyBody{Status: "ready"}
+	for p, h := range health {
+		if body.ProviderDegraded == nil {
+			body.ProviderDegraded = map[api.Platform]string{}
+		}
+		body.ProviderDegraded[p] = h.Reason
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// readyBody is the answer of a ready API process.
+type readyBody struct {
+	Status string `json:"status"`
+	// ProviderDegraded names the providers some worker reported refusing
+	// the deployment's credential, with the reason (docs/ARCHITECTURE.md,
+	// "Provider health").
+	ProviderDegraded map[api.Platform]string `json:"provider_degraded,omitempty"`
 }
 
 // statusWriter remembers the status a handler answered with.

@@ -35,7 +35,8 @@ func TestAPNsResultClasses(t *testing.T) {
 		{"unavail-", providers.Result{Class: providers.Retryable, Reason: "ServiceUnavailable", RetryAfter: ra, ProviderWide: true}},
 		{"shutdown-", providers.Result{Class: providers.Retryable, Reason: "Shutdown", RetryAfter: ra, ProviderWide: true}},
 		{"internal-", providers.Result{Class: providers.Retryable, Reason: "InternalServerError"}},
-		{"3pauth-", providers.Result{Class: providers.Permanent, Reason: "Forbidden"}},
+		{"3pauth-", providers.Result{Class: providers.Permanent, Reason: "Forbidden", Credential: true}},
+		{"cred-", providers.Result{Class: providers.Retryable, Reason: "TooManyProviderTokenUpdates", Credential: true}},
 		{"", providers.Result{Class: providers.InvalidToken, Reason: "empty device token"}},
 	}
 	tokens := make([]string, len(tests))
@@ -49,9 +50,11 @@ func TestAPNsResultClasses(t *testing.T) {
 	got := a.Send(context.Background(), &openGate{}, testMessage(), tokens)
 	for i, tt := range tests {
 		g := got[i]
-		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter || g.ProviderWide != tt.want.ProviderWide {
-			t.Errorf("prefix %q: got %v %q retry-after %v provider-wide %v, want %v %q retry-after %v provider-wide %v",
-				tt.give, g.Class, g.Reason, g.RetryAfter, g.ProviderWide, tt.want.Class, tt.want.Reason, tt.want.RetryAfter, tt.want.ProviderWide)
+		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter || g.ProviderWide != tt.want.ProviderWide ||
+			g.Credential != tt.want.Credential {
+			t.Errorf("prefix %q: got %v %q retry-after %v provider-wide %v credential %v, want %v %q retry-after %v provider-wide %v credential %v",
+				tt.give, g.Class, g.Reason, g.RetryAfter, g.ProviderWide, g.Credential,
+				tt.want.Class, tt.want.Reason, tt.want.RetryAfter, tt.want.ProviderWide, tt.want.Credential)
 		}
 		if tt.want.Class == providers.Sent && len(g.MessageID) != 36 {
 			t.Errorf("prefix %q: message id %q, want an apns-id", tt.give, g.MessageID)

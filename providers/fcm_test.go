@@ -35,7 +35,8 @@ func TestFCMResultClasses(t *testing.T) {
 		{"unavail-", providers.Result{Class: providers.Retryable, Reason: "UNAVAILABLE", RetryAfter: ra, ProviderWide: true}},
 		{"shutdown-", providers.Result{Class: providers.Retryable, Reason: "UNAVAILABLE", RetryAfter: ra, ProviderWide: true}},
 		{"internal-", providers.Result{Class: providers.Retryable, Reason: "INTERNAL"}},
-		{"3pauth-", providers.Result{Class: providers.Permanent, Reason: "THIRD_PARTY_AUTH_ERROR"}},
+		{"3pauth-", providers.Result{Class: providers.Permanent, Reason: "THIRD_PARTY_AUTH_ERROR", Credential: true}},
+		{"cred-", providers.Result{Class: providers.Retryable, Reason: "UNAUTHENTICATED", Credential: true}},
 		{"", providers.Result{Class: providers.InvalidToken, Reason: "empty device token"}},
 	}
 	tokens := make([]string, len(tests))
@@ -53,9 +54,11 @@ func TestFCMResultClasses(t *testing.T) {
 	}
 	for i, tt := range tests {
 		g := got[i]
-		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter || g.ProviderWide != tt.want.ProviderWide {
-			t.Errorf("prefix %q: got %v %q retry-after %v provider-wide %v, want %v %q retry-after %v provider-wide %v",
-				tt.give, g.Class, g.Reason, g.RetryAfter, g.ProviderWide, tt.want.Class, tt.want.Reason, tt.want.RetryAfter, tt.want.ProviderWide)
+		if g.Class != tt.want.Class || g.Reason != tt.want.Reason || g.RetryAfter != tt.want.RetryAfter || g.ProviderWide != tt.want.ProviderWide ||
+			g.Credential != tt.want.Credential {
+			t.Errorf("prefix %q: got %v %q retry-after %v provider-wide %v credential %v, want %v %q retry-after %v provider-wide %v credential %v",
+				tt.give, g.Class, g.Reason, g.RetryAfter, g.ProviderWide, g.Credential,
+				tt.want.Class, tt.want.Reason, tt.want.RetryAfter, tt.want.ProviderWide, tt.want.Credential)
 		}
 		if tt.want.Class == providers.Sent && !strings.HasPrefix(g.MessageID, "projects/") {
 			t.Errorf("prefix %q: message id %q, want an providers.FCM message name", tt.give, g.MessageID)

@@ -1,6 +1,11 @@
 package queue
 
 import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -105,32 +110,89 @@ func (m *Metrics) transition(state string) {
 	}
 }
 
-// queueDepth reports asynq queue sizes at scrape time.
-type queueDepth struct {
-	insp *asynq.Inspector
-	desc *prometheus.Desc
+// QueueDepth reports the pipeline's asynq queue sizes, by queue and task
+// state, from memory: Run reads them from Redis every interval, so that a
+// scrape never waits on Redis and still answers while Redis is down, with
+// the last sizes read and how old they are.
+type QueueDepth struct {
+	insp  *asynq.Inspector
+	every time.Duration
+	now   func() time.Time
+	desc  *prometheus.Desc
+	age   *prometheus.Desc
+
+	mu     sync.Mutex
+	sizes  map[[2]string]int // {queue, state} → tasks
+	readAt time.Time         // when sizes were read; zero before the first read
 }
 
-// RegisterQueueDepth registers a collector of the pipeline's queue sizes,
-// by queue and task state, read from Redis when scraped.
-func RegisterQueueDepth(reg prometheus.Registerer, insp *asynq.Inspector) {
-	reg.MustRegister(&queueDepth{insp: insp, desc: prometheus.NewDesc(
-		"pushgate_queue_tasks", "Tasks in each pipeline queue, by state.", []string{"queue", "state"}, nil)})
+// NewQueueDepth returns a QueueDepth that reads insp every interval (a
+// second when not positive). Register it, and run Run.
+func NewQueueDepth(insp *asynq.Inspector, every time.Duration) *QueueDepth {
+	if every <= 0 {
+		every = time.Second
+	}
+	return &QueueDepth{insp: insp, every: every, now: time.Now,
+		desc: prometheus.NewDesc("pushgate_queue_tasks", "Tasks in each pipeline queue, by state, as last read from Redis.",
+			[]string{"queue", "state"}, nil),
+		age: prometheus.NewDesc("pushgate_queue_tasks_age_seconds",
+			"How old the queue sizes of pushgate_queue_tasks are; it grows while Redis cannot be read.", nil, nil)}
 }
 
-func (q *queueDepth) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
+// Run reads the queue sizes every interval until ctx is done.
+func (q *QueueDepth) Run(ctx context.Context) {
+	t := time.NewTicker(q.every)
+	defer t.Stop()
+	for {
+		q.read()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
-func (q *queueDepth) Collect(ch chan<- prometheus.Metric) {
+// read takes the sizes of every pipeline queue from Redis; on failure the
+// previous sizes stay, and age says so.
+func (q *QueueDepth) read() {
+	known, err := q.insp.Queues()
+	if err != nil {
+		return
+	}
+	sizes := map[[2]string]int{}
 	for _, name := range []string{QueueRecall, QueuePlan, QueueDeliver} {
+		if !slices.Contains(known, name) {
+			continue // a queue that was never used does not exist yet
+		}
 		info, err := q.insp.GetQueueInfo(name)
 		if err != nil {
-			continue // a queue that was never used does not exist yet
+			return
 		}
 		for state, n := range map[string]int{
 			"pending": info.Pending, "active": info.Active, "scheduled": info.Scheduled,
 			"retry": info.Retry, "archived": info.Archived,
 		} {
-			ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(n), name, state)
+			sizes[[2]string{name, state}] = n
 		}
 	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.sizes, q.readAt = sizes, q.now()
+}
+
+// Describe implements prometheus.Collector.
+func (q *QueueDepth) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc; ch <- q.age }
+
+// Collect implements prometheus.Collector, from memory only.
+func (q *QueueDepth) Collect(ch chan<- prometheus.Metric) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.readAt.IsZero() {
+		return
+	}
+	for k, n := range q.sizes {
+		ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+	}
+	ch <- prometheus.MustNewConstMetric(q.age, prometheus.GaugeValue, q.now().Sub(q.readAt).Seconds())
 }

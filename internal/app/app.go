@@ -121,7 +121,13 @@ type App struct {
 	// deployment follows the deployment marker (docs/ARCHITECTURE.md,
 	// "Redis data loss").
 	deployment *queue.Deployment
+	// depth keeps the queue sizes /metrics serves, read in the
+	// background.
+	depth *queue.QueueDepth
 }
+
+// queueDepthEvery is how often the queue sizes of /metrics are read.
+const queueDepthEvery = 5 * time.Second
 
 // New builds a process from its configuration and checks that Redis
 // answers. Nothing listens or runs until Run. A *ConfigError reports a
@@ -179,7 +185,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 	})
 	qcfg := queue.Config{Redis: a.rdb, Keys: keys, Verifier: verifier, Control: a.control, Policy: cfg.Policy,
 		Logger: logger, Metrics: metrics, Deployment: a.deployment}
-	queue.RegisterQueueDepth(a.reg, asynq.NewInspectorFromRedisClient(a.rdb))
+	a.depth = queue.NewQueueDepth(asynq.NewInspectorFromRedisClient(a.rdb), queueDepthEvery)
+	a.reg.MustRegister(a.depth)
 
 	if r.API {
 		if a.svc, err = queue.NewService(qcfg); err != nil {
@@ -208,6 +215,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 	if cfg.MetricsListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+		a.addProbes(mux)
 		a.metrics = &http.Server{Addr: cfg.MetricsListen, Handler: mux}
 		boundHTTP(a.metrics, cfg.HTTP)
 		// A scrape waits for nothing, so here a write deadline costs
@@ -331,6 +339,9 @@ func (a *App) Run(ctx context.Context) error {
 		a.logger.Error("starting failed closed: the control log in Redis fails its checks; restore it with pushgate log restore", "err", err)
 	}
 	var wg sync.WaitGroup
+	depthCtx, stopDepth := context.WithCancel(context.Background())
+	wg.Go(func() { a.depth.Run(depthCtx) })
+	defer stopDepth()
 	errc := make(chan error, 3)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
 		wg.Go(func() {
@@ -353,6 +364,7 @@ func (a *App) Run(ctx context.Context) error {
 			var err error
 			if ln, err = net.Listen("tcp", s.srv.Addr); err != nil {
 				a.shutdownHTTP()
+				stopDepth()
 				wg.Wait()
 				return fmt.Errorf("%s server: %w", s.name, err)
 			}
@@ -362,6 +374,7 @@ func (a *App) Run(ctx context.Context) error {
 	if a.worker != nil {
 		if err := a.worker.Start(ctx); err != nil {
 			a.shutdownHTTP()
+			stopDepth()
 			wg.Wait()
 			return err
 		}
@@ -390,6 +403,7 @@ loop:
 	}
 	a.logger.Info("shutting down")
 	a.shutdownHTTP()
+	stopDepth()
 	wg.Wait()
 	if a.worker != nil {
 		a.worker.Shutdown()

@@ -46,6 +46,7 @@ var apnsOutcomes = map[Outcome]struct {
 	OutcomeShutdown:       {503, "Shutdown"},
 	OutcomeInternal:       {500, "InternalServerError"},
 	OutcomeThirdPartyAuth: {403, "Forbidden"},
+	OutcomeCredential:     {429, "TooManyProviderTokenUpdates"},
 }
 
 // apnsSingleHeaders must appear at most once (DuplicateHeaders).

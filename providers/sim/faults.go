@@ -40,6 +40,10 @@ const (
 	// OutcomeThirdPartyAuth: FCM 401 THIRD_PARTY_AUTH_ERROR; APNs 403
 	// Forbidden.
 	OutcomeThirdPartyAuth Outcome = "third_party_auth"
+	// OutcomeCredential refuses the sender's own credential, not the
+	// device: APNs 429 TooManyProviderTokenUpdates; FCM 401
+	// UNAUTHENTICATED (the OAuth2 access token refused, no FcmError).
+	OutcomeCredential Outcome = "credential"
 	// OutcomeDrop closes the TCP connection without answering, as a
 	// network failure would; every request in flight on it fails.
 	OutcomeDrop Outcome = "drop"
@@ -50,7 +54,7 @@ func (o Outcome) valid() bool {
 	switch o {
 	case OutcomeDeliver, OutcomeUnregistered, OutcomeExpiredToken, OutcomeBadToken,
 		OutcomeMismatch, OutcomeQuota, OutcomeUnavailable, OutcomeShutdown,
-		OutcomeInternal, OutcomeThirdPartyAuth, OutcomeDrop:
+		OutcomeInternal, OutcomeThirdPartyAuth, OutcomeCredential, OutcomeDrop:
 		return true
 	}
 	return false
@@ -71,7 +75,7 @@ func (o Outcome) retryable() bool {
 //	quota-     quota              unavail-   unavailable
 //	shutdown-  shutdown           internal-  internal
 //	3pauth-    third_party_auth   drop-      drop
-//	auto-      deliver (the phone is created on first use)
+//	cred-      credential         auto-      deliver (the phone is created on first use)
 func DefaultPrefixes() map[string]Outcome {
 	return map[string]Outcome{
 		"unreg-":    OutcomeUnregistered,
@@ -83,6 +87,7 @@ func DefaultPrefixes() map[string]Outcome {
 		"shutdown-": OutcomeShutdown,
 		"internal-": OutcomeInternal,
 		"3pauth-":   OutcomeThirdPartyAuth,
+		"cred-":     OutcomeCredential,
 		"drop-":     OutcomeDrop,
 		"auto-":     OutcomeDeliver,
 	}

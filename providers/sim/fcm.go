@@ -128,6 +128,7 @@ var fcmOutcomes = map[Outcome]struct {
 	OutcomeShutdown:       {503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."},
 	OutcomeInternal:       {500, "INTERNAL", "INTERNAL", "Internal error encountered."},
 	OutcomeThirdPartyAuth: {401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR", "Auth error from APNS or Web Push Service"},
+	OutcomeCredential:     {401, "UNAUTHENTICATED", "", "Request had invalid authentication credentials. Expected OAuth 2 access token."},
 }
 
 func (s *Sim) fcmHandler() http.Handler {
