@@ -34,6 +34,12 @@ type e2e struct {
 
 func newE2E(t testing.TB, o stack.Options, r app.Roles) *e2e {
 	t.Helper()
+	return newE2ELogged(t, o, r, testLogger(t))
+}
+
+// newE2ELogged is newE2E whose app logs to logger.
+func newE2ELogged(t testing.TB, o stack.Options, r app.Roles, logger *slog.Logger) *e2e {
+	t.Helper()
 	o.Dir = t.TempDir()
 	if o.RedisURL == "" { // a test that flushes or restarts Redis brings its own
 		o.RedisURL = redistest.URL(t)
@@ -56,7 +62,7 @@ func newE2E(t testing.TB, o stack.Options, r app.Roles) *e2e {
 	t.Cleanup(func() { st.Close() })
 	e := &e2e{t: t, st: st}
 	if r.API || r.Worker {
-		e.app, err = stack.StartApp(context.Background(), st.ConfigPath, r, testLogger(t))
+		e.app, err = stack.StartApp(context.Background(), st.ConfigPath, r, logger)
 		if err != nil {
 			t.Fatal(err)
 		}

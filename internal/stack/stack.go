@@ -71,6 +71,8 @@ const (
 	// 100 distinct devices a day.
 	KeyDistrict = "district"
 	KeyAttacker = "attacker" // broadcast, but not in the keyring
+	// KeySlow broadcasts to the stack's topic at most 50 pushes a second.
+	KeySlow = "slow"
 )
 
 // Options shape a stack.
@@ -155,6 +157,8 @@ func (st *Stack) writeKeys(o Options) (string, error) {
 		{KeyApprover2, signing.KeyEntry{ID: "walikota-approver", Roles: []string{"approve"}, Owner: "gov-b"}, true},
 		{KeyDistrict, signing.KeyEntry{ID: "kelurahan-9", Roles: []string{"broadcast"}, Topics: []string{"district-9*"},
 			MaxAudience: 20, Reach: "100/24h", Owner: "kelurahan-9"}, true},
+		{KeySlow, signing.KeyEntry{ID: "city-slow", Roles: []string{"broadcast"}, Topics: []string{o.Topic},
+			MaxAudience: max(o.Devices*2, 1000), Rate: "50/s", Owner: "diskominfo"}, true},
 		{KeyAttacker, signing.KeyEntry{ID: "city-alerts-stolen", Roles: []string{"broadcast"}}, false},
 	} {
 		pub, priv, err := signing.GenerateKey()
@@ -289,8 +293,12 @@ func (st *Stack) CountByPlatform() map[providers.Platform]int {
 // RunningApp is a gateway process's parts running inside this process.
 type RunningApp struct {
 	// URL is the API's base URL; empty when it runs no API.
-	URL    string
-	App    *app.App
+	URL string
+	// MetricsURL is the base URL of the metrics listener (its /metrics,
+	// /healthz and /readyz); empty without metrics_listen. Any address
+	// in metrics_listen gets a free port on 127.0.0.1.
+	MetricsURL string
+	App        *app.App
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
@@ -317,6 +325,15 @@ func StartApp(ctx context.Context, configPath string, r app.Roles, logger *slog.
 		}
 		a.ServeOn(ln)
 		ra.URL = "http://" + ln.Addr().String()
+	}
+	if cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			a.Close()
+			return nil, err
+		}
+		a.ServeMetricsOn(ln)
+		ra.MetricsURL = "http://" + ln.Addr().String()
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	ra.cancel = cancel
