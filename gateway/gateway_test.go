@@ -664,3 +664,32 @@ func TestNewHTTPServerHasTimeouts(t *testing.T) {
 		t.Errorf("server = %+v, want every timeout and a header limit", s)
 	}
 }
+
+// TestRequestLogLevels checks the request lines an operator reads: a
+// request that succeeded is an access line at debug; a refused one is at
+// info, with its problem code and, once the signature verified, the key.
+func TestRequestLogLevels(t *testing.T) {
+	env := gatewaytest.Start(t)
+	call(t, env, gatewaytest.Admin, "GET", "/v1/kill", "")     // 200
+	call(t, env, gatewaytest.Sender, "POST", "/v1/kill", `{}`) // 403: the sender is no admin
+	call(t, env, "", "GET", "/v1/nope", "")                    // 404, unsigned
+	lines := strings.Split(env.Logs.String(), "\n")
+	want := []struct{ parts []string }{
+		{[]string{"level=DEBUG", `msg=request`, `route="GET /v1/kill"`, "status=200", "key_id=" + gatewaytest.Admin}},
+		{[]string{"level=INFO", `msg=request`, `route="POST /v1/kill"`, "status=403", "key_id=" + gatewaytest.Sender, "problem=forbidden"}},
+		{[]string{"level=INFO", `msg=request`, "route=unmatched", "status=404", "problem=not_found"}},
+	}
+	for _, w := range want {
+		found := false
+		for _, line := range lines {
+			ok := true
+			for _, p := range w.parts {
+				ok = ok && strings.Contains(line, p)
+			}
+			found = found || ok
+		}
+		if !found {
+			t.Errorf("no log line with %q in:\n%s", w.parts, env.Logs.String())
+		}
+	}
+}

@@ -164,6 +164,8 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 type requestInfo struct {
 	keyID       string
 	broadcastID string
+	// problem is the code of the problem the request was answered with.
+	problem string
 }
 
 type infoKey struct{}
@@ -216,13 +218,16 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) unmatched(w http.ResponseWriter, r *http.Request, h http.Handler) {
 	probe := &probeWriter{header: http.Header{}}
 	h.ServeHTTP(probe, r)
+	info := infoFrom(r.Context())
 	if probe.status == http.StatusMethodNotAllowed {
 		if allow := probe.header.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
+		info.problem = api.CodeMethodNotAllowed
 		writeProblem(w, api.NewProblem(api.CodeMethodNotAllowed, r.Method+" is not allowed here"))
 		return
 	}
+	info.problem = api.CodeNotFound
 	writeProblem(w, api.NewProblem(api.CodeNotFound, "no such route"))
 }
 
@@ -242,13 +247,23 @@ func (s *Server) observe(r *http.Request, route string, status int, took time.Du
 	if info.broadcastID != "" {
 		attrs = append(attrs, slog.String("broadcast_id", info.broadcastID))
 	}
-	s.logger.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	// A request that succeeded is an access line, at debug; a refused one
+	// is worth an operator's eye, with the problem it got.
+	level := slog.LevelDebug
+	if status >= 400 {
+		level = slog.LevelInfo
+		if info.problem != "" {
+			attrs = append(attrs, slog.String("problem", info.problem))
+		}
+	}
+	s.logger.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
 // fail answers with the problem for err, logging errors that are not the
 // client's doing.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	p, internal := api.ProblemOf(err)
+	infoFrom(r.Context()).problem = p.Code
 	var e *api.Error
 	if errors.As(err, &e) && e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))

@@ -33,7 +33,9 @@ func runProcess(ctx context.Context, e *env, args []string, name string, r app.R
 	if err != nil {
 		return &usageError{err}
 	}
-	a, err := app.New(ctx, cfg, app.NewLogger(e.stderr, cfg), r)
+	logger := app.NewLogger(e.stderr, cfg)
+	app.RouteRedisLogs(logger)
+	a, err := app.New(ctx, cfg, logger, r)
 	if err != nil {
 		return err
 	}

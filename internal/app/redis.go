@@ -216,3 +216,17 @@ func AcceptLoss(ctx context.Context, cfg *Config, replaces string) (*queue.Marke
 	defer rdb.Close()
 	return queue.AcceptLoss(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), replaces, time.Now())
 }
+
+// RouteRedisLogs sends go-redis's own log lines (a pool that cannot dial, a
+// failed reconnect) through logger, at warning level with
+// component=go-redis, so they are structured like the rest in JSON mode.
+// go-redis keeps one logger per process: call it once, from the process's
+// entry point.
+func RouteRedisLogs(logger *slog.Logger) { redis.SetLogger(redisLogger{logger}) }
+
+// redisLogger adapts a *slog.Logger to go-redis's logging interface.
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "), "component", "go-redis")
+}

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"testing"
@@ -102,4 +103,21 @@ func withoutConfig(t *testing.T, srv *redistest.Server) redis.UniversalClient {
 		t.Fatal("the ACL user may run CONFIG")
 	}
 	return c
+}
+
+// TestRedisLogsAreStructured routes go-redis's log lines through a JSON
+// logger: a pool that cannot dial logs one JSON line, a warning from
+// component go-redis.
+func TestRedisLogsAreStructured(t *testing.T) {
+	var buf bytes.Buffer
+	l := redisLogger{slog.New(slog.NewJSONHandler(&buf, nil))}
+	l.Printf(context.Background(), "redis: connection pool: failed to dial after %d attempts: %s", 5, "connection refused")
+	var line map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("not one JSON line: %q", buf.String())
+	}
+	if line["level"] != "WARN" || line["component"] != "go-redis" ||
+		line["msg"] != "connection pool: failed to dial after 5 attempts: connection refused" {
+		t.Errorf("line = %v", line)
+	}
 }

@@ -299,9 +299,9 @@ type RunningApp struct {
 	// in metrics_listen gets a free port on 127.0.0.1.
 	MetricsURL string
 	App        *app.App
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	cancel     context.CancelFunc
+	done       chan struct{}
+	err        error
 }
 
 // StartApp runs the API and/or a worker pool from a configuration file in
