@@ -312,6 +312,9 @@ func (w *Worker) classify(platform providers.Platform, sent []int, results []pro
 		}
 		if r.Class != providers.Sent && r.Class != providers.Cancelled {
 			out.refusal(i, platform, r)
+			if w.metrics != nil {
+				w.metrics.refusals.WithLabelValues(string(platform), r.Class.String(), r.Code()).Inc()
+			}
 		}
 		switch r.Class {
 		case providers.Sent:

@@ -38,11 +38,12 @@ const (
 
 // providerHealth is one worker's view of its providers' health.
 type providerHealth struct {
-	rdb    redis.UniversalClient
-	keys   Keys
-	worker string
-	now    func() time.Time
-	logger *slog.Logger
+	rdb     redis.UniversalClient
+	keys    Keys
+	worker  string
+	now     func() time.Time
+	logger  *slog.Logger
+	metrics *Metrics // nil: none
 
 	mu    sync.Mutex
 	state map[providers.Platform]*platformHealth
@@ -59,7 +60,7 @@ type platformHealth struct {
 }
 
 func newProviderHealth(c *core, worker string) *providerHealth {
-	return &providerHealth{rdb: c.rdb, keys: c.keys, worker: worker, now: c.now, logger: c.logger,
+	return &providerHealth{rdb: c.rdb, keys: c.keys, worker: worker, now: c.now, logger: c.logger, metrics: c.metrics,
 		state: map[providers.Platform]*platformHealth{providers.FCM: {}, providers.APNs: {}}}
 }
 
@@ -111,6 +112,9 @@ func (h *providerHealth) observe(ctx context.Context, platform providers.Platfor
 	}
 	h.mu.Unlock()
 
+	if h.metrics != nil {
+		h.metrics.degraded.WithLabelValues(string(platform)).Set(map[bool]float64{true: 1}[refused != ""])
+	}
 	switch {
 	case logLine && clear:
 		h.logger.Info("provider accepts the credential again", "platform", platform,

@@ -16,6 +16,8 @@ import (
 // the process owns.
 type Metrics struct {
 	deliveries   *prometheus.CounterVec
+	refusals     *prometheus.CounterVec
+	degraded     *prometheus.GaugeVec
 	latency      *prometheus.HistogramVec
 	transitions  *prometheus.CounterVec
 	refused      *prometheus.CounterVec
@@ -39,6 +41,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pushgate_deliveries_total",
 			Help: "Provider outcomes per device, by platform and result (sent, invalid_token, retryable, permanent, cancelled), and devices given up as expired (the broadcast's TTL, or limits.retry_for, ran out before a send got through).",
 		}, []string{"platform", "result"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pushgate_provider_refusals_total",
+			Help: "Provider answers other than sent, by platform, result (invalid_token, retryable, permanent) and bounded reason code (Apple's and FCM's reasons, HTTP <status>, transport, oauth2_refused, oauth2_unavailable, sdk, message_refused, empty_token, other).",
+		}, []string{"platform", "result", "reason"}),
+		degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushgate_provider_degraded",
+			Help: "1 while this worker finds the provider refusing the deployment's credential (provider token, certificate, OAuth2 token, service account), else 0.",
+		}, []string{"platform"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pushgate_provider_latency_seconds",
 			Help:    "Duration of provider calls, by platform.",
@@ -77,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Entries in the control log as this process last verified it.",
 		}),
 	}
-	reg.MustRegister(m.deliveries, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize,
+	reg.MustRegister(m.deliveries, m.refusals, m.degraded, m.latency, m.transitions, m.refused, m.killsApplied, m.controlFailures, m.controlSize,
 		m.pausedUntil, m.pauses, m.pauseDeferrals)
 	m.registerReaper(reg)
 	return m

@@ -126,6 +126,23 @@ func TestProviderRefusingCredentialIsReported(t *testing.T) {
 	if code != http.StatusOK || degraded["apns"] != "TooManyProviderTokenUpdates" || degraded["fcm"] != "UNAUTHENTICATED" {
 		t.Errorf("API /readyz = %d %v, want 200 naming both degraded providers", code, body)
 	}
+	// The metrics carry the bounded reason, and the degraded gauge.
+	resp, err := (&http.Client{Timeout: hangGuard}).Get(e.app.MetricsURL + api.PathMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`pushgate_provider_refusals_total{platform="apns",reason="TooManyProviderTokenUpdates",result="retryable"} `,
+		`pushgate_provider_refusals_total{platform="fcm",reason="UNAUTHENTICATED",result="retryable"} `,
+		`pushgate_provider_degraded{platform="apns"} 1`,
+		`pushgate_provider_degraded{platform="fcm"} 1`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	for _, p := range []string{"apns", "fcm"} {
 		if n := len(logs.lines("level=ERROR", "event=provider_degraded", "platform="+p)); n != 1 {
 			t.Errorf("%d error lines for %s's refusals, want 1 (at most one a minute)", n, p)
