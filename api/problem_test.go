@@ -159,3 +159,20 @@ func FuzzBroadcastBody(f *testing.F) {
 		}
 	})
 }
+
+func TestReasonsTop(t *testing.T) {
+	r := &Reasons{
+		Retried: map[string]int64{"apns/TooManyProviderTokenUpdates": 60, "fcm/UNAUTHENTICATED": 60},
+		Expired: map[string]int64{"apns/TooManyProviderTokenUpdates": 30},
+		Failed:  map[string]int64{"fcm/THIRD_PARTY_AUTH_ERROR": 2},
+	}
+	// Reasons that ended devices come first, however many retries the
+	// others counted.
+	want := "apns/TooManyProviderTokenUpdates expired=30, fcm/THIRD_PARTY_AUTH_ERROR failed=2, apns/TooManyProviderTokenUpdates retried=60"
+	if got := r.Top(3); got != want {
+		t.Errorf("Top(3) = %q, want %q", got, want)
+	}
+	if got := (*Reasons)(nil).Top(3); got != "" {
+		t.Errorf("Top of nil = %q", got)
+	}
+}

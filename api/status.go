@@ -1,6 +1,12 @@
 package api
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Broadcast states.
 const (
@@ -99,6 +105,45 @@ type Reasons struct {
 	InvalidToken map[string]int64 `json:"invalid_token,omitempty"`
 	Expired      map[string]int64 `json:"expired,omitempty"`
 	Retried      map[string]int64 `json:"retried,omitempty"`
+}
+
+// Top lists the n reasons that counted the most devices, the reasons that
+// ended devices (failed, expired, invalid_token) before those of retries,
+// each kind most first: "apns/TooManyProviderTokenUpdates expired=30,
+// fcm/UNAUTHENTICATED retried=60". It is "" when nothing was counted.
+func (r *Reasons) Top(n int) string {
+	if r.Empty() || n <= 0 {
+		return ""
+	}
+	type entry struct {
+		what  string
+		final bool
+		count int64
+	}
+	var all []entry
+	for _, g := range []struct {
+		name  string
+		final bool
+		m     map[string]int64
+	}{{"failed", true, r.Failed}, {"expired", true, r.Expired}, {"invalid_token", true, r.InvalidToken}, {"retried", false, r.Retried}} {
+		for reason, c := range g.m {
+			all = append(all, entry{reason + " " + g.name + "=" + strconv.FormatInt(c, 10), g.final, c})
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		if a.final != b.final {
+			if a.final {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.what, b.what))
+	})
+	parts := make([]string, 0, n)
+	for _, e := range all[:min(n, len(all))] {
+		parts = append(parts, e.what)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Empty reports whether no reason was counted.

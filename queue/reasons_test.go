@@ -73,7 +73,7 @@ func TestStatusCountsReasons(t *testing.T) {
 	// broadcast is a warning that names the top reasons.
 	lines := f.lines.matching("level=WARN", "broadcast ended with 30.0% of its devices failed or expired",
 		"broadcast_id="+st.ID, "state=completed", "sent=18", "failed=6", "expired=3", "duration=",
-		`top_reasons="fcm/QUOTA_EXCEEDED retried=3, fcm/THIRD_PARTY_AUTH_ERROR failed=3, fcm/UNAVAILABLE expired=3"`)
+		`top_reasons="fcm/THIRD_PARTY_AUTH_ERROR failed=3, fcm/UNAVAILABLE expired=3, fcm/UNREGISTERED invalid_token=3"`)
 	if len(lines) != 1 {
 		t.Errorf("%d summary warnings, want 1: %q", len(lines), f.lines.matching("broadcast ended"))
 	}

@@ -1,11 +1,8 @@
 package queue
 
 import (
-	"cmp"
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/pushgate/pushgate/api"
 )
@@ -45,7 +42,7 @@ func (c *core) reportEnded(ctx context.Context, id string) {
 		"invalid_token", n.InvalidToken, "cancelled", n.Cancelled, "uncertain", n.Uncertain,
 		"held", n.Held, "throttled", n.Throttled, "capped", n.Capped,
 		"retries", n.Retries, "rate_limited", n.RateLimitedRetries}
-	if top := topReasons(st.Reasons, 3); top != "" {
+	if top := st.Reasons.Top(3); top != "" {
 		attrs = append(attrs, "top_reasons", top)
 	}
 	if !st.FinishedAt.IsZero() && !st.CreatedAt.IsZero() {
@@ -62,34 +59,4 @@ func (c *core) reportEnded(ctx context.Context, id string) {
 		return
 	}
 	c.logger.Info("broadcast ended", attrs...)
-}
-
-// topReasons lists the n reasons that ended or delayed the most devices,
-// most first: "apns/TooManyProviderTokenUpdates failed=35315, fcm/UNREGISTERED
-// invalid_token=12".
-func topReasons(r *api.Reasons, n int) string {
-	if r.Empty() {
-		return ""
-	}
-	type entry struct {
-		what  string
-		count int64
-	}
-	var all []entry
-	for _, group := range []struct {
-		name string
-		m    map[string]int64
-	}{{"failed", r.Failed}, {"expired", r.Expired}, {"invalid_token", r.InvalidToken}, {"retried", r.Retried}} {
-		for reason, c := range group.m {
-			all = append(all, entry{reason + " " + group.name, c})
-		}
-	}
-	slices.SortFunc(all, func(a, b entry) int {
-		return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.what, b.what))
-	})
-	parts := make([]string, 0, n)
-	for _, e := range all[:min(n, len(all))] {
-		parts = append(parts, fmt.Sprintf("%s=%d", e.what, e.count))
-	}
-	return strings.Join(parts, ", ")
 }

@@ -162,7 +162,7 @@ func outcome(st *api.Status) error {
 		}
 		msg := fmt.Sprintf("broadcast %s %s with %d of %d devices not sent (%d failed, %d expired, %d uncertain, %d held, %d throttled, %d capped)",
 			st.ID, st.State, notSent, n.Targeted, n.Failed, n.Expired, n.Uncertain, n.Held, n.Throttled, n.Capped)
-		if top := topReasons(st.Reasons, 3); top != "" {
+		if top := st.Reasons.Top(3); top != "" {
 			msg += "; top reasons: " + top
 		}
 		return &outcomeError{code: exitNotAllSent, msg: msg}
@@ -172,35 +172,6 @@ func outcome(st *api.Status) error {
 		msg += " (kill " + st.KilledBy + ")"
 	}
 	return &outcomeError{code: exitStopped, msg: msg}
-}
-
-// topReasons lists the n reasons that ended or delayed the most devices,
-// most first: "apns/TooManyProviderTokenUpdates failed=35315".
-func topReasons(r *api.Reasons, n int) string {
-	if r.Empty() {
-		return ""
-	}
-	type entry struct {
-		what  string
-		count int64
-	}
-	var all []entry
-	for _, g := range []struct {
-		name string
-		m    map[string]int64
-	}{{"failed", r.Failed}, {"expired", r.Expired}, {"invalid_token", r.InvalidToken}, {"retried", r.Retried}} {
-		for reason, c := range g.m {
-			all = append(all, entry{reason + " " + g.name, c})
-		}
-	}
-	slices.SortFunc(all, func(a, b entry) int {
-		return cmp.Or(cmp.Compare(b.count, a.count), strings.Compare(a.what, b.what))
-	})
-	parts := make([]string, 0, n)
-	for _, e := range all[:min(n, len(all))] {
-		parts = append(parts, fmt.Sprintf("%s=%d", e.what, e.count))
-	}
-	return strings.Join(parts, ", ")
 }
 
 // printReasons prints a status's reasons, one line per kind, most
@@ -275,7 +246,7 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 	n := st.Counters
 	fmt.Fprintf(e.stdout, "broadcast %s %s after %s: %d sent, %d failed, %d expired, %d invalid tokens, %d cancelled of %d targeted\n",
 		id, st.State, took(time.Since(start)), n.Sent, n.Failed, n.Expired, n.InvalidToken, n.Cancelled, n.Targeted)
-	if top := topReasons(st.Reasons, 3); top != "" {
+	if top := st.Reasons.Top(3); top != "" {
 		fmt.Fprintf(e.stdout, "  top reasons: %s\n", top)
 	}
 	return outcome(st)

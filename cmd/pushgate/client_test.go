@@ -424,8 +424,8 @@ func TestSendWait(t *testing.T) {
 				}
 			},
 			wantCode: 3,
-			wantOut:  `completed after \S+: 0 sent, 0 failed, 5 expired, 0 invalid tokens, 0 cancelled of 5 targeted\n  top reasons: apns/TooManyProviderTokenUpdates retried=40, apns/TooManyProviderTokenUpdates expired=5\n$`,
-			wantErr:  `pushgate: broadcast b[0-9a-v]+ completed with 5 of 5 devices not sent \(0 failed, 5 expired, .*\); top reasons: apns/TooManyProviderTokenUpdates retried=40, apns/TooManyProviderTokenUpdates expired=5\n$`,
+			wantOut:  `completed after \S+: 0 sent, 0 failed, 5 expired, 0 invalid tokens, 0 cancelled of 5 targeted\n  top reasons: apns/TooManyProviderTokenUpdates expired=5, apns/TooManyProviderTokenUpdates retried=40\n$`,
+			wantErr:  `pushgate: broadcast b[0-9a-v]+ completed with 5 of 5 devices not sent \(0 failed, 5 expired, .*\); top reasons: apns/TooManyProviderTokenUpdates expired=5, apns/TooManyProviderTokenUpdates retried=40\n$`,
 		},
 		{
 			name: "completed",

@@ -58,10 +58,10 @@ func (a *App) ready(ctx context.Context) error {
 		if d := a.worker.DegradedProviders(); len(d) > 0 {
 			parts := make([]string, 0, len(d))
 			for p, why := range d {
-				parts = append(parts, fmt.Sprintf("%s refuses the deployment's credential (%s)", p, why))
+				parts = append(parts, fmt.Sprintf("%s refuses the deployment's credential (%s): no %s device can be sent to until it is fixed", p, why, p))
 			}
 			slices.Sort(parts)
-			return api.Errorf(api.CodeProviderDegraded, "%s: no device of it can be sent to until it is fixed", strings.Join(parts, "; "))
+			return api.Errorf(api.CodeProviderDegraded, "%s", strings.Join(parts, "; "))
 		}
 	}
 	return nil
