@@ -40,7 +40,7 @@ func RestoreLog(ctx context.Context, cfg *Config, r io.Reader) (*queue.RestoreSu
 		return nil, err
 	}
 	defer rdb.Close()
-	v := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: kr})
+	v := signing.NewVerifier(signing.VerifierConfig{Profile: cfg.SigningProfile(), Keys: kr})
 	return queue.RestoreLog(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), logKey, v, entryWindow(cfg.Policy), r)
 }
 
