@@ -66,6 +66,9 @@ const (
 
 	CodeBodyTooLarge         = "body_too_large"
 	CodeUnsupportedMediaType = "unsupported_media_type"
+	// CodeBodyTimeout: the body did not arrive within the gateway's body
+	// read timeout (limits.body_read_timeout).
+	CodeBodyTimeout = "body_timeout"
 
 	CodeInternal         = "internal"
 	CodeKillSwitchActive = "kill_switch_active"
@@ -102,6 +105,7 @@ var statusTable = map[string]struct {
 	string(signing.CodeReplayedNonce):      {http.StatusUnauthorized, "Replayed nonce"},
 	string(signing.CodeDigestMismatch):     {http.StatusUnauthorized, "Content digest mismatch"},
 	string(signing.CodeBadSignature):       {http.StatusUnauthorized, "Bad signature"},
+	string(signing.CodeWrongAuthority):     {http.StatusUnauthorized, "Signed for another authority"},
 
 	CodeMalformedJSON:   {http.StatusBadRequest, "Malformed JSON"},
 	CodeUnknownField:    {http.StatusBadRequest, "Unknown field"},
@@ -138,6 +142,7 @@ var statusTable = map[string]struct {
 
 	CodeBodyTooLarge:         {http.StatusRequestEntityTooLarge, "Body too large"},
 	CodeUnsupportedMediaType: {http.StatusUnsupportedMediaType, "Unsupported media type"},
+	CodeBodyTimeout:          {http.StatusRequestTimeout, "Body timeout"},
 
 	CodeInternal:         {http.StatusInternalServerError, "Internal error"},
 	CodeKillSwitchActive: {http.StatusServiceUnavailable, "Kill switch active"},

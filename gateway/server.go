@@ -17,9 +17,17 @@ import (
 	"github.com/pushgate/pushgate/signing"
 )
 
-// MaxBodyBytes is the largest request body the API reads; larger bodies
-// are refused with 413 before their signature is checked.
+// MaxBodyBytes is the largest request body the API reads; a larger
+// declared Content-Length is refused with 413 before the signature is
+// checked, a longer chunked body as soon as it passes the limit.
 const MaxBodyBytes = 1 << 20
+
+// DefaultBodyReads and DefaultBodyReadTimeout are Config.BodyReads' and
+// Config.BodyReadTimeout's defaults.
+const (
+	DefaultBodyReads       = 16
+	DefaultBodyReadTimeout = 15 * time.Second
+)
 
 // MaxImportBytes is the body limit of POST /v1/devices/import, the one
 // route allowed more than MaxBodyBytes: 10,000 FCM registration tokens of
@@ -48,6 +56,17 @@ type Config struct {
 	// answers it 404: the process serves its metrics on a listener of
 	// their own (metrics_listen).
 	OmitMetrics bool
+	// BodyReads bounds the request bodies read at once, and so the
+	// memory they hold (at most BodyReads times MaxImportBytes); a body
+	// is read only once its signature verified over the header fields,
+	// and waits for a free read otherwise. Zero means DefaultBodyReads.
+	BodyReads int
+	// BodyReadTimeout bounds how long a body may take to arrive, its
+	// wait for one of the BodyReads included; a body still arriving then
+	// is refused (408 body_timeout). Keep it below the HTTP server's
+	// ReadTimeout, which it replaces for the body. Zero means
+	// DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
 }
 
 // Server is the HTTP API. Its Handler is safe for concurrent use.
@@ -60,6 +79,9 @@ type Server struct {
 	maxTTL   time.Duration
 	now      func() time.Time
 	mux      *http.ServeMux
+	// bodySlots holds a token per body being read (Config.BodyReads).
+	bodySlots   chan struct{}
+	bodyTimeout time.Duration
 }
 
 // New builds a Server and registers its metrics.
@@ -72,6 +94,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.BodyReads <= 0 {
+		cfg.BodyReads = DefaultBodyReads
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = DefaultBodyReadTimeout
 	}
 	if cfg.Metrics == nil {
 		reg := prometheus.NewRegistry()
@@ -100,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 		maxTTL:   cfg.Service.MaxTTL(),
 		now:      cfg.Now,
 		mux:      http.NewServeMux(),
+
+		bodySlots:   make(chan struct{}, cfg.BodyReads),
+		bodyTimeout: cfg.BodyReadTimeout,
 	}
 	s.routes(cfg.OmitMetrics)
 	return s, nil
@@ -380,6 +411,7 @@ type metrics struct {
 	requests   *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	rejections *prometheus.CounterVec
+	bodyReads  *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -397,8 +429,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "pushgate_signature_rejections_total",
 			Help: "Requests refused at the signature check, by code (the signing codes, and forbidden for a key whose role does not permit the route).",
 		}, []string{"code"}),
+		bodyReads: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pushgate_http_body_reads",
+			Help: "Request bodies being read (state reading, at most limits.body_reads) and waiting for a read (state waiting), after their signature verified.",
+		}, []string{"state"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.rejections} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.rejections, m.bodyReads} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("gateway: register metrics: %w", err)
 		}

@@ -570,6 +570,39 @@ func TestFoldKeepsStopsOfGoneKeys(t *testing.T) {
 	}
 }
 
+// TestFoldKeepsStopsOfUnlistedAuthorities folds entries signed for an
+// authority since removed from public_authorities (a host renamed without
+// keeping the old name): the kill stands, the resume does not count.
+func TestFoldKeepsStopsOfUnlistedAuthorities(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	p := signing.DefaultProfile()
+	p.Authorities = []string{"push.example.org"}
+	s := newControlState(f.policy, f.keyring, signing.NewVerifier(signing.VerifierConfig{Profile: p, Keys: f.keyring}), f.control.window)
+	entry := func(path, body string) *controllog.Entry {
+		r, _ := http.NewRequest("POST", "http://push-old.example.org"+path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		if err := f.admin.Sign(r, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		kind, target, _ := controllog.KindOf("POST", path)
+		return &controllog.Entry{Time: time.Now(), Request: signing.RequestFromHTTP(r, []byte(body)),
+			Decision: controllog.Decision{Kind: kind, Target: target}}
+	}
+	if err := s.apply(ctx, 0, entry(api.PathKill, `{"scope":"topic:floods","reason":"x"}`)); err != nil {
+		t.Fatalf("kill signed for an unlisted authority: %v", err)
+	}
+	if _, ok := s.kills[api.TopicScope("floods")]; !ok {
+		t.Fatal("the kill signed for an authority no longer listed was lifted")
+	}
+	if err := s.apply(ctx, 1, entry(api.PathResume, `{"scope":"topic:floods","reason":"x"}`)); !errors.Is(err, errIgnored) {
+		t.Fatalf("resume signed for an unlisted authority: %v, want it ignored", err)
+	}
+	if _, ok := s.kills[api.TopicScope("floods")]; !ok {
+		t.Fatal("a resume signed for an authority no longer listed lifted the kill")
+	}
+}
+
 // TestUnrevokeByRollbackFailsClosed rolls the log back to before a
 // revocation, as deleting the key from the old revoked hash did: the view
 // fails closed instead of accepting the key again.

@@ -128,8 +128,13 @@ func (s *controlState) applyChecked(ctx context.Context, index int64, e *control
 	c, err := controllog.Check(ctx, s.verifier, e, s.window)
 	if err != nil {
 		var se *signing.Error
-		if errors.As(err, &se) && se.Code == signing.CodeUnknownKey {
-			return s.applyStopOfGoneKey(e)
+		switch {
+		case errors.As(err, &se) && se.Code == signing.CodeUnknownKey:
+			return s.applyStandingStop(e, "(a key no longer in the keyring)")
+		case errors.As(err, &se) && se.Code == signing.CodeWrongAuthority:
+			// Integrated while its authority was listed, since removed
+			// from public_authorities: a stop stands, a release does not.
+			return s.applyStandingStop(e, "(signed for an authority no longer listed)")
 		}
 		return ignored("unverified: %v", err)
 	}
@@ -216,31 +221,33 @@ func (s *controlState) applyChecked(ctx context.Context, index int64, e *control
 	return nil
 }
 
-// applyStopOfGoneKey keeps the stop of an entry whose key has left the
-// keyring: a kill, a cancel or the stop part of a recall. Everything else
-// such an entry asked for is ignored.
-func (s *controlState) applyStopOfGoneKey(e *controllog.Entry) error {
+// applyStandingStop keeps the stop of an integrated entry that no longer
+// verifies only because its key has left the keyring or its authority
+// has left public_authorities: a kill, a cancel or the stop part of a
+// recall, by whom by names. Everything else such an entry asked for is
+// ignored.
+func (s *controlState) applyStandingStop(e *controllog.Entry, by string) error {
 	kind, target, _ := controllog.KindOf(e.Request.Method, e.Request.Path)
 	at := e.Time.UTC()
 	switch kind {
 	case controllog.KindKill:
 		if r, err := api.ParseKillRequest(e.Request.Body); err == nil {
-			s.kills[r.Scope] = api.Kill{Scope: r.Scope, Reason: r.Reason, By: "(a key no longer in the keyring)", At: at}
+			s.kills[r.Scope] = api.Kill{Scope: r.Scope, Reason: r.Reason, By: by, At: at}
 			return nil
 		}
 	case controllog.KindCancel, controllog.KindRecall:
 		scope := api.BroadcastScope(target)
-		s.kills[scope] = api.Kill{Scope: scope, Reason: string(kind), By: "(a key no longer in the keyring)", At: at}
+		s.kills[scope] = api.Kill{Scope: scope, Reason: string(kind), By: by, At: at}
 		return nil
 	case controllog.KindRevoke:
 		// Revoking an admin key took a second person; revoking any other
 		// key was one person's stop.
 		if t, ok := s.keys.Lookup(target); !ok || !t.Has(signing.RoleAdmin) {
-			s.revoke(target, "revoked", "(a key no longer in the keyring)", at)
+			s.revoke(target, "revoked", by, at)
 			return nil
 		}
 	}
-	return ignored("unverified: %s entry by a key no longer in the keyring", kind)
+	return ignored("unverified: %s entry %s", kind, by)
 }
 
 // needsSecondPerson reports whether resuming scope releases a brake that

@@ -319,7 +319,7 @@ func (f *fixture) newControlOn(rdb *redis.Client, integrate bool, stateDir strin
 // newControlWith is newControlOn with the configuration edited by tune.
 func (f *fixture) newControlWith(rdb *redis.Client, integrate bool, tune func(*ControlConfig)) *Control {
 	f.t.Helper()
-	cfg := ControlConfig{Redis: rdb, Keys: f.keys, Keyring: f.keyring, Profile: signing.DefaultProfile(),
+	cfg := ControlConfig{Redis: rdb, Keys: f.keys, Keyring: f.keyring, Profile: testProfile(),
 		Policy: f.policy, LogKey: f.logKey, MaxStaleness: f.staleness,
 		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
 	if integrate {
@@ -341,9 +341,20 @@ func (f *fixture) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(testLog{f.t, &f.taskFailures, &f.lines}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
+// testAuthority is the authority the fixture's gateway answers to; its
+// requests are signed for it.
+const testAuthority = "gw.test"
+
+// testProfile is the signing profile of the fixture's processes.
+func testProfile() signing.Profile {
+	p := signing.DefaultProfile()
+	p.Authorities = []string{testAuthority}
+	return p
+}
+
 // verifierFor is the ingress verifier of a process holding view c.
 func (f *fixture) verifierFor(c *Control) *signing.Verifier {
-	return signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: f.keyring,
+	return signing.NewVerifier(signing.VerifierConfig{Profile: testProfile(), Keys: f.keyring,
 		Revocations: c, Replay: NewReplayGuard(f.rdb, f.keys)})
 }
 
@@ -395,7 +406,7 @@ func (f *fixture) startWorkerWith(id string, c *Control, senders map[providers.P
 // it verified, with its envelope.
 func (f *fixture) signed(signer *signing.Signer, method, path string, body []byte) (*signing.Verified, *signing.Request, error) {
 	f.t.Helper()
-	r, err := http.NewRequest(method, "http://gw.test"+path, bytes.NewReader(body))
+	r, err := http.NewRequest(method, "http://"+testAuthority+path, bytes.NewReader(body))
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package signing
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -29,33 +30,58 @@ func checkComponent(name string) string {
 	return ""
 }
 
-// quoteSafe quotes a short, printable identifier for an error detail.
-// Identifiers reaching it have passed the structured-field parser, so they
-// are printable ASCII; the length cap keeps details short.
+// quoteSafe quotes a short identifier for an error detail. Most reaching
+// it have passed the structured-field parser, so they are printable
+// ASCII; anything else (an authority from a stored envelope) is replaced
+// by '?', and the length cap keeps details short.
 func quoteSafe(s string) string {
 	if len(s) > 64 {
 		s = s[:64] + "..."
 	}
-	return `"` + s + `"`
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			b[i] = '?'
+		}
+	}
+	return `"` + string(b) + `"`
+}
+
+// maxBaseLen bounds a signature base. A pushgate signature's is about 500
+// bytes; the bound keeps what an unsigned request can make the verifier
+// copy, scan and hash (covered fields may fill the whole header block)
+// to a few times that, as the header fields are bounded in sfv.go.
+const maxBaseLen = 8 << 10
+
+func errBaseTooLong() *Error {
+	return refuse(CodeMalformedSignature, "the signature base is over "+strconv.Itoa(maxBaseLen)+" bytes")
 }
 
 // appendBase appends the signature base of req for the covered components,
 // ending with the "@signature-params" line: input, the covered components
 // with the signature parameters, in canonical serialisation (RFC 9421 2.3).
-// A component absent from the request is missing_component.
+// A component absent from the request is missing_component; a base over
+// maxBaseLen is malformed_signature.
 func appendBase(dst []byte, req *Request, components []string, input sfItem) ([]byte, *Error) {
+	start := len(dst)
 	for _, c := range components {
+		if len(dst)-start > maxBaseLen {
+			return nil, errBaseTooLong()
+		}
 		dst = append(dst, '"')
 		dst = append(dst, c...)
 		dst = append(dst, `": `...)
-		start := len(dst)
+		value := len(dst)
 		var ok bool
 		if dst, ok = appendComponentValue(dst, req, c); !ok {
 			return nil, refuse(CodeMissingComponent, "covered component "+quoteSafe(c)+" is not in the request")
 		}
+		if len(dst)-start > maxBaseLen {
+			return nil, errBaseTooLong()
+		}
 		// A line break inside a value would let a stored envelope shift
 		// text between lines of the base; HTTP forbids them anyway.
-		if hasControl(dst[start:]) {
+		if hasControl(dst[value:]) {
 			return nil, refuse(CodeMalformedSignature, "covered component "+quoteSafe(c)+" has control characters")
 		}
 		dst = append(dst, '\n')
@@ -64,6 +90,9 @@ func appendBase(dst []byte, req *Request, components []string, input sfItem) ([]
 	dst, err := appendInnerList(dst, input.items, input.params)
 	if err != nil {
 		return nil, refuse(CodeMalformedSignature, "signature parameters cannot be serialised")
+	}
+	if len(dst)-start > maxBaseLen {
+		return nil, errBaseTooLong()
 	}
 	return dst, nil
 }

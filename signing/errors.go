@@ -17,10 +17,16 @@ const (
 	// CodeMissingComponent: the profile requires a component the signature
 	// does not cover, or a covered component is absent from the request.
 	CodeMissingComponent Code = "missing_component"
-	// CodeUnknownKey: keyid names no key in the keyring.
+	// CodeUnknownKey: keyid names no key in the keyring. Only a stored
+	// request gets it (Reverify, VerifyRecorded): at ingress an unknown
+	// key is CodeBadSignature, so that callers cannot list key ids.
 	CodeUnknownKey Code = "unknown_key"
-	// CodeRevokedKey: the key has been revoked.
+	// CodeRevokedKey: the key has been revoked. Only a signature that
+	// verifies with the key gets it; any other is CodeBadSignature.
 	CodeRevokedKey Code = "revoked_key"
+	// CodeWrongAuthority: the request is signed for an "@authority" the
+	// profile does not list, such as another deployment's.
+	CodeWrongAuthority Code = "wrong_authority"
 	// CodeStaleRequest: created lies outside the allowed skew (or, for a
 	// stored envelope, is older than its maximum age).
 	CodeStaleRequest Code = "stale_request"
@@ -31,7 +37,8 @@ const (
 	// CodeDigestMismatch: Content-Digest does not match the body, or has no
 	// sha-256 value.
 	CodeDigestMismatch Code = "digest_mismatch"
-	// CodeBadSignature: the signature does not verify with the key.
+	// CodeBadSignature: the signature does not verify with the key, or
+	// names a key the keyring does not hold.
 	CodeBadSignature Code = "bad_signature"
 )
 

@@ -2,6 +2,8 @@ package signing
 
 import (
 	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -152,9 +154,10 @@ func TestAppendBareItemRejects(t *testing.T) {
 	}
 }
 
-// FuzzParseDictionary checks that the parser never panics on any input and
-// that whatever it accepts serialises to a canonical form that parses back
-// to the same serialisation.
+// FuzzParseDictionary checks that the parser never panics on any input,
+// stays within its limits with work bounded by the elements it parsed
+// (never their square), and that whatever it accepts serialises to a
+// canonical form that parses back to the same serialisation.
 func FuzzParseDictionary(f *testing.F) {
 	for _, s := range []string{
 		``,
@@ -167,19 +170,41 @@ func FuzzParseDictionary(f *testing.F) {
 		`sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:, sha-512=:YQ:`,
 		`s="a\"b\\c", n=-999999999999999, d=-123456789012.125, t=*x/y:z`,
 		`a=1;b;c=?0;d="";e=::;f=tok`,
+		// At and just over each limit.
+		uniqueParams(maxParams),
+		uniqueParams(maxParams + 1),
+		manyMembers(maxMembers),
+		manyMembers(maxMembers + 1),
+		`l=(` + strings.TrimSpace(strings.Repeat("1 ", maxInnerItems)) + `)`,
+		`l=(` + strings.TrimSpace(strings.Repeat("1 ", maxInnerItems+1)) + `)`,
+		strings.Repeat("k", maxKeyLen) + `=1`,
+		strings.Repeat("k", maxKeyLen+1) + `=1`,
+		worstSignatureInput(),
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		d, err := parseDictionary(s)
+		if _, err := parseDictionary(s); len(s) > maxFieldLen && err == nil {
+			t.Fatalf("accepted a field of %d bytes", len(s))
+		}
+		// The other limits hold whatever the length.
+		p := sfParser{s: s}
+		d, err := p.dictionary()
+		if p.compared > maxMembers*p.elements {
+			t.Fatalf("%d key comparisons for %d elements: more than %d each", p.compared, p.elements, maxMembers)
+		}
 		if err != nil {
 			return
 		}
+		checkLimits(t, d)
 		first, err := appendDictionary(nil, d)
 		if err != nil {
 			t.Fatalf("parsed %q but cannot serialise it: %v", s, err)
 		}
-		d2, err := parseDictionary(string(first))
+		// The canonical form may be longer than the input (", " between
+		// members, base64 padding): parse it without the length limit.
+		p2 := sfParser{s: string(first)}
+		d2, err := p2.dictionary()
 		if err != nil {
 			t.Fatalf("serialisation %q of %q does not parse: %v", first, s, err)
 		}
@@ -191,4 +216,104 @@ func FuzzParseDictionary(f *testing.F) {
 			t.Fatalf("unstable: %q -> %q -> %q", s, first, second)
 		}
 	})
+}
+
+// checkLimits fails unless d is within the parser's limits.
+func checkLimits(t *testing.T, d []sfMember) {
+	t.Helper()
+	if len(d) > maxMembers {
+		t.Fatalf("%d members", len(d))
+	}
+	params := func(ps sfParams) {
+		if len(ps) > maxParams {
+			t.Fatalf("%d parameters", len(ps))
+		}
+		for _, p := range ps {
+			if len(p.key) > maxKeyLen {
+				t.Fatalf("parameter key of %d bytes", len(p.key))
+			}
+		}
+	}
+	for _, m := range d {
+		if len(m.key) > maxKeyLen {
+			t.Fatalf("member key of %d bytes", len(m.key))
+		}
+		if len(m.val.items) > maxInnerItems {
+			t.Fatalf("inner list of %d items", len(m.val.items))
+		}
+		params(m.val.params)
+		for _, it := range m.val.items {
+			params(it.params)
+		}
+	}
+}
+
+// uniqueParams is a member with n parameters of distinct keys.
+func uniqueParams(n int) string {
+	var b strings.Builder
+	b.WriteString("m=()")
+	for i := range n {
+		fmt.Fprintf(&b, ";p%d", i)
+	}
+	return b.String()
+}
+
+// manyMembers is a dictionary of n members with distinct keys.
+func manyMembers(n int) string {
+	ms := make([]string, n)
+	for i := range ms {
+		ms[i] = fmt.Sprintf("m%d=%d", i, i)
+	}
+	return strings.Join(ms, ", ")
+}
+
+func TestParseDictionaryLimits(t *testing.T) {
+	tests := []struct {
+		name string
+		give string
+		ok   bool
+	}{
+		{"parameters at the limit", uniqueParams(maxParams), true},
+		{"parameters over the limit", uniqueParams(maxParams + 1), false},
+		{"repeated parameters count towards the elements", "m=()" + strings.Repeat(";p", maxElements), false},
+		{"members at the limit", manyMembers(maxMembers), true},
+		{"members over the limit", manyMembers(maxMembers + 1), false},
+		{"inner list at the limit", `l=(` + strings.TrimSpace(strings.Repeat("1 ", maxInnerItems)) + `)`, true},
+		{"inner list over the limit", `l=(` + strings.TrimSpace(strings.Repeat("1 ", maxInnerItems+1)) + `)`, false},
+		{"key at the limit", strings.Repeat("k", maxKeyLen) + `=1`, true},
+		{"key over the limit", strings.Repeat("k", maxKeyLen+1) + `=1`, false},
+		{"parameter key over the limit", `a=1;` + strings.Repeat("k", maxKeyLen+1), false},
+		{"field at the limit", `s="` + strings.Repeat("x", maxFieldLen-len(`s=""`)) + `"`, true},
+		{"field over the limit", `s="` + strings.Repeat("x", maxFieldLen-len(`s=""`)+1) + `"`, false},
+		{"the worst Signature-Input the limits allow", worstSignatureInput(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := parseDictionary(tt.give)
+			if (err == nil) != tt.ok {
+				t.Fatalf("parseDictionary = %v, want ok %t", err, tt.ok)
+			}
+			if err == nil {
+				checkLimits(t, d)
+			}
+		})
+	}
+}
+
+// TestParseWorkIsLinear checks that parsing costs work in proportion to
+// the field, not to its square: a field of unique parameters, the input
+// that made every insert scan all the keys before it, is cut off at the
+// limits with key comparisons bounded by a constant per element.
+func TestParseWorkIsLinear(t *testing.T) {
+	for _, n := range []int{10, 100, 1000, 20000} {
+		s := uniqueParams(n)
+		p := sfParser{s: s}
+		_, err := p.dictionary()
+		if n > maxParams && err == nil {
+			t.Errorf("%d parameters accepted", n)
+		}
+		if p.compared > maxParams*p.elements || p.elements > maxElements+1 {
+			t.Errorf("%d parameters: %d comparisons over %d elements", n, p.compared, p.elements)
+		}
+	}
 }

@@ -11,7 +11,15 @@
 // Invariants:
 //   - A Verifier accepts a request only after every check of its profile
 //     passed; the replay guard's nonce is claimed last, after the signature
-//     verified, so nobody can burn another sender's nonces.
+//     verified, so nobody can burn another sender's nonces. VerifyHead
+//     claims it before the body is read, which is then checked against the
+//     signed Content-Digest as it is read: only a holder of the signature
+//     can spend its nonce on a body that does not match.
+//   - Whoever cannot sign as a key learns nothing about it at ingress: an
+//     unknown key is answered as a bad signature, and revoked_key only
+//     follows a signature that verified.
+//   - The structured fields are parsed within fixed limits (sfv.go), so a
+//     request's header fields cost a bounded, linear amount of work.
 //   - Every refusal is an *Error with a stable Code and a Detail that never
 //     carries a signature, a nonce or key material; infrastructure failures
 //     are plain wrapped errors, never an *Error.
@@ -83,6 +91,14 @@ type Profile struct {
 	Tag string
 	// Skew bounds |now - created| at ingress; zero means DefaultSkew.
 	Skew time.Duration
+	// Authorities are the "@authority" values a request may be signed
+	// for: host or host:port, compared as RFC 9421 2.2.3 normalises them
+	// (letters lowercased; a port of 80 or 443 is the same as none). A
+	// request signed for another authority, such as a staging gateway's
+	// that shares keys, is wrong_authority, and "@authority" must be
+	// covered. Empty accepts any authority: for tools that serve no
+	// deployment, never for a gateway or a worker.
+	Authorities []string
 }
 
 // DefaultSkew is the allowed clock difference between signer and verifier.

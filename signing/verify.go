@@ -3,7 +3,10 @@ package signing
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"fmt"
+	"hash"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -41,11 +44,17 @@ type VerifierConfig struct {
 // Verifier checks signed requests against a profile, a keyring, the
 // revocations and the replay guard. It is safe for concurrent use.
 type Verifier struct {
-	profile     Profile
+	profile Profile
+	// authorities holds the canonical forms of profile.Authorities; empty
+	// accepts any authority.
+	authorities map[string]bool
 	keys        KeyLookup
 	revocations Revocations
 	replay      ReplayGuard
 	now         func() time.Time
+	// decoy is what a signature by an unknown key is verified with, so
+	// that refusing it takes as long as refusing a known key's.
+	decoy ed25519.PublicKey
 }
 
 // NewVerifier returns a Verifier. A zero Profile.Skew means DefaultSkew and
@@ -64,13 +73,19 @@ func NewVerifier(cfg VerifierConfig) *Verifier {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Verifier{
+	v := &Verifier{
 		profile:     cfg.Profile,
+		authorities: make(map[string]bool, len(cfg.Profile.Authorities)),
 		keys:        cfg.Keys,
 		revocations: cfg.Revocations,
 		replay:      cfg.Replay,
 		now:         cfg.Now,
+		decoy:       ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey),
 	}
+	for _, a := range cfg.Profile.Authorities {
+		v.authorities[canonicalAuthority(a)] = true
+	}
+	return v
 }
 
 // Verified describes a signature that passed every check.
@@ -119,23 +134,101 @@ func (v *Verified) Envelope(req *Request) *Request {
 func (v *Verifier) Keys() KeyLookup { return v.keys }
 
 // Verify runs every ingress check on req, in this order: signature
-// selection and parsing, covered components, parameters (alg, tag), the
-// body's digest, created within the skew, expires, the key, its
-// revocation, the Ed25519 signature, and last the nonce, claimed for twice
-// the skew. A refusal is an *Error; any other error is an infrastructure
-// failure.
+// selection and parsing, covered components, the authority, parameters
+// (alg, tag), the body's digest, created within the skew, expires, the
+// Ed25519 signature with the key, the key's revocation, and last the
+// nonce, claimed for twice the skew. A refusal is an *Error; any other
+// error is an infrastructure failure.
+//
+// Whoever cannot sign as a key learns nothing about it: a key the keyring
+// does not hold is refused as a bad signature, with the same detail and
+// after the same work, and a revoked key is told only to a signature that
+// verifies.
 func (v *Verifier) Verify(ctx context.Context, req *Request) (*Verified, error) {
-	return v.verify(ctx, req, 0)
+	got, _, err := v.verify(ctx, req, check{hasBody: len(req.Body) > 0, bodyRead: true})
+	return got, err
+}
+
+// VerifiedHead is a request whose signature verified over its header
+// fields (VerifyHead), and whose body is still to be read through Body.
+type VerifiedHead struct {
+	// Verified is the signature. It holds for the request only once its
+	// body, read through Body, reached its end without an error.
+	Verified *Verified
+	digest   []byte // the signed sha-256 of the body; nil when content-digest is not covered
+}
+
+// VerifyHead runs Verify's checks on a request whose body has not been
+// read, so that a server reads a body only for a signature that verified:
+// the checks of Verify over the header fields, the signature over its
+// base (which covers Content-Digest, not the body), the revocation and the
+// nonce, which it claims. hasBody says whether the request has a body (a
+// server knows from its framing: a Content-Length above zero, or chunked),
+// which decides whether "content-digest" and "content-type" must be
+// covered. req.Body is ignored. The body itself is checked against the
+// signed Content-Digest as it is read through the result's Body.
+func (v *Verifier) VerifyHead(ctx context.Context, req *Request, hasBody bool) (*VerifiedHead, error) {
+	got, digest, err := v.verify(ctx, req, check{hasBody: hasBody})
+	if err != nil {
+		return nil, err
+	}
+	return &VerifiedHead{Verified: got, digest: digest}, nil
+}
+
+// Body returns a reader of the request's body r that hashes what it reads.
+// At the end of r it returns a digest_mismatch *Error instead of io.EOF
+// when the body does not match the signed Content-Digest; under a
+// signature that covers no content-digest, the first byte of a body is a
+// missing_component *Error. Every error is repeated by later reads.
+func (h *VerifiedHead) Body(r io.Reader) io.Reader {
+	b := &bodyReader{r: r, want: h.digest}
+	if h.digest != nil {
+		b.sum = sha256.New()
+	}
+	return b
+}
+
+// bodyReader is VerifiedHead.Body's reader.
+type bodyReader struct {
+	r    io.Reader
+	want []byte    // nil: the body must be empty
+	sum  hash.Hash // nil when want is
+	err  error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.r.Read(p)
+	if n > 0 {
+		if b.want == nil {
+			b.err = refuse(CodeMissingComponent, `the request has a body, but its signature does not cover "content-digest"`)
+			return 0, b.err
+		}
+		b.sum.Write(p[:n])
+	}
+	if err == io.EOF && b.want != nil {
+		var sum [sha256.Size]byte
+		if rerr := matchDigest(b.want, b.sum.Sum(sum[:0])); rerr != nil {
+			err = rerr
+		}
+	}
+	b.err = err
+	return n, err
 }
 
 // Reverify checks a stored envelope: the same checks as Verify except the
 // skew, expires and the nonce; instead created must lie within maxAge of
-// now. Revocation is checked, so revoking a key stops what it queued.
+// now. Revocation is checked, so revoking a key stops what it queued. A
+// key that has left the keyring since is unknown_key: the envelope
+// verified when it was stored.
 func (v *Verifier) Reverify(ctx context.Context, req *Request, maxAge time.Duration) (*Verified, error) {
 	if maxAge <= 0 {
 		return nil, fmt.Errorf("reverify: maxAge must be positive, got %v", maxAge)
 	}
-	return v.verify(ctx, req, maxAge)
+	got, _, err := v.verify(ctx, req, check{maxAge: maxAge, hasBody: len(req.Body) > 0, bodyRead: true})
+	return got, err
 }
 
 // VerifyRecorded checks a request kept in the control log: every check of
@@ -143,12 +236,27 @@ func (v *Verifier) Reverify(ctx context.Context, req *Request, maxAge time.Durat
 // checked when the request was received and again when it was integrated
 // into the log. Revocation is checked when the Verifier has Revocations;
 // the log's readers use one without, and apply revocations in log order.
+// A key that has left the keyring is unknown_key, as for Reverify.
 func (v *Verifier) VerifyRecorded(ctx context.Context, req *Request) (*Verified, error) {
-	return v.verify(ctx, req, recorded)
+	got, _, err := v.verify(ctx, req, check{recorded: true, hasBody: len(req.Body) > 0, bodyRead: true})
+	return got, err
 }
 
-// recorded is verify's maxAge for VerifyRecorded: no clock checks.
-const recorded = -1
+// check says which of verify's checks apply.
+type check struct {
+	// maxAge, when positive, replaces the clock checks of ingress by
+	// created within maxAge of now (Reverify).
+	maxAge time.Duration
+	// recorded skips the clock checks (VerifyRecorded).
+	recorded bool
+	// hasBody says whether the request has a body; bodyRead whether that
+	// body is req.Body, to be checked against its digest here.
+	hasBody, bodyRead bool
+}
+
+// ingress reports whether the request has just been received: Verify or
+// VerifyHead.
+func (c check) ingress() bool { return c.maxAge == 0 && !c.recorded }
 
 // signature is the selected signature of a request, parsed once.
 type signature struct {
@@ -167,76 +275,93 @@ type signature struct {
 // maxNonce bounds the nonce, which becomes part of a Redis key.
 const maxNonce = 128
 
-// verify is Verify when maxAge is zero, VerifyRecorded when it is
-// recorded, and Reverify otherwise.
-func (v *Verifier) verify(ctx context.Context, req *Request, maxAge time.Duration) (*Verified, error) {
+// verify runs the checks c names and returns the verified signature and,
+// when content-digest is covered, the signed sha-256 of the body.
+func (v *Verifier) verify(ctx context.Context, req *Request, c check) (*Verified, []byte, error) {
 	sig, rerr := v.parse(req)
 	if rerr != nil {
-		return nil, rerr
+		return nil, nil, rerr
 	}
-	if rerr := v.checkCoverage(req, sig); rerr != nil {
-		return nil, rerr
+	if rerr := v.checkCoverage(req, sig, c.hasBody); rerr != nil {
+		return nil, nil, rerr
 	}
+	if rerr := v.checkAuthority(req); rerr != nil {
+		return nil, nil, rerr
+	}
+	var digest []byte
 	if slices.Contains(sig.components, "content-digest") {
-		digests := req.Header.Values("Content-Digest")
-		if len(digests) == 0 {
-			return nil, refuse(CodeMissingComponent, `covered component "content-digest" is not in the request`)
+		if len(req.Header.Values("Content-Digest")) == 0 {
+			return nil, nil, refuse(CodeMissingComponent, `covered component "content-digest" is not in the request`)
 		}
-		if err := CheckContentDigest(joinLines(digests), req.Body); err != nil {
-			return nil, err
+		field, rerr := fieldValue(req.Header, "Content-Digest")
+		if rerr != nil {
+			return nil, nil, rerr
+		}
+		if digest, rerr = parseContentDigest(field); rerr != nil {
+			return nil, nil, rerr
+		}
+		if c.bodyRead {
+			sum := sha256.Sum256(req.Body)
+			if rerr := matchDigest(digest, sum[:]); rerr != nil {
+				return nil, nil, rerr
+			}
 		}
 	}
 
 	now := v.now()
 	created := time.Unix(sig.created, 0)
-	if maxAge == 0 {
+	switch {
+	case c.ingress():
 		if sig.hasCreated && outside(now, created, v.profile.Skew) {
-			return nil, refuse(CodeStaleRequest, "created is outside the allowed clock skew of "+v.profile.Skew.String())
+			return nil, nil, refuse(CodeStaleRequest, "created is outside the allowed clock skew of "+v.profile.Skew.String())
 		}
 		if sig.hasExpires && now.Unix() > sig.expires {
-			return nil, refuse(CodeExpiredSignature, "signature expired")
+			return nil, nil, refuse(CodeExpiredSignature, "signature expired")
 		}
-	} else if maxAge != recorded {
+	case !c.recorded:
 		if !sig.hasCreated {
-			return nil, refuse(CodeMalformedSignature, "missing parameter created")
+			return nil, nil, refuse(CodeMalformedSignature, "missing parameter created")
 		}
-		if outside(now, created, maxAge) {
-			return nil, refuse(CodeStaleRequest, "created is more than "+maxAge.String()+" from now")
-		}
-	}
-
-	key, ok := v.keys.Lookup(sig.keyID)
-	if !ok {
-		return nil, refuse(CodeUnknownKey, "unknown key "+quoteSafe(sig.keyID))
-	}
-	if len(key.Public) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("key %q: public key is %d bytes", key.ID, len(key.Public))
-	}
-	if v.revocations != nil {
-		revoked, err := v.revocations.Revoked(ctx, key.ID)
-		if err != nil {
-			return nil, fmt.Errorf("check revocation: %w", err)
-		}
-		if revoked {
-			return nil, refuse(CodeRevokedKey, "key "+quoteSafe(key.ID)+" is revoked")
+		if outside(now, created, c.maxAge) {
+			return nil, nil, refuse(CodeStaleRequest, "created is more than "+c.maxAge.String()+" from now")
 		}
 	}
 
 	base, rerr := appendBase(make([]byte, 0, 512), req, sig.components, sig.input)
 	if rerr != nil {
-		return nil, rerr
+		return nil, nil, rerr
+	}
+	key, ok := v.keys.Lookup(sig.keyID)
+	if !ok {
+		if !c.ingress() {
+			return nil, nil, refuse(CodeUnknownKey, "unknown key "+quoteSafe(sig.keyID))
+		}
+		ed25519.Verify(v.decoy, base, sig.value)
+		return nil, nil, errBadSignature()
+	}
+	if len(key.Public) != ed25519.PublicKeySize {
+		return nil, nil, fmt.Errorf("key %q: public key is %d bytes", key.ID, len(key.Public))
 	}
 	if !ed25519.Verify(key.Public, base, sig.value) {
-		return nil, refuse(CodeBadSignature, "signature does not verify")
+		return nil, nil, errBadSignature()
+	}
+	if v.revocations != nil {
+		revoked, err := v.revocations.Revoked(ctx, key.ID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("check revocation: %w", err)
+		}
+		if revoked {
+			return nil, nil, refuse(CodeRevokedKey, "key "+quoteSafe(key.ID)+" is revoked")
+		}
 	}
 
-	if maxAge == 0 && v.replay != nil && sig.nonce != "" {
+	if c.ingress() && v.replay != nil && sig.nonce != "" {
 		fresh, err := v.replay.Claim(ctx, key.ID, sig.nonce, 2*v.profile.Skew)
 		if err != nil {
-			return nil, fmt.Errorf("claim nonce: %w", err)
+			return nil, nil, fmt.Errorf("claim nonce: %w", err)
 		}
 		if !fresh {
-			return nil, refuse(CodeReplayedNonce, "nonce already used")
+			return nil, nil, refuse(CodeReplayedNonce, "nonce already used")
 		}
 	}
 
@@ -252,7 +377,35 @@ func (v *Verifier) verify(ctx context.Context, req *Request, maxAge time.Duratio
 	if sig.hasExpires {
 		out.Expires = time.Unix(sig.expires, 0)
 	}
-	return out, nil
+	return out, digest, nil
+}
+
+// errBadSignature is the one answer to a signature that does not verify,
+// whether its key is known or not.
+func errBadSignature() *Error { return refuse(CodeBadSignature, "signature does not verify") }
+
+// checkAuthority refuses a request signed for an authority the profile
+// does not list: a request a client signed for another deployment that
+// shares the key (RFC 9421 2.2.3 form: the host lowercased, a default
+// port dropped).
+func (v *Verifier) checkAuthority(req *Request) *Error {
+	if len(v.authorities) == 0 || v.authorities[canonicalAuthority(req.Authority)] {
+		return nil
+	}
+	return refuse(CodeWrongAuthority, "the request is signed for "+quoteSafe(req.Authority)+", which is not an authority of this gateway")
+}
+
+// canonicalAuthority is an authority as verifiers compare it: ASCII
+// letters lowercased and a port of 80 or 443 dropped. The scheme is
+// unknown behind a proxy, so either default port counts as none.
+func canonicalAuthority(a string) string {
+	a = string(appendLower(nil, a))
+	if i := strings.LastIndexByte(a, ':'); i >= 0 && !strings.Contains(a[i:], "]") {
+		if port := a[i+1:]; port == "80" || port == "443" {
+			return a[:i]
+		}
+	}
+	return a
 }
 
 // outside reports whether t is more than d away from now, either way.
@@ -263,15 +416,22 @@ func outside(now, t time.Time, d time.Duration) bool {
 // parse selects the signature to verify and checks its syntax and
 // parameters.
 func (v *Verifier) parse(req *Request) (*signature, *Error) {
-	inputs, values := req.Header.Values("Signature-Input"), req.Header.Values("Signature")
-	if len(inputs) == 0 || len(values) == 0 {
+	if len(req.Header.Values("Signature-Input")) == 0 || len(req.Header.Values("Signature")) == 0 {
 		return nil, refuse(CodeMissingSignature, "request has no Signature-Input or Signature field")
 	}
-	in, err := parseDictionary(joinLines(inputs))
+	inputs, rerr := fieldValue(req.Header, "Signature-Input")
+	if rerr != nil {
+		return nil, rerr
+	}
+	values, rerr := fieldValue(req.Header, "Signature")
+	if rerr != nil {
+		return nil, rerr
+	}
+	in, err := parseDictionary(inputs)
 	if err != nil {
 		return nil, refuse(CodeMalformedSignature, "Signature-Input: "+err.Error())
 	}
-	sigs, err := parseDictionary(joinLines(values))
+	sigs, err := parseDictionary(values)
 	if err != nil {
 		return nil, refuse(CodeMalformedSignature, "Signature: "+err.Error())
 	}
@@ -372,9 +532,11 @@ func (v *Verifier) parseParams(sig *signature) *Error {
 	return nil
 }
 
-// checkCoverage requires the profile's components. That each covered
-// component is present in the request is checked while building the base.
-func (v *Verifier) checkCoverage(req *Request, sig *signature) *Error {
+// checkCoverage requires the profile's components, "@authority" when the
+// profile lists authorities, and the body's when hasBody. That each
+// covered component is present in the request is checked while building
+// the base.
+func (v *Verifier) checkCoverage(req *Request, sig *signature, hasBody bool) *Error {
 	need := func(name string) *Error {
 		if !slices.Contains(sig.components, name) {
 			return refuse(CodeMissingComponent, "signature does not cover "+quoteSafe(name))
@@ -386,12 +548,17 @@ func (v *Verifier) checkCoverage(req *Request, sig *signature) *Error {
 			return err
 		}
 	}
+	if len(v.authorities) > 0 {
+		if err := need("@authority"); err != nil {
+			return err
+		}
+	}
 	if v.profile.QueryComponent && req.Query != "" {
 		if err := need("@query"); err != nil {
 			return err
 		}
 	}
-	if len(req.Body) > 0 {
+	if hasBody {
 		for _, c := range v.profile.BodyComponents {
 			if err := need(c); err != nil {
 				return err
@@ -401,10 +568,19 @@ func (v *Verifier) checkCoverage(req *Request, sig *signature) *Error {
 	return nil
 }
 
-// joinLines combines the lines of one field as RFC 9110 5.3 does.
-func joinLines(vs []string) string {
-	if len(vs) == 1 {
-		return vs[0]
+// fieldValue returns the lines of a field combined as RFC 9110 5.3 does,
+// refusing a field over the parser's limit before joining its lines.
+func fieldValue(h http.Header, name string) (string, *Error) {
+	vs := h.Values(name)
+	n := 0
+	for _, v := range vs {
+		n += len(v) + len(", ")
 	}
-	return strings.Join(vs, ", ")
+	if n > maxFieldLen+len(", ") {
+		return "", refuse(CodeMalformedSignature, name+": "+errFieldTooLong.Error())
+	}
+	if len(vs) == 1 {
+		return vs[0], nil
+	}
+	return strings.Join(vs, ", "), nil
 }

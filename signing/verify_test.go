@@ -64,6 +64,9 @@ type fixture struct {
 	revoked revokedSet
 	replay  *memReplay
 	now     time.Time
+	// authorities are the profile's: the two forms of api.example.com
+	// the tests sign for.
+	authorities []string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -85,12 +88,15 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{priv: priv, keys: kr, revoked: revokedSet{"revoked": true}, replay: &memReplay{}, now: t0}
+	return &fixture{priv: priv, keys: kr, revoked: revokedSet{"revoked": true}, replay: &memReplay{}, now: t0,
+		authorities: []string{"api.example.com", "api.example.com:8080"}}
 }
 
 func (f *fixture) verifier() *Verifier {
+	p := DefaultProfile()
+	p.Authorities = f.authorities
 	return NewVerifier(VerifierConfig{
-		Profile:     DefaultProfile(),
+		Profile:     p,
 		Keys:        f.keys,
 		Revocations: f.revoked,
 		Replay:      f.replay,
@@ -379,12 +385,20 @@ func TestVerifyRefuses(t *testing.T) {
 			req.Header.Del("Content-Digest")
 			return req
 		}, CodeMissingComponent},
+		// An unknown key and a revoked key whose signature does not verify
+		// get the answer of a bad signature: a caller who cannot sign as
+		// a key learns nothing about it.
 		{"unknown key", func(t *testing.T, f *fixture) *Request {
 			return received(t, f.signer("nobody"), "POST", "http://api.example.com/v1/broadcasts", []byte(testBody))
-		}, CodeUnknownKey},
+		}, CodeBadSignature},
 		{"revoked key", func(t *testing.T, f *fixture) *Request {
 			return received(t, f.signer("revoked"), "POST", "http://api.example.com/v1/broadcasts", []byte(testBody))
 		}, CodeRevokedKey},
+		{"revoked key, signature does not verify", func(t *testing.T, f *fixture) *Request {
+			s := f.signer("revoked")
+			_, s.Key, _ = GenerateKey()
+			return received(t, s, "POST", "http://api.example.com/v1/broadcasts", []byte(testBody))
+		}, CodeBadSignature},
 		{"created too old", func(t *testing.T, f *fixture) *Request {
 			f.now = t0.Add(301 * time.Second)
 			return f.post(t)
@@ -433,11 +447,14 @@ func TestVerifyRefuses(t *testing.T) {
 			req.Path = "/v1/kill"
 			return req
 		}, CodeBadSignature},
-		{"authority changed", func(t *testing.T, f *fixture) *Request {
+		{"authority changed to another of the gateway's", func(t *testing.T, f *fixture) *Request {
 			req := f.post(t)
-			req.Authority = "api.example.org:8080"
+			req.Authority = "api.example.com"
 			return req
 		}, CodeBadSignature},
+		{"signed for another gateway", func(t *testing.T, f *fixture) *Request {
+			return received(t, f.signer("sender"), "POST", "http://staging.example.com/v1/broadcasts", []byte(testBody))
+		}, CodeWrongAuthority},
 		{"query changed", func(t *testing.T, f *fixture) *Request {
 			req := f.post(t)
 			req.Query = "dry_run=0"
@@ -504,7 +521,9 @@ func TestVerifyRefuses(t *testing.T) {
 		})
 		seen[tt.want] = true
 	}
-	for _, c := range []Code{CodeMissingSignature, CodeMalformedSignature, CodeMissingComponent, CodeUnknownKey,
+	// unknown_key is Reverify's and VerifyRecorded's only: see
+	// TestUnknownKeyIsToldOnlyOfStoredRequests.
+	for _, c := range []Code{CodeMissingSignature, CodeMalformedSignature, CodeMissingComponent, CodeWrongAuthority,
 		CodeRevokedKey, CodeStaleRequest, CodeExpiredSignature, CodeReplayedNonce, CodeDigestMismatch, CodeBadSignature} {
 		if !seen[c] {
 			t.Errorf("no case for code %s", c)
@@ -531,20 +550,23 @@ func TestVerifyClaimsNonceLast(t *testing.T) {
 // verifies in the handler, as the gateway will.
 func TestRoundTripHTTP(t *testing.T) {
 	f := newFixture(t)
-	v := f.verifier()
 	type result struct {
 		v   *Verified
 		err error
 	}
 	results := make(chan result, 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(nil)
+	f.authorities = []string{srv.Listener.Addr().String()}
+	v := f.verifier()
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			t.Error(err)
 		}
 		got, err := v.Verify(r.Context(), RequestFromHTTP(r, body))
 		results <- result{got, err}
-	}))
+	})
+	srv.Start()
 	defer srv.Close()
 
 	tests := []struct {
@@ -670,5 +692,55 @@ func TestVerifyInfrastructureErrorIsNotARefusal(t *testing.T) {
 	var se *Error
 	if err == nil || errors.As(err, &se) {
 		t.Fatalf("Verify = %v, want a plain error", err)
+	}
+}
+
+// TestUnknownKeyAnswersAsBadSignature checks that whoever cannot sign as a
+// key cannot tell from the answer whether it exists or is revoked: the
+// code and the detail are a bad signature's, byte for byte.
+func TestUnknownKeyAnswersAsBadSignature(t *testing.T) {
+	f := newFixture(t)
+	_, stranger, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal := func(keyID string, key ed25519.PrivateKey) *Error {
+		t.Helper()
+		s := f.signer(keyID)
+		s.Key = key
+		_, err := f.verifier().Verify(context.Background(), received(t, s, "GET", "http://api.example.com/v1/audit", nil))
+		var se *Error
+		if !errors.As(err, &se) {
+			t.Fatalf("Verify as %s = %v, want a refusal", keyID, err)
+		}
+		return se
+	}
+	want := refusal("sender", stranger) // a known key, a wrong signature
+	if want.Code != CodeBadSignature {
+		t.Fatalf("wrong signature: %v, want %s", want, CodeBadSignature)
+	}
+	for _, keyID := range []string{"nobody", "revoked"} {
+		if got := refusal(keyID, stranger); *got != *want {
+			t.Errorf("key %s with a wrong signature: %v; want %v, as for a known key", keyID, got, want)
+		}
+	}
+}
+
+// TestUnknownKeyIsToldOnlyOfStoredRequests checks that a request stored
+// after it verified (an envelope, a control log entry) whose key has left
+// the keyring since is unknown_key: the worker and the control log tell it
+// from a forgery.
+func TestUnknownKeyIsToldOnlyOfStoredRequests(t *testing.T) {
+	f := newFixture(t)
+	req := f.post(t)
+	if _, err := f.verifier().Verify(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	f.keys = &Keyring{byID: map[string]*Key{}}
+	if _, err := f.verifier().Reverify(context.Background(), req, time.Hour); codeOf(err) != CodeUnknownKey {
+		t.Errorf("Reverify after the key left = %v, want %s", err, CodeUnknownKey)
+	}
+	if _, err := f.verifier().VerifyRecorded(context.Background(), req); codeOf(err) != CodeUnknownKey {
+		t.Errorf("VerifyRecorded after the key left = %v, want %s", err, CodeUnknownKey)
 	}
 }

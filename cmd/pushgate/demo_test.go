@@ -79,7 +79,7 @@ func TestDemoScript(t *testing.T) {
 		`(?m)^3\. kill a bad broadcast +ok +[1-9][0-9]* phones had it before the kill; stopped in \S+; 0 after$`,
 		`(?m)^4\. recall with a correction +ok +([1-9][0-9]*) of ([1-9][0-9]*) phones corrected in \S+; 0 show the bad text$`,
 		`(?m)^all 4 steps ok in \S+$`,
-		`refused, 401 unknown_key`,
+		`refused, 401 bad_signature`,
 		`refused, 401 replayed_nonce`,
 		`It keeps everything in memory and nothing after exit`,
 	} {

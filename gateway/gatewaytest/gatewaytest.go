@@ -15,6 +15,7 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -152,10 +153,32 @@ func (e *Env) Kill(tb testing.TB, id, scope, reason string) {
 	}
 }
 
+// Options change the API Start runs.
+type Options struct {
+	// BodyReads and BodyReadTimeout are the gateway's (gateway.Config);
+	// zero keeps its defaults.
+	BodyReads       int
+	BodyReadTimeout time.Duration
+}
+
 // Start starts an API on a fresh Redis database. Everything stops at the
 // test's cleanup.
-func Start(tb testing.TB) *Env {
+func Start(tb testing.TB) *Env { return StartWith(tb, Options{}) }
+
+// StartWith is Start with options. The API answers to the authorities a
+// gateway listening on its loopback port does by default: 127.0.0.1,
+// localhost and [::1], with the port.
+func StartWith(tb testing.TB, o Options) *Env {
 	tb.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		tb.Fatalf("gatewaytest: %v", err)
+	}
+	profile := signing.DefaultProfile()
+	for _, host := range []string{"127.0.0.1", "localhost", "[::1]"} {
+		profile.Authorities = append(profile.Authorities, host+":"+port)
+	}
 	rdb := redistest.Client(tb)
 	dir := tb.TempDir()
 	env := &Env{
@@ -204,7 +227,7 @@ func Start(tb testing.TB) *Env {
 	logKey, _ := note.NewVerifier(vkey)
 	env.LogKey, env.LogPublicKey = logKey, vkey
 	control, err := queue.NewControl(queue.ControlConfig{Redis: rdb, Keys: env.Keys, Keyring: keyring,
-		Profile: signing.DefaultProfile(), Policy: queue.DefaultPolicy(), LogKey: logKey, Signer: logSigner, Logger: logger})
+		Profile: profile, Policy: queue.DefaultPolicy(), LogKey: logKey, Signer: logSigner, Logger: logger})
 	if err != nil {
 		tb.Fatalf("gatewaytest: control log: %v", err)
 	}
@@ -218,7 +241,7 @@ func Start(tb testing.TB) *Env {
 		}
 	}
 	verifier := signing.NewVerifier(signing.VerifierConfig{
-		Profile:     signing.DefaultProfile(),
+		Profile:     profile,
 		Keys:        keyring,
 		Revocations: control,
 		Replay:      queue.NewReplayGuard(rdb, env.Keys),
@@ -233,11 +256,14 @@ func Start(tb testing.TB) *Env {
 	env.Verifier = verifier
 	gw, err := gateway.New(gateway.Config{
 		Service: svc, Verifier: verifier, Logger: logger, Metrics: env.Metrics,
+		BodyReads: o.BodyReads, BodyReadTimeout: o.BodyReadTimeout,
 	})
 	if err != nil {
 		tb.Fatalf("gatewaytest: gateway: %v", err)
 	}
-	env.Server = httptest.NewServer(gw.Handler())
+	srv.Config.Handler = gw.Handler()
+	srv.Start()
+	env.Server = srv
 	tb.Cleanup(env.Server.Close)
 	env.URL = env.Server.URL
 	return env

@@ -177,8 +177,12 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 	if r.API && cfg.Control.LogKey == "" {
 		logger.Warn("this API process has no control.log_key, so it does not integrate the control log: run another that has it")
 	}
+	if cfg.authoritiesDerived() {
+		logger.Warn("public_authorities is not set and listen is a wildcard address: only requests signed for a local authority are accepted; set public_authorities to the host[:port] clients use",
+			"authorities", cfg.Authorities())
+	}
 	verifier := signing.NewVerifier(signing.VerifierConfig{
-		Profile:     signing.DefaultProfile(),
+		Profile:     cfg.SigningProfile(),
 		Keys:        kr,
 		Revocations: a.control,
 		Replay:      queue.NewReplayGuard(a.rdb, keys),
@@ -193,7 +197,8 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 			return nil, err
 		}
 		gw, err := gateway.New(gateway.Config{Service: a.svc, Verifier: verifier, Logger: logger,
-			Metrics: a.reg, Gatherer: a.reg, OmitMetrics: cfg.MetricsListen != ""})
+			Metrics: a.reg, Gatherer: a.reg, OmitMetrics: cfg.MetricsListen != "",
+			BodyReads: cfg.BodyReads, BodyReadTimeout: cfg.BodyReadTimeout})
 		if err != nil {
 			return nil, err
 		}
@@ -249,7 +254,7 @@ func newControl(cfg *Config, integrate bool, rdb redis.UniversalClient, keys que
 	if err != nil {
 		return nil, configErrorf("config: control.log_public_key: %w", err)
 	}
-	cc := queue.ControlConfig{Redis: rdb, Keys: keys, Keyring: kr, Profile: signing.DefaultProfile(), Policy: cfg.Policy,
+	cc := queue.ControlConfig{Redis: rdb, Keys: keys, Keyring: kr, Profile: cfg.SigningProfile(), Policy: cfg.Policy,
 		LogKey: v, StateDir: cfg.Control.StateDir, MirrorFile: cfg.Control.MirrorFile, MaxStaleness: cfg.Control.MaxStaleness,
 		Metrics: m, Logger: logger}
 	if integrate && cfg.Control.LogKey != "" {

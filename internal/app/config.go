@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,15 @@ type Config struct {
 	// Redis holds the checks that Redis keeps pushgate's data.
 	Redis RedisChecks
 
+	// PublicAuthorities are public_authorities: the host[:port] values
+	// requests may be signed for. Empty means the default Authorities
+	// derives from Listen.
+	PublicAuthorities []string
+	// BodyReads and BodyReadTimeout are limits.body_reads and
+	// limits.body_read_timeout (gateway.Config).
+	BodyReads       int
+	BodyReadTimeout time.Duration
+
 	// HTTP bounds the connections of the API and metrics listeners.
 	HTTP HTTPConfig
 }
@@ -70,6 +80,54 @@ type HTTPConfig struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes caps a request's headers (request line included).
 	MaxHeaderBytes int
+}
+
+// Authorities returns the authorities this deployment answers to:
+// public_authorities, or else the listen address. A loopback listen
+// address adds localhost, 127.0.0.1 and [::1] with its port, and a
+// wildcard one (0.0.0.0, [::], none) gives only those: a gateway that
+// listens everywhere answers local clients only, until public_authorities
+// names the host its clients use.
+func (c *Config) Authorities() []string {
+	if len(c.PublicAuthorities) > 0 {
+		return c.PublicAuthorities
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		out = append(out, net.JoinHostPort(host, port))
+	}
+	if ip := net.ParseIP(host); host == "" || host == "localhost" || ip != nil && (ip.IsUnspecified() || ip.IsLoopback()) {
+		for _, h := range []string{"localhost", "127.0.0.1", "::1"} {
+			if a := net.JoinHostPort(h, port); !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// authoritiesDerived reports whether Authorities falls back to a wildcard
+// listen address, which answers only local clients.
+func (c *Config) authoritiesDerived() bool {
+	if len(c.PublicAuthorities) > 0 {
+		return false
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	ip := net.ParseIP(host)
+	return err == nil && (host == "" || ip != nil && ip.IsUnspecified())
+}
+
+// SigningProfile is pushgate's signing profile with the deployment's
+// authorities: what the API, the workers and the control log verify
+// requests against.
+func (c *Config) SigningProfile() signing.Profile {
+	p := signing.DefaultProfile()
+	p.Authorities = c.Authorities()
+	return p
 }
 
 // RedisChecks configures the start-up persistence check and the
@@ -125,7 +183,10 @@ type option struct {
 	def    string
 	help   string
 	secret bool
-	set    func(c *Config, v string) error
+	// list options take a YAML sequence of values, or values separated by
+	// commas.
+	list bool
+	set  func(c *Config, v string) error
 }
 
 // options is the one table of settings.
@@ -210,6 +271,19 @@ func options() []option {
 		{key: "redis.loss_check_interval", def: queue.DefaultLossCheckInterval.String(),
 			help: "how often each process reads the deployment marker that tells it Redis lost data",
 			set:  dur(func(c *Config) *time.Duration { return &c.Redis.LossCheckInterval })},
+		{key: "public_authorities", list: true,
+			help: "host[:port] values clients sign requests for (the host and port of the URL they use; 80 and 443 count as none), as a YAML list or separated by commas; requests signed for any other are refused (wrong_authority). Give every process, API and worker, the same list. Default: listen's address; for a loopback or wildcard listen, localhost, 127.0.0.1 and [::1] with its port",
+			set: func(c *Config, v string) error {
+				c.PublicAuthorities = nil
+				for _, a := range strings.Split(v, ",") {
+					a = strings.TrimSpace(a)
+					if err := checkAuthority(a); err != nil {
+						return err
+					}
+					c.PublicAuthorities = append(c.PublicAuthorities, a)
+				}
+				return nil
+			}},
 		{key: "keyring_file", help: "YAML keyring of the keys that may sign requests (reloaded on SIGHUP)",
 			set: str(func(c *Config) *string { return &c.KeyringFile })},
 		{key: "key_prefix", def: "pg", help: "prefix of every Redis key pushgate writes",
@@ -283,6 +357,10 @@ func options() []option {
 				c.Policy.FailureWarnShare = n / 100
 				return nil
 			}},
+		{key: "limits.body_reads", def: "16", help: "request bodies the API reads at once (each after its signature verified; up to 4 MiB each); others wait",
+			set: posInt(func(c *Config) *int { return &c.BodyReads })},
+		{key: "limits.body_read_timeout", def: "15s", help: "how long a request body may take to arrive, waiting for one of limits.body_reads included (408 body_timeout)",
+			set: dur(func(c *Config) *time.Duration { return &c.BodyReadTimeout })},
 		{key: "limits.kill_wait", def: "5s", help: "how long a kill with wait=true waits for every worker (a silent worker counts until control.max_staleness and a second have passed)",
 			set: dur(func(c *Config) *time.Duration { return &c.Policy.KillWait })},
 
@@ -320,6 +398,20 @@ func options() []option {
 	}
 }
 
+// checkAuthority accepts a host or host:port as a client puts it in a URL.
+func checkAuthority(a string) error {
+	u, err := url.Parse("http://" + a)
+	if err != nil || a == "" || u.Host != a || u.Hostname() == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("must be host or host:port, as in a client's URL, got %q", a)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: the port must be 1 to 65535", a)
+		}
+	}
+	return nil
+}
+
 // EnvName is the environment variable of a setting: PUSHGATE_ and the key
 // in upper case, dots as underscores.
 func EnvName(key string) string {
@@ -330,16 +422,16 @@ func EnvName(key string) string {
 // environment, then fills defaults, and validates. Errors name the setting.
 func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	values := map[string]string{}
+	opts := options()
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if err := flattenYAML(data, values); err != nil {
+		if err := flattenYAML(data, listKeys(opts), values); err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	opts := options()
 	for _, o := range opts {
 		if v := getenv(EnvName(o.key)); v != "" {
 			values[o.key] = v // the environment wins over the file
@@ -381,8 +473,21 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	return c, c.validate()
 }
 
-// flattenYAML turns nested mappings into dotted keys with scalar values.
-func flattenYAML(data []byte, into map[string]string) error {
+// listKeys returns the keys of the list options.
+func listKeys(opts []option) map[string]bool {
+	out := map[string]bool{}
+	for _, o := range opts {
+		if o.list {
+			out[o.key] = true
+		}
+	}
+	return out
+}
+
+// flattenYAML turns nested mappings into dotted keys with scalar values;
+// a sequence of scalars, for a key in lists, becomes its values joined by
+// commas.
+func flattenYAML(data []byte, lists map[string]bool, into map[string]string) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return err
@@ -411,6 +516,24 @@ func flattenYAML(data []byte, into map[string]string) error {
 				return fmt.Errorf("%s is set twice", prefix)
 			}
 			into[prefix] = n.Value
+		case yaml.SequenceNode:
+			if !lists[prefix] {
+				return fmt.Errorf("line %d: %s must be a single value", n.Line, prefix)
+			}
+			if _, dup := into[prefix]; dup {
+				return fmt.Errorf("%s is set twice", prefix)
+			}
+			var vs []string
+			for _, item := range n.Content {
+				if item.Kind != yaml.ScalarNode || strings.Contains(item.Value, ",") {
+					return fmt.Errorf("line %d: %s must be a list of single values without commas", item.Line, prefix)
+				}
+				vs = append(vs, item.Value)
+			}
+			if len(vs) == 0 {
+				return fmt.Errorf("line %d: %s is an empty list", n.Line, prefix)
+			}
+			into[prefix] = strings.Join(vs, ",")
 		default:
 			return fmt.Errorf("line %d: %s must be a single value", n.Line, prefix)
 		}

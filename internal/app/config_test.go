@@ -3,6 +3,7 @@ package app
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,60 @@ func TestLoadConfig(t *testing.T) {
 			},
 		},
 		{
+			name: "authorities and body limits by default",
+			check: func(t *testing.T, c *Config) {
+				want := []string{"127.0.0.1:8080", "localhost:8080", "[::1]:8080"}
+				if got := c.Authorities(); !slices.Equal(got, want) || c.authoritiesDerived() {
+					t.Errorf("authorities = %q, want %q", got, want)
+				}
+				if got := c.SigningProfile().Authorities; !slices.Equal(got, want) {
+					t.Errorf("signing profile authorities = %q", got)
+				}
+				if c.BodyReads != 16 || c.BodyReadTimeout != 15*time.Second {
+					t.Errorf("body reads %d, timeout %s", c.BodyReads, c.BodyReadTimeout)
+				}
+			},
+		},
+		{
+			name: "wildcard listen answers local clients only",
+			yaml: "listen: 0.0.0.0:9000\n",
+			check: func(t *testing.T, c *Config) {
+				want := []string{"localhost:9000", "127.0.0.1:9000", "[::1]:9000"}
+				if got := c.Authorities(); !slices.Equal(got, want) || !c.authoritiesDerived() {
+					t.Errorf("authorities = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "listen on a host name",
+			env:  map[string]string{"PUSHGATE_LISTEN": "gw.internal:8443"},
+			check: func(t *testing.T, c *Config) {
+				if got := c.Authorities(); !slices.Equal(got, []string{"gw.internal:8443"}) {
+					t.Errorf("authorities = %q", got)
+				}
+			},
+		},
+		{
+			name: "public authorities as a YAML list",
+			yaml: "listen: 0.0.0.0:8080\npublic_authorities:\n  - push.example.org\n  - push-old.example.org:8443\n",
+			check: func(t *testing.T, c *Config) {
+				want := []string{"push.example.org", "push-old.example.org:8443"}
+				if got := c.Authorities(); !slices.Equal(got, want) || c.authoritiesDerived() {
+					t.Errorf("authorities = %q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "public authorities from the environment",
+			yaml: "public_authorities: [a.example]\n",
+			env:  map[string]string{"PUSHGATE_PUBLIC_AUTHORITIES": "push.example.org, [2001:db8::1]:8080"},
+			check: func(t *testing.T, c *Config) {
+				if got := c.Authorities(); !slices.Equal(got, []string{"push.example.org", "[2001:db8::1]:8080"}) {
+					t.Errorf("authorities = %q", got)
+				}
+			},
+		},
+		{
 			name: "secret from a file",
 			env:  map[string]string{"PUSHGATE_REDIS_URL_FILE": secret},
 			check: func(t *testing.T, c *Config) {
@@ -154,6 +209,14 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad redis url", "redis_url: http://x\n", nil, "redis_url: must be a redis://"},
 		{"bad log level", "log_level: loud\n", nil, "log_level:"},
 		{"list where a value belongs", "listen: [a, b]\n", nil, "listen must be a single value"},
+		{"authority with a scheme", "public_authorities: [https://push.example.org]\n", nil, "public_authorities: must be host or host:port"},
+		{"authority with a path", "", map[string]string{"PUSHGATE_PUBLIC_AUTHORITIES": "push.example.org/v1"}, "public_authorities: must be host or host:port"},
+		{"empty authority", "", map[string]string{"PUSHGATE_PUBLIC_AUTHORITIES": "a.example,,b.example"}, "public_authorities: must be host or host:port"},
+		{"authority with a bad port", "public_authorities: [a.example:99999]\n", nil, "public_authorities: \"a.example:99999\": the port"},
+		{"empty authority list", "public_authorities: []\n", nil, "public_authorities is an empty list"},
+		{"authority list of lists", "public_authorities: [[a]]\n", nil, "public_authorities must be a list of single values"},
+		{"zero body reads", "limits:\n  body_reads: 0\n", nil, "limits.body_reads: must be a positive integer"},
+		{"zero body read timeout", "limits:\n  body_read_timeout: 0s\n", nil, "limits.body_read_timeout: must be a positive duration"},
 		{"bad environment value", "", map[string]string{"PUSHGATE_LOG_FORMAT": "xml"}, "log_format: must be text or json"},
 		{"fcm without credentials", "fcm:\n  project_id: p\n", nil, "fcm.credentials_file: required"},
 		{"apns without team", "apns:\n  key_file: k.p8\n  key_id: K\n  topic: t\n", nil, "apns.team_id: required"},
@@ -206,12 +269,13 @@ func FuzzConfigYAML(f *testing.F) {
 		"a: {b: {c: d}}\n",
 		"- 1\n- 2\n",
 		"listen: &a x\nredis_url: *a\n",
+		"public_authorities: [a.example, b.example:8443]\n",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, yaml string) {
 		values := map[string]string{}
-		if err := flattenYAML([]byte(yaml), values); err != nil {
+		if err := flattenYAML([]byte(yaml), listKeys(options()), values); err != nil {
 			return
 		}
 		path := filepath.Join(t.TempDir(), "c.yaml")

@@ -40,7 +40,7 @@ func RestoreLog(ctx context.Context, cfg *Config, r io.Reader) (*queue.RestoreSu
 		return nil, err
 	}
 	defer rdb.Close()
-	v := signing.NewVerifier(signing.VerifierConfig{Profile: signing.DefaultProfile(), Keys: kr})
+	v := signing.NewVerifier(signing.VerifierConfig{Profile: cfg.SigningProfile(), Keys: kr})
 	return queue.RestoreLog(ctx, rdb, queue.NewKeys(cfg.KeyPrefix), logKey, v, entryWindow(cfg.Policy), r)
 }
 
@@ -64,7 +64,9 @@ func logStore(ctx context.Context, cfg *Config) (*redis.Client, note.Verifier, e
 
 // VerifyExport checks an export offline with only the log's public key
 // and the keyring file, under the default policy's window for how long
-// after signing a request may be integrated: see controllog.Verify.
+// after signing a request may be integrated: see controllog.Verify. It has
+// no public_authorities to check entries' authorities against; the
+// integrator checked them when it took each entry into the log.
 func VerifyExport(ctx context.Context, r io.Reader, logPublicKey, keyringFile string) (*controllog.Summary, error) {
 	v, err := note.NewVerifier(logPublicKey)
 	if err != nil {

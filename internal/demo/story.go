@@ -150,7 +150,7 @@ func (d *demo) stepAttacks(ctx context.Context, s *demoStep, first *client.Signe
 	} else {
 		defer attacker.Close()
 		_, err := attacker.Submit(ctx, demoBroadcast(demoForgedTitle, demoForgedBody))
-		if s.check(client.IsProblem(err, string(signing.CodeUnknownKey)),
+		if s.check(client.IsProblem(err, string(signing.CodeBadSignature)),
 			"a broadcast signed by %s (a key not in the keyring): %s", attacker.KeyID(), demoOutcome(err)) {
 			refused++
 		}

@@ -201,6 +201,16 @@ func (st *Stack) writeConfig(o Options, fragment, ringPath string) error {
 	var b strings.Builder
 	b.Write(frag)
 	fmt.Fprintf(&b, "redis_url: %q\nkeyring_file: %q\n", o.RedisURL, ringPath)
+	if _, ok := o.Settings["listen"]; !ok {
+		// The API's address is fixed here, not chosen when it starts:
+		// every process of the stack derives the authority requests are
+		// signed for from it (public_authorities), the workers too.
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "listen: %q\n", addr)
+	}
 	if st.LogKey, st.LogPublicKey, err = controllog.GenerateKey("pushgate.local/control"); err != nil {
 		return err
 	}
@@ -229,6 +239,17 @@ func (st *Stack) writeConfig(o Options, fragment, ringPath string) error {
 	}
 	st.ConfigPath = filepath.Join(o.Dir, "pushgate.yaml")
 	return os.WriteFile(st.ConfigPath, []byte(b.String()), 0o600)
+}
+
+// freeLoopbackAddr returns a loopback address with a port nothing listens
+// on now.
+func freeLoopbackAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -305,8 +326,8 @@ type RunningApp struct {
 }
 
 // StartApp runs the API and/or a worker pool from a configuration file in
-// this process, with the API on a free loopback port, and waits until the
-// API answers.
+// this process, with the API on the configuration's listen address, and
+// waits until the API answers.
 func StartApp(ctx context.Context, configPath string, r app.Roles, logger *slog.Logger) (*RunningApp, error) {
 	cfg, err := app.LoadConfig(configPath, func(string) string { return "" })
 	if err != nil {
@@ -318,10 +339,10 @@ func StartApp(ctx context.Context, configPath string, r app.Roles, logger *slog.
 	}
 	ra := &RunningApp{App: a, done: make(chan struct{})}
 	if r.API {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
 			a.Close()
-			return nil, err
+			return nil, fmt.Errorf("stack: api: %w", err)
 		}
 		a.ServeOn(ln)
 		ra.URL = "http://" + ln.Addr().String()
