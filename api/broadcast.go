@@ -3,7 +3,6 @@ package api
 import (
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -14,9 +13,6 @@ const (
 	// MaxTokens is the largest explicit-token audience of one broadcast and
 	// the largest device import.
 	MaxTokens = 10000
-	// MaxTextBytes bounds title + body + data of a message, leaving room
-	// for the provider envelope within the 4096-byte payload limit.
-	MaxTextBytes = 3072
 	// DefaultTTL is the TTL of a broadcast that names none.
 	DefaultTTL = time.Hour
 	// MaxTokenLen is longer than any real FCM or APNs token.
@@ -204,21 +200,18 @@ func (m *MessageSpec) validate(maxTTL time.Duration) error {
 	if m.Title == "" && m.Body == "" {
 		return Errorf(CodeInvalidMessage, "message needs a title or a body")
 	}
-	size := len(m.Title) + len(m.Body)
-	for k, v := range m.Data {
-		if k == "" || k == "pushgate" || k == "from" || k == "notification" || k == "message_type" ||
-			strings.HasPrefix(k, "google.") || strings.HasPrefix(k, "gcm.") || k == "aps" {
-			return Errorf(CodeInvalidMessage, "message.data key %q is reserved", k)
+	for k := range m.Data {
+		if why := ReservedDataKey(k); why != "" {
+			return Errorf(CodeInvalidMessage, "message.data key %q: %s", k, why)
 		}
-		size += len(k) + len(v)
 	}
 	for _, s := range []string{m.Title, m.Body} {
 		if !utf8.ValidString(s) {
 			return Errorf(CodeInvalidMessage, "message text must be UTF-8")
 		}
 	}
-	if size > MaxTextBytes {
-		return Errorf(CodeInvalidMessage, "title, body and data take %d bytes; at most %d", size, MaxTextBytes)
+	if size := TextSize(m.Title, m.Body, m.Data); size > MaxTextBytes {
+		return Errorf(CodeInvalidMessage, "title, body and data take %d bytes as JSON (escapes included); at most %d", size, MaxTextBytes)
 	}
 	switch m.Priority {
 	case "", PriorityHigh, PriorityNormal:

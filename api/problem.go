@@ -32,6 +32,15 @@ const (
 	CodeInvalidRecall   = "invalid_recall"
 	CodeInvalidQuery    = "invalid_query"
 	CodeInvalidReason   = "invalid_reason"
+	// CodeNonCanonicalPath: the request path is not spelled exactly as
+	// the API spells its route (percent-encoding where none is needed,
+	// lowercase hex, empty or dot segments, a trailing slash). A signature
+	// covers the path as sent, and the workers accept only the canonical
+	// one.
+	CodeNonCanonicalPath = "non_canonical_path"
+	// CodeDuplicateKey: a JSON object of the body repeats a key, which
+	// JSON parsers resolve differently.
+	CodeDuplicateKey = "duplicate_key"
 
 	CodeForbidden       = "forbidden"
 	CodeTopicNotAllowed = "topic_not_allowed"
@@ -63,6 +72,10 @@ const (
 	CodeIdempotencyConflict = "idempotency_conflict"
 	CodeNotResumable        = "not_resumable"
 	CodeInvalidState        = "invalid_state"
+	// CodeNotRecallable: the broadcast cannot be recalled any more: it was
+	// signed longer before the recall than the recall window, or its
+	// envelope no longer verifies (its key left the keyring).
+	CodeNotRecallable = "not_recallable"
 
 	CodeBodyTooLarge         = "body_too_large"
 	CodeUnsupportedMediaType = "unsupported_media_type"
@@ -121,6 +134,9 @@ var statusTable = map[string]struct {
 	CodeInvalidQuery:    {http.StatusBadRequest, "Invalid query parameter"},
 	CodeInvalidReason:   {http.StatusBadRequest, "Invalid reason"},
 
+	CodeNonCanonicalPath: {http.StatusBadRequest, "Non-canonical path"},
+	CodeDuplicateKey:     {http.StatusBadRequest, "Duplicate key"},
+
 	CodeForbidden:           {http.StatusForbidden, "Forbidden"},
 	CodeTopicNotAllowed:     {http.StatusForbidden, "Topic not allowed"},
 	CodeAudienceOverCap:     {http.StatusForbidden, "Audience over cap"},
@@ -134,6 +150,7 @@ var statusTable = map[string]struct {
 	CodeIdempotencyConflict: {http.StatusConflict, "Idempotency conflict"},
 	CodeNotResumable:        {http.StatusConflict, "Not resumable"},
 	CodeInvalidState:        {http.StatusConflict, "Invalid state"},
+	CodeNotRecallable:       {http.StatusConflict, "Not recallable"},
 	CodeDuplicateApproval:   {http.StatusConflict, "Duplicate approval"},
 	CodeApprovalMismatch:    {http.StatusConflict, "Approval mismatch"},
 	CodeApprovalExpired:     {http.StatusConflict, "Approval expired"},

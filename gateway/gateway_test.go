@@ -383,6 +383,38 @@ func TestRefusalsWriteNothing(t *testing.T) {
 			want{400, "invalid_topic"}},
 		{"import too many", give{key: gatewaytest.Registrar, method: "POST", path: "/v1/devices/import", body: importJSON(api.MaxTokens + 1)},
 			want{400, "too_many_tokens"}},
+		// ServeMux routes these to the broadcast routes, but the signature
+		// covers the path as sent and the workers accept only the
+		// canonical one: accepted here, they would never be sent.
+		{"percent-encoded submission", give{key: gatewaytest.Sender, method: "POST", path: "/v1/%62roadcasts", body: broadcastBody(`{"topic":"citizens"}`)},
+			want{400, "non_canonical_path"}},
+		{"percent-encoded recall", give{key: gatewaytest.Admin, method: "POST", path: "/v1/broadcasts/b0/%72ecall", body: `{"mode":"remove"}`},
+			want{400, "non_canonical_path"}},
+		{"percent-encoded id", give{key: gatewaytest.Admin, method: "POST", path: "/v1/broadcasts/%620/recall", body: `{"mode":"remove"}`},
+			want{400, "non_canonical_path"}},
+		{"double slash", give{key: gatewaytest.Sender, method: "POST", path: "/v1//broadcasts", body: broadcastBody(`{"topic":"citizens"}`)},
+			want{400, "non_canonical_path"}},
+		{"dot segments", give{key: gatewaytest.Sender, method: "POST", path: "/v1/x/../broadcasts", body: broadcastBody(`{"topic":"citizens"}`)},
+			want{400, "non_canonical_path"}},
+		{"trailing slash", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts/", body: broadcastBody(`{"topic":"citizens"}`)},
+			want{400, "non_canonical_path"}},
+		{"lowercase hex in a token", give{key: gatewaytest.Registrar, method: "PUT", path: "/v1/devices/fcm/a%3fb", body: `{"topics":["citizens"]}`},
+			want{400, "non_canonical_path"}},
+		{"repeated title", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts",
+			body: `{"audience":{"topic":"citizens"},"message":{"title":"Drill","title":"EVACUATE NOW"}}`},
+			want{400, "duplicate_key"}},
+		{"field name in another case", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts",
+			body: `{"audience":{"topic":"citizens"},"message":{"title":"Drill","Title":"EVACUATE NOW"}}`},
+			want{400, "unknown_field"}},
+		{"data key FCM refuses", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts",
+			body: `{"audience":{"topic":"citizens"},"message":{"title":"t","data":{"gcm":"x"}}}`},
+			want{400, "invalid_message"}},
+		{"data key with a google prefix", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts",
+			body: `{"audience":{"topic":"citizens"},"message":{"title":"t","data":{"googleplay":"x"}}}`},
+			want{400, "invalid_message"}},
+		{"text over the payload once escaped", give{key: gatewaytest.Sender, method: "POST", path: "/v1/broadcasts",
+			body: `{"audience":{"topic":"citizens"},"message":{"title":"` + strings.Repeat("<", 3000) + `"}}`},
+			want{400, "invalid_message"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

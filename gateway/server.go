@@ -220,6 +220,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &statusWriter{ResponseWriter: w}
 
 	h, route := s.mux.Handler(r)
+	err := canonical(r, route)
 	if route == "" {
 		route = unmatchedRoute
 	}
@@ -236,6 +237,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.observe(r, route, rw.status(), s.now().Sub(start), info)
 	}()
 
+	if err != nil {
+		s.fail(rw, r, err)
+		return
+	}
 	if route == unmatchedRoute {
 		s.unmatched(rw, r, h)
 		return

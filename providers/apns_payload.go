@@ -57,9 +57,6 @@ func apnsMessage(msg *Message, now time.Time) (*apnsBatch, string) {
 	if reason := checkCommon(msg); reason != "" {
 		return nil, reason
 	}
-	if _, ok := msg.Data["aps"]; ok {
-		return nil, `data key "aps" is reserved by APNs`
-	}
 
 	aps := apnsAps{}
 	pushType := apns2.PushTypeAlert

@@ -51,12 +51,6 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 	if ttl > maxFCMTTL {
 		return nil, fmt.Sprintf("ttl %s is over FCM's limit of %s", ttl, maxFCMTTL)
 	}
-	for k := range msg.Data {
-		if fcmReservedKey(k) {
-			return nil, fmt.Sprintf("data key %q is reserved by FCM", k)
-		}
-	}
-
 	data := make(map[string]string, len(msg.Data)+1)
 	maps.Copy(data, msg.Data)
 	data[metaKey] = msg.metaJSON()

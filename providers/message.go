@@ -3,8 +3,9 @@ package providers
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/pushgate/pushgate/api"
 )
 
 // maxFCMTTL is the longest android.ttl FCM accepts (4 weeks); FCM answers
@@ -14,7 +15,7 @@ const maxFCMTTL = 28 * 24 * time.Hour
 // metaKey is the key of the pushgate metadata block: a top-level key of the
 // APNs payload and an FCM data key. Applications read it to tell pushgate's
 // pushes apart and to act on recalls, so message data may not use it.
-const metaKey = "pushgate"
+const metaKey = api.MetaKey
 
 // silent reports whether msg is delivered without a visible notification.
 // A recall instruction is always silent: the app acts on it, the user does
@@ -94,22 +95,14 @@ func checkCommon(msg *Message) string {
 	case msg.Priority != "" && msg.Priority != PriorityHigh && msg.Priority != PriorityNormal:
 		return fmt.Sprintf("unknown priority %q", msg.Priority)
 	}
-	if _, ok := msg.Data[metaKey]; ok {
-		return fmt.Sprintf("data key %q is reserved for pushgate metadata", metaKey)
+	// The API refuses these keys already (api.ReservedDataKey, the one
+	// rule); a message is sent to both platforms, so both refuse them.
+	for k := range msg.Data {
+		if why := api.ReservedDataKey(k); why != "" {
+			return fmt.Sprintf("data key %q is %s", k, why)
+		}
 	}
 	return ""
-}
-
-// fcmReservedKey reports whether FCM refuses k as a data key. FCM's
-// INVALID_ARGUMENT causes name "from", "gcm" and "any value prefixed by
-// google"; "notification", "message_type" and the "gcm." namespace are
-// used by FCM's own messages.
-func fcmReservedKey(k string) bool {
-	switch k {
-	case "from", "notification", "message_type", "gcm":
-		return true
-	}
-	return strings.HasPrefix(k, "google") || strings.HasPrefix(k, "gcm.")
 }
 
 // emptyToken is the reason of a device whose token is empty.

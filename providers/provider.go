@@ -40,7 +40,7 @@ const (
 )
 
 // MaxPayload is the largest payload, in bytes, that either provider accepts.
-const MaxPayload = 4096
+const MaxPayload = api.MaxPayload
 
 // MaxCollapseID is the longest collapse identity, in bytes, that APNs
 // accepts in apns-collapse-id.

@@ -183,7 +183,7 @@ func newCore(cfg Config) (*core, error) {
 		workers:  &workerSet{rdb: cfg.Redis, keys: cfg.Keys, now: cfg.Now},
 		verifier: cfg.Verifier,
 		enqueuer: asynq.NewClientFromRedisClient(cfg.Redis),
-		verify:   newEnvelopeVerifier(cfg.Verifier, cfg.Control, p.EnvelopeMaxAge, p.MaxTTL, defaultVerifyCacheSize),
+		verify:   newEnvelopeVerifier(cfg.Verifier, cfg.Control.verifier, cfg.Control, p.EnvelopeMaxAge, p.MaxTTL, defaultVerifyCacheSize),
 	}
 	c.limits = c.newLimiter()
 	c.deployment = cfg.Deployment

@@ -202,6 +202,8 @@ type fixture struct {
 	staleness time.Duration
 	// taskFailures counts tasks its processes logged as failed.
 	taskFailures atomic.Int64
+	// now is every process's clock, signers' and verifiers' included.
+	now func() time.Time
 	// lines keeps every line its processes logged.
 	lines keptLog
 }
@@ -250,8 +252,29 @@ func newFixtureStaleness(t testing.TB, tune func(*Policy), staleness time.Durati
 // newFixtureOn is newFixtureStaleness on the Redis of client rdb.
 func newFixtureOn(t testing.TB, rdb *redis.Client, tune func(*Policy), staleness time.Duration) *fixture {
 	t.Helper()
+	return newFixtureAt(t, rdb, tune, staleness, time.Now)
+}
+
+// newFixtureClock is newFixture whose processes, signers and verifiers all
+// read the clock now.
+func newFixtureClock(t testing.TB, tune func(*Policy), now func() time.Time) *fixture {
+	t.Helper()
+	return newFixtureAt(t, redistest.Client(t), tune, 0, now)
+}
+
+// offsetClock is the real clock moved forward by what advance added, for
+// tests that need hours to pass without waiting for them.
+type offsetClock struct{ offset atomic.Int64 }
+
+func (c *offsetClock) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+func (c *offsetClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// newFixtureAt is newFixtureOn with the clock now.
+func newFixtureAt(t testing.TB, rdb *redis.Client, tune func(*Policy), staleness time.Duration, now func() time.Time) *fixture {
+	t.Helper()
 	f := &fixture{t: t, rdb: rdb, keys: NewKeys("pgt"), policy: DefaultPolicy(), staleness: staleness,
-		fcm: newFakeSender(providers.FCM), apns: newFakeSender(providers.APNs)}
+		fcm: newFakeSender(providers.FCM), apns: newFakeSender(providers.APNs), now: now}
 	f.policy.DeviceLimit = 0
 	f.policy.RetryBase = 200 * time.Millisecond
 	if tune != nil {
@@ -268,7 +291,7 @@ func newFixtureOn(t testing.TB, rdb *redis.Client, tune func(*Policy), staleness
 			t.Fatal(err)
 		}
 		ring = append(ring, e)
-		signers[e.ID] = &signing.Signer{KeyID: e.ID, Key: priv}
+		signers[e.ID] = &signing.Signer{KeyID: e.ID, Key: priv, Now: now}
 	}
 	doc, err := signing.MarshalKeyring(ring)
 	if err != nil {
@@ -321,7 +344,7 @@ func (f *fixture) newControlWith(rdb *redis.Client, integrate bool, tune func(*C
 	f.t.Helper()
 	cfg := ControlConfig{Redis: rdb, Keys: f.keys, Keyring: f.keyring, Profile: testProfile(),
 		Policy: f.policy, LogKey: f.logKey, MaxStaleness: f.staleness,
-		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
+		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger(), Now: f.now}
 	if integrate {
 		cfg.Signer = f.logSigner
 	}
@@ -355,13 +378,13 @@ func testProfile() signing.Profile {
 // verifierFor is the ingress verifier of a process holding view c.
 func (f *fixture) verifierFor(c *Control) *signing.Verifier {
 	return signing.NewVerifier(signing.VerifierConfig{Profile: testProfile(), Keys: f.keyring,
-		Revocations: c, Replay: NewReplayGuard(f.rdb, f.keys)})
+		Revocations: c, Replay: NewReplayGuard(f.rdb, f.keys), Now: f.now})
 }
 
 // config is a process's configuration around its view of the log.
 func (f *fixture) config(c *Control) Config {
 	return Config{Redis: c.cfg.Redis, Keys: f.keys, Verifier: f.verifierFor(c), Control: c, Policy: f.policy,
-		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger()}
+		Metrics: NewMetrics(prometheus.NewRegistry()), Logger: f.logger(), Now: f.now}
 }
 
 // startWorker starts a worker with the fixture's fake senders and stops it

@@ -58,14 +58,40 @@ func mayHaveReached(ledgerValue string, uncertain bool) bool {
 	return false
 }
 
-// loadRecall verifies a broadcast's envelope and the recall the control
-// log holds for it (read again once if this worker's view does not hold
-// it yet: the API starts a recall only once it is integrated).
-func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast, *verifiedRecall, error) {
-	vb, err := w.loadBroadcast(ctx, id)
-	if err != nil {
-		return nil, nil, err
+// recallWindow is how long after a broadcast was signed a recall of it may
+// be signed: as long as its record is kept. The API refuses a recall the
+// window has closed on (not_recallable) with the same rule the workers
+// apply, recallTarget, so a recall it accepts is one they run.
+const recallWindow = recordRetention
+
+// recallTarget reads and verifies the envelope of broadcast id for a
+// recall signed at recalled (envelopeVerifier.recallTarget: neither its
+// age nor its key's revocation refuse it), and refuses it when it was
+// signed more than recallWindow before the recall. A refusal is errForged.
+func (c *core) recallTarget(ctx context.Context, id string, recalled time.Time) (*verifiedBroadcast, error) {
+	raw, err := c.store.envelope(ctx, c.keys.Envelope(id))
+	if api.CodeOf(err) == api.CodeNotFound {
+		return nil, fmt.Errorf("%w: no envelope for broadcast %s", errForged, id)
 	}
+	if err != nil {
+		return nil, err
+	}
+	vb, err := c.verify.recallTarget(ctx, id, raw)
+	if err != nil {
+		return nil, err
+	}
+	if age := recalled.Sub(vb.created); age > recallWindow {
+		return nil, fmt.Errorf("%w: broadcast %s was signed %s before the recall; a recall must come within %s",
+			errForged, id, age.Round(time.Second), recallWindow)
+	}
+	return vb, nil
+}
+
+// loadRecall verifies the recall the control log holds for broadcast id
+// (read again once if this worker's view does not hold it yet: the API
+// starts a recall only once it is integrated), and the broadcast's
+// envelope as a recall's target.
+func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast, *verifiedRecall, error) {
 	rec, ok := w.control.recallOf(id)
 	if !ok {
 		if err := w.control.refresh(ctx); err != nil {
@@ -76,6 +102,10 @@ func (w *Worker) loadRecall(ctx context.Context, id string) (*verifiedBroadcast,
 		}
 	}
 	vr, err := w.verify.recall(ctx, id, []byte(rec.envelope))
+	if err != nil {
+		return nil, nil, err
+	}
+	vb, err := w.recallTarget(ctx, id, vr.created)
 	if err != nil {
 		return nil, nil, err
 	}

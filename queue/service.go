@@ -490,6 +490,13 @@ func (s *Service) Recall(ctx context.Context, v *signing.Verified, id string, en
 	if err := s.recallable(ctx, id); err != nil {
 		return nil, nil, err
 	}
+	// The workers check the broadcast with this same rule.
+	if _, err := s.recallTarget(ctx, id, v.Created); errors.Is(err, errForged) {
+		why := strings.TrimPrefix(strings.TrimPrefix(err.Error(), errForged.Error()), ": ")
+		return nil, nil, api.Errorf(api.CodeNotRecallable, "broadcast %s cannot be recalled: %s", id, why)
+	} else if err != nil {
+		return nil, nil, err
+	}
 	if !s.policy.isRetraction(req) {
 		p, err := s.requestAction(ctx, v, envelope, api.ActionRecall, id)
 		return nil, p, err

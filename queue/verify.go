@@ -77,7 +77,10 @@ type verifiedRecall struct {
 // copy of one broadcast's envelope under another, or an envelope whose
 // key was revoked since, is refused from the cache as it would be afresh.
 type envelopeVerifier struct {
-	verifier    *signing.Verifier
+	verifier *signing.Verifier
+	// recorded verifies without clock or revocations: the check of the
+	// broadcast a recall names (recallTarget).
+	recorded    *signing.Verifier
 	revocations signing.Revocations
 	maxAge      time.Duration
 	maxTTL      time.Duration
@@ -93,8 +96,11 @@ type cacheEntry struct {
 	value  any
 }
 
-func newEnvelopeVerifier(v *signing.Verifier, rev signing.Revocations, maxAge, maxTTL time.Duration, size int) *envelopeVerifier {
-	return &envelopeVerifier{verifier: v, revocations: rev, maxAge: maxAge, maxTTL: maxTTL,
+// newEnvelopeVerifier returns a verifier of stored envelopes: v checks
+// what is delivered (with rev, within maxAge), recorded the broadcasts
+// recalls name (see recallTarget).
+func newEnvelopeVerifier(v, recorded *signing.Verifier, rev signing.Revocations, maxAge, maxTTL time.Duration, size int) *envelopeVerifier {
+	return &envelopeVerifier{verifier: v, recorded: recorded, revocations: rev, maxAge: maxAge, maxTTL: maxTTL,
 		cache: map[[32]byte]*list.Element{}, order: list.New(), size: size}
 }
 
@@ -136,19 +142,35 @@ func (ev *envelopeVerifier) reverifyAny(ctx context.Context, raw []byte, path st
 	}
 	v, err := ev.verifier.Reverify(ctx, &req, ev.maxAge)
 	if err != nil {
-		var se *signing.Error
-		if errors.As(err, &se) {
-			return nil, nil, fmt.Errorf("%w: %s", errForged, se.Code)
-		}
+		return nil, nil, forgedIfRefused(err)
+	}
+	if err := checkRequest(v, &req, path, roles); err != nil {
 		return nil, nil, err
 	}
+	return v, &req, nil
+}
+
+// forgedIfRefused marks a signature refusal as errForged and passes other
+// errors (Redis) on.
+func forgedIfRefused(err error) error {
+	var se *signing.Error
+	if errors.As(err, &se) {
+		return fmt.Errorf("%w: %s", errForged, se.Code)
+	}
+	return err
+}
+
+// checkRequest checks that a verified envelope was a POST to path, the
+// canonical path the API accepted it at (api.CanonicalPath), by a key
+// holding one of roles.
+func checkRequest(v *signing.Verified, req *signing.Request, path string, roles []signing.Role) error {
 	if req.Method != "POST" || req.Path != path {
-		return nil, nil, fmt.Errorf("%w: envelope is a %s %s", errForged, req.Method, req.Path)
+		return fmt.Errorf("%w: envelope is a %s %s", errForged, req.Method, req.Path)
 	}
 	if !slices.ContainsFunc(roles, v.Key.Has) {
-		return nil, nil, fmt.Errorf("%w: key %s lacks the role %v", errForged, v.Key.ID, roles)
+		return fmt.Errorf("%w: key %s lacks the role %v", errForged, v.Key.ID, roles)
 	}
-	return v, &req, nil
+	return nil
 }
 
 // broadcast verifies a broadcast's envelope (or recalls the verdict) and
@@ -182,6 +204,13 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 	if err := authorize(v.Key, &br.Audience); err != nil {
 		return nil, fmt.Errorf("%w: %v", errForged, err)
 	}
+	vb := ev.verified(id, v, req, br)
+	ev.remember(d, vb)
+	return vb, nil
+}
+
+// verified is what a verified broadcast envelope tells.
+func (ev *envelopeVerifier) verified(id string, v *signing.Verified, req *signing.Request, br *api.BroadcastRequest) *verifiedBroadcast {
 	ttl, _ := br.Message.ParseTTL(ev.maxTTL)
 	vb := &verifiedBroadcast{
 		id:          id,
@@ -210,7 +239,55 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 			vb.tokens[member(d)] = int64(i)
 		}
 	}
-	ev.remember(d, vb)
+	return vb
+}
+
+// recallTarget verifies the envelope of a broadcast a recall names. Only
+// the recall's own text reaches phones, and the recall is verified on its
+// own (fresh, by an admin not revoked); the broadcast's envelope only says
+// whom it reached and under which collapse identity. So it must be a
+// genuine broadcast of this id, signed by a key of the keyring, but it is
+// not refused for its age or for its key's revocation — a broadcast sent
+// with a key revoked since is what a recall is for. How old it may be is
+// recallable's rule, the same at the API and in the worker
+// (docs/ARCHITECTURE.md, "Recalls of old broadcasts").
+func (ev *envelopeVerifier) recallTarget(ctx context.Context, id string, raw []byte) (*verifiedBroadcast, error) {
+	d := sha256.Sum256(raw)
+	if v, ok := ev.cached(d); ok { // verified for delivery: more than enough
+		if vb, ok := v.(*verifiedBroadcast); ok && vb.id == id {
+			return vb, nil
+		}
+	}
+	rd := sha256.Sum256(append([]byte("recall target\x00"), raw...))
+	if v, ok := ev.cached(rd); ok {
+		vb, ok := v.(*verifiedBroadcast)
+		if !ok || vb.id != id {
+			return nil, fmt.Errorf("%w: envelope does not belong to broadcast %s", errForged, id)
+		}
+		return vb, nil
+	}
+	var req signing.Request
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return nil, fmt.Errorf("%w: envelope is not JSON", errForged)
+	}
+	v, err := ev.recorded.VerifyRecorded(ctx, &req)
+	if err != nil {
+		return nil, forgedIfRefused(err)
+	}
+	if err := checkRequest(v, &req, api.PathBroadcasts, []signing.Role{signing.RoleBroadcast}); err != nil {
+		return nil, err
+	}
+	if got := BroadcastID(v.Key.ID, v.Nonce); got != id {
+		return nil, fmt.Errorf("%w: envelope belongs to broadcast %s", errForged, got)
+	}
+	br, err := api.ParseBroadcastRequest(req.Body, ev.maxTTL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: body: %v", errForged, err)
+	}
+	vb := ev.verified(id, v, &req, br)
+	// Remembered apart from delivery verdicts: a digest of other bytes,
+	// never found by broadcast.
+	ev.remember(rd, vb)
 	return vb, nil
 }
 

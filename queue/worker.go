@@ -122,7 +122,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		cfg.ReapMargin = DefaultReapMargin
 	}
 	if cfg.VerifyCacheSize > 0 {
-		c.verify = newEnvelopeVerifier(c.verifier, c.control, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize)
+		c.verify = newEnvelopeVerifier(c.verifier, c.control.verifier, c.control, c.policy.EnvelopeMaxAge, c.policy.MaxTTL, cfg.VerifyCacheSize)
 	}
 	w := &Worker{
 		core:        c,
