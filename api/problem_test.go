@@ -63,6 +63,7 @@ func TestStatusOfEveryCode(t *testing.T) {
 		{CodeBodyTooLarge, 413},
 		{CodeUnsupportedMediaType, 415},
 		{CodeBodyTimeout, 408},
+		{CodeProviderDegraded, 503},
 		{CodeInternal, 500},
 		{CodeKillSwitchActive, 503},
 		{CodeUnavailable, 503},

@@ -283,10 +283,33 @@ redis.call('HSET', KEYS[2], 'recall_plan_done', '1', 'updated_at', ARGV[1])
 return recallFinish(KEYS[2], KEYS[3], ARGV[1], KEYS[4], KEYS[5], KEYS[6])
 `)
 
-// swapScript sets a key to a new value only if it still holds the old one.
-// KEYS[1] key; ARGV[1] old value, ARGV[2] new value, ARGV[3] TTL in ms.
-var swapScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+// commitIdempotencyScript commits a submission's claim on an idempotency
+// key, or binds the key if the claim lapsed; it refuses when another
+// submission holds it. KEYS[1] the idempotency key; ARGV[1] the claim,
+// ARGV[2] the committed binding, ARGV[3] its TTL in ms.
+var commitIdempotencyScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] and cur ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+// releaseIdempotencyScript deletes an idempotency key only if it still
+// holds the given claim. KEYS[1] the idempotency key; ARGV[1] the claim.
+var releaseIdempotencyScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+`)
+
+// createScript writes a new broadcast's record, envelope and first
+// timeline event, unless the record exists. KEYS[1] record, KEYS[2]
+// envelope, KEYS[3] timeline; ARGV[1] envelope, ARGV[2] timeline event,
+// ARGV[3] retention in ms, ARGV[4..] the record's field/value pairs.
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[2])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1
 `)

@@ -112,16 +112,33 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 	if err != nil {
 		return nil, fmt.Errorf("encode envelope: %w", err)
 	}
+	bind := idempotency{id: id, bodyHash: hash}
 	if req.IdempotencyKey != "" {
-		got, fresh, err := s.store.claimIdempotency(ctx, key.ID, req.IdempotencyKey, idempotency{id: id, bodyHash: hash}, s.policy.IdempotencyTTL)
+		got, fresh, exists, err := s.store.claimIdempotency(ctx, key.ID, req.IdempotencyKey, bind)
 		if err != nil {
 			return nil, err
 		}
 		if !fresh {
-			// Another submission with this key won the race.
-			return s.existing(ctx, req.IdempotencyKey, got, hash)
+			return s.claimed(ctx, key.ID, req.IdempotencyKey, got, exists, hash)
 		}
 	}
+	sub, err := s.create(ctx, key, envelope, req, id, size, ttl, env)
+	if err != nil && req.IdempotencyKey != "" {
+		// A refused submission binds nothing: a correct repeat must be
+		// able to send the broadcast this one did not.
+		if rerr := s.store.releaseIdempotency(context.WithoutCancel(ctx), key.ID, req.IdempotencyKey, bind); rerr != nil {
+			s.logger.Error("idempotency key left claimed by a refused submission; repeats are refused until its lease ends",
+				"key", key.ID, "lease", idempotencyLease, "err", rerr)
+		}
+	}
+	return sub, err
+}
+
+// create stores a new broadcast whose idempotency key, if any, this
+// submission claimed; commits the binding once the broadcast exists; and
+// starts it (planning, or the wait for approvals).
+func (s *Service) create(ctx context.Context, key *signing.Key, envelope *signing.Request, req *api.BroadcastRequest,
+	id string, size int64, ttl time.Duration, env []byte) (*Submission, error) {
 	now := s.now()
 	rec := newRecord{
 		id: id, keyID: key.ID, state: api.StateQueued, audience: req.Audience.Kind(), topic: req.Audience.Topic,
@@ -145,6 +162,19 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 		}
 		return nil, err
 	}
+	if req.IdempotencyKey != "" {
+		if err := s.store.commitIdempotency(ctx, key.ID, req.IdempotencyKey, idempotency{id: id, bodyHash: bodyHash(envelope.Body)}, s.policy.IdempotencyTTL); err != nil {
+			// The claim lapsed and another submission holds the key: this
+			// broadcast, not started yet, gives way so that one is sent.
+			if derr := s.store.discard(context.WithoutCancel(ctx), id); derr != nil {
+				return nil, errors.Join(err, derr)
+			}
+			if errors.Is(err, errIdempotencyLost) {
+				return nil, inProgress(req.IdempotencyKey)
+			}
+			return nil, err
+		}
+	}
 	if pending {
 		if err := s.scheduleExpiry(ctx, id, rec.approvalExpires); err != nil {
 			return nil, err
@@ -152,7 +182,7 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 	} else if err := s.enqueuePlan(ctx, id); err != nil {
 		return nil, err
 	}
-	s.metrics.transition(rec.state)
+	s.noteTransition(ctx, id, rec.state)
 	st, err := s.store.get(ctx, id, false)
 	if err != nil {
 		return nil, err
@@ -170,7 +200,35 @@ func (s *Service) repeated(ctx context.Context, keyID, idemKey, hash string) (*S
 	if err != nil || !ok {
 		return nil, err
 	}
+	return s.claimed(ctx, keyID, idemKey, got, true, hash)
+}
+
+// claimed answers a submission that found its idempotency key bound or
+// claimed by another submission: the broadcast it names when that exists,
+// and otherwise a request to repeat once that submission ends.
+func (s *Service) claimed(ctx context.Context, keyID, idemKey string, got idempotency, exists bool, hash string) (*Submission, error) {
+	if got.bodyHash != hash {
+		return nil, api.Errorf(api.CodeIdempotencyConflict, "idempotency_key %q was used with a different body", idemKey)
+	}
+	if !exists {
+		return nil, inProgress(idemKey)
+	}
+	if got.pending {
+		// The submission that claimed the key created its broadcast and
+		// then stopped (or is about to commit): bind the key for good.
+		if err := s.store.commitIdempotency(ctx, keyID, idemKey, got, s.policy.IdempotencyTTL); err != nil {
+			return nil, err
+		}
+	}
 	return s.existing(ctx, idemKey, got, hash)
+}
+
+// inProgress is the answer to a repeat that arrives while the submission
+// holding its idempotency key is still being stored.
+func inProgress(idemKey string) error {
+	e := api.Errorf(api.CodeIdempotencyConflict, "a submission with idempotency_key %q is being stored; repeat it in a moment", idemKey)
+	e.RetryAfter = 2 * time.Second
+	return e
 }
 
 // existing answers a submission whose idempotency key is bound to got.
@@ -461,7 +519,7 @@ func (s *Service) Cancel(ctx context.Context, v *signing.Verified, envelope *sig
 		if !ok {
 			return nil, api.Errorf(api.CodeInvalidState, "broadcast changed state while it was being cancelled")
 		}
-		s.metrics.transition(api.StateCancelled)
+		s.noteTransition(ctx, id, api.StateCancelled)
 		return &KillResult{}, nil
 	}
 	res, err := s.kill(ctx, v, envelope, d, api.BroadcastScope(id), "cancelled: "+reason, true)

@@ -52,35 +52,26 @@ type newRecord struct {
 // errExists reports that a broadcast with the id already exists.
 var errExists = errors.New("broadcast exists")
 
-// create writes a new broadcast's record, envelope, first timeline event
-// and index entry. It refuses to overwrite an existing record.
+// create writes a new broadcast's record, envelope and first timeline
+// event at once (one script: a crash leaves all or none of them), then its
+// index entries. It refuses to overwrite an existing record.
 func (s *store) create(ctx context.Context, r newRecord, envelope []byte) error {
 	now := strconv.FormatInt(r.created.UnixMilli(), 10)
-	ok, err := s.rdb.HSetNX(ctx, s.keys.Broadcast(r.id), "id", r.id).Result()
-	if err != nil {
-		return fmt.Errorf("create broadcast: %w", err)
-	}
-	if !ok {
-		return errExists
-	}
 	ev, _ := json.Marshal(api.Event{At: r.created.UnixMilli(), Event: r.state})
-	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		rec := s.keys.Broadcast(r.id)
-		p.HSet(ctx, rec, "key_id", r.keyID, "state", r.state, "audience", r.audience, "topic", r.topic,
-			"title", r.title, "idempotency_key", r.idemKey, "ttl_ms", r.ttl.Milliseconds(),
-			"created_at", now, "updated_at", now)
-		if r.approvalsRequired > 0 {
-			p.HSet(ctx, rec, "approvals_required", r.approvalsRequired, "approval_expires_at", r.approvalExpires.UnixMilli())
-		}
-		p.Set(ctx, s.keys.Envelope(r.id), envelope, 0)
-		p.RPush(ctx, s.keys.Timeline(r.id), ev)
-		for _, k := range s.broadcastKeys(r.id) {
-			p.Expire(ctx, k, recordRetention)
-		}
-		return nil
-	})
+	args := []any{envelope, ev, recordRetention.Milliseconds(),
+		"id", r.id, "key_id", r.keyID, "state", r.state, "audience", r.audience, "topic", r.topic,
+		"title", r.title, "idempotency_key", r.idemKey, "ttl_ms", r.ttl.Milliseconds(),
+		"created_at", now, "updated_at", now}
+	if r.approvalsRequired > 0 {
+		args = append(args, "approvals_required", r.approvalsRequired, "approval_expires_at", r.approvalExpires.UnixMilli())
+	}
+	created, err := createScript.Run(ctx, s.rdb,
+		[]string{s.keys.Broadcast(r.id), s.keys.Envelope(r.id), s.keys.Timeline(r.id)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("create broadcast: %w", err)
+	}
+	if created != 1 {
+		return errExists
 	}
 	// A record outlives its retention a little when delivery renews it, so
 	// the sender's index keeps entries for twice the retention: older ones
@@ -387,10 +378,32 @@ func (s *store) transition(ctx context.Context, id, to, detail, flag string, now
 	return ok == 1, prev, nil
 }
 
-// idempotency is what an idempotency key remembers.
+// idempotency is what an idempotency key remembers: the broadcast it
+// names, the hash of the body it was used with, and whether the binding is
+// committed (its broadcast was created) or still a submission's claim.
 type idempotency struct {
 	id       string
 	bodyHash string
+	pending  bool
+}
+
+// value is the binding as stored: "<id> <hash> <c|p>".
+func (b idempotency) value() string {
+	state := "c"
+	if b.pending {
+		state = "p"
+	}
+	return b.id + " " + b.bodyHash + " " + state
+}
+
+// parseIdempotency reads a stored binding. Redis contents are untrusted:
+// anything but the three fields is refused rather than guessed at.
+func parseIdempotency(v string) (idempotency, error) {
+	f := strings.Split(v, " ")
+	if len(f) != 3 || f[0] == "" || f[1] == "" || (f[2] != "c" && f[2] != "p") {
+		return idempotency{}, fmt.Errorf("idempotency key: malformed binding in Redis")
+	}
+	return idempotency{id: f[0], bodyHash: f[1], pending: f[2] == "p"}, nil
 }
 
 func bodyHash(body []byte) string {
@@ -398,8 +411,15 @@ func bodyHash(body []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
+// idempotencyLease is how long a submission's claim on an idempotency key
+// lasts before it is committed: long enough for any submission to create
+// its broadcast, short enough that a claim left by a crashed process
+// refuses repeats only briefly.
+const idempotencyLease = time.Minute
+
 // idempotencyBinding reads what an idempotency key is bound to, without
-// binding it.
+// binding it. It reports a binding only when its broadcast exists: a
+// claim whose submission has not created it yet binds nothing so far.
 func (s *store) idempotencyBinding(ctx context.Context, keyID, idemKey string) (idempotency, bool, error) {
 	cur, err := s.rdb.Get(ctx, s.keys.Idempotency(keyID, idemKey)).Result()
 	if errors.Is(err, redis.Nil) {
@@ -408,54 +428,92 @@ func (s *store) idempotencyBinding(ctx context.Context, keyID, idemKey string) (
 	if err != nil {
 		return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
 	}
-	id, hash, _ := strings.Cut(cur, " ")
-	n, err := s.rdb.Exists(ctx, s.keys.Broadcast(id)).Result()
+	b, err := parseIdempotency(cur)
+	if err != nil {
+		return idempotency{}, false, err
+	}
+	n, err := s.rdb.Exists(ctx, s.keys.Broadcast(b.id)).Result()
 	if err != nil {
 		return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
 	}
-	// A binding whose broadcast is gone (a crash between binding and
-	// creating) binds nothing.
-	return idempotency{id: id, bodyHash: hash}, n == 1, nil
+	return b, n == 1, nil
 }
 
-// claimIdempotency binds (keyID, idemKey) to a new broadcast unless it is
-// bound already, in which case it returns the existing binding. A binding
-// whose broadcast record is missing (a crash between binding and creating)
-// is taken over.
-func (s *store) claimIdempotency(ctx context.Context, keyID, idemKey string, want idempotency, ttl time.Duration) (idempotency, bool, error) {
+// claimIdempotency claims (keyID, idemKey) for a new broadcast for
+// idempotencyLease, unless it is bound or claimed already: then it
+// returns that binding, and whether its broadcast exists.
+func (s *store) claimIdempotency(ctx context.Context, keyID, idemKey string, want idempotency) (got idempotency, fresh, exists bool, err error) {
+	want.pending = true
 	key := s.keys.Idempotency(keyID, idemKey)
-	val := want.id + " " + want.bodyHash
 	for range 3 {
-		ok, err := s.rdb.SetNX(ctx, key, val, ttl).Result()
+		ok, err := s.rdb.SetNX(ctx, key, want.value(), idempotencyLease).Result()
 		if err != nil {
-			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+			return idempotency{}, false, false, fmt.Errorf("idempotency key: %w", err)
 		}
 		if ok {
-			return want, true, nil
+			return want, true, false, nil
 		}
-		cur, err := s.rdb.Get(ctx, key).Result()
-		if errors.Is(err, redis.Nil) {
-			continue // expired between the two calls
-		}
+		b, found, err := s.idempotencyBinding(ctx, keyID, idemKey)
 		if err != nil {
-			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+			return idempotency{}, false, false, err
 		}
-		id, hash, _ := strings.Cut(cur, " ")
-		n, err := s.rdb.Exists(ctx, s.keys.Broadcast(id)).Result()
-		if err != nil {
-			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
+		if b.id != "" {
+			return b, false, found, nil
 		}
-		if n == 1 {
-			return idempotency{id: id, bodyHash: hash}, false, nil
-		}
-		// Orphaned binding: replace it only if nobody else did meanwhile.
-		swapped, err := swapScript.Run(ctx, s.rdb, []string{key}, cur, val, ttl.Milliseconds()).Int()
-		if err != nil {
-			return idempotency{}, false, fmt.Errorf("idempotency key: %w", err)
-		}
-		if swapped == 1 {
-			return want, true, nil
-		}
+		// The binding lapsed between the two calls: claim again.
 	}
-	return idempotency{}, false, fmt.Errorf("idempotency key: contended")
+	return idempotency{}, false, false, fmt.Errorf("idempotency key: contended")
+}
+
+// errIdempotencyLost reports that a submission's claim lapsed and another
+// submission claimed the idempotency key.
+var errIdempotencyLost = errors.New("idempotency claim lost")
+
+// commitIdempotency turns a claim into a binding kept for ttl, once its
+// broadcast exists. It also binds a key whose claim lapsed meanwhile, and
+// fails with errIdempotencyLost when another submission claimed it.
+func (s *store) commitIdempotency(ctx context.Context, keyID, idemKey string, b idempotency, ttl time.Duration) error {
+	claim, done := b, b
+	claim.pending, done.pending = true, false
+	ok, err := commitIdempotencyScript.Run(ctx, s.rdb, []string{s.keys.Idempotency(keyID, idemKey)},
+		claim.value(), done.value(), ttl.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("idempotency key: %w", err)
+	}
+	if ok != 1 {
+		return errIdempotencyLost
+	}
+	return nil
+}
+
+// releaseIdempotency drops a submission's claim when the submission is
+// refused, so that the key binds nothing; a claim that lapsed and was
+// taken by another submission is left alone.
+func (s *store) releaseIdempotency(ctx context.Context, keyID, idemKey string, b idempotency) error {
+	b.pending = true
+	if err := releaseIdempotencyScript.Run(ctx, s.rdb, []string{s.keys.Idempotency(keyID, idemKey)}, b.value()).Err(); err != nil {
+		return fmt.Errorf("idempotency key: %w", err)
+	}
+	return nil
+}
+
+// discard deletes a broadcast that was created but never started, with
+// its index entries.
+func (s *store) discard(ctx context.Context, id string) error {
+	keyID, err := s.rdb.HGet(ctx, s.keys.Broadcast(id), "key_id").Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("discard broadcast: %w", err)
+	}
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.broadcastKeys(id)...)
+		p.ZRem(ctx, s.keys.BroadcastIndex(), id)
+		if keyID != "" {
+			p.ZRem(ctx, s.keys.SenderIndex(keyID), id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("discard broadcast: %w", err)
+	}
+	return nil
 }

@@ -231,7 +231,13 @@ func TestEndToEndDelivery(t *testing.T) {
 		}
 	}
 
-	// The process's metrics agree with the simulators.
+	// The process's metrics agree with the simulators. The queue depth is
+	// sampled in the background (every few seconds), so it is awaited.
+	pending := `pushgate_queue_tasks{queue="pushgate-deliver",state="pending"}`
+	waitUntil(t, "the sampled deliver queue depth reaching 0", func() bool {
+		v, ok := scrape(t, e.app.URL+"/metrics")[pending]
+		return ok && v == 0
+	})
 	metrics := scrape(t, e.app.URL+"/metrics")
 	stats := e.st.Sim.Stats()
 	sentFCM := stats.Requests[providers.FCM][200]
@@ -244,7 +250,6 @@ func TestEndToEndDelivery(t *testing.T) {
 		{`pushgate_deliveries_total{platform="fcm",result="invalid_token"}`, func(v float64) bool { return v == 60-30 }, "= 30 (the unregistered FCM tokens)"},
 		{`pushgate_provider_latency_seconds_count{platform="apns"}`, func(v float64) bool { return v > 0 }, "> 0"},
 		{`pushgate_broadcasts_total{state="completed"}`, func(v float64) bool { return v == 3 }, "= 3"},
-		{`pushgate_queue_tasks{queue="pushgate-deliver",state="pending"}`, func(v float64) bool { return v == 0 }, "= 0"},
 	} {
 		v, ok := metrics[tt.series]
 		if !ok || !tt.want(v) {
