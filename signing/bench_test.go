@@ -103,8 +103,9 @@ func BenchmarkVerifyHeadWorstCase(b *testing.B) {
 	}
 }
 
-// BenchmarkVerifyOversizedField is the request of issue 16: 62 KB of
-// unique parameters in Signature-Input, now refused before parsing.
+// BenchmarkVerifyOversizedField is an attack that once cost 1.2 s of CPU:
+// 62 KB of unique parameters in Signature-Input, now refused before
+// parsing.
 func BenchmarkVerifyOversizedField(b *testing.B) {
 	v, req, _ := benchRequest(b)
 	var s strings.Builder

@@ -88,7 +88,7 @@ func benchSettings() map[string]string {
 	}
 }
 
-// benchResult is what --json prints: the figures of issue 8, all numbers.
+// benchResult is what --json prints: every figure of a run, as numbers.
 type benchResult struct {
 	Devices          int     `json:"devices"`
 	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
