@@ -283,20 +283,3 @@ func (d keyValues) Set(s string) error {
 	d[k] = v
 	return nil
 }
-
-// readDevices reads a JSON file of [{"platform","token"}], as the
-// simulator's devices.json is.
-func readDevices(file string) ([]api.Device, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, usagef("read devices: %v", err)
-	}
-	var devices []api.Device
-	if err := json.Unmarshal(data, &devices); err != nil {
-		return nil, usagef("%s: want a JSON array of {\"platform\", \"token\"}: %v", file, err)
-	}
-	if len(devices) == 0 {
-		return nil, usagef("%s lists no devices", file)
-	}
-	return devices, nil
-}

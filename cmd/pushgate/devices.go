@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/pushgate/pushgate/api"
@@ -118,4 +120,21 @@ func runVerb(ctx context.Context, e *env, cmd string, args []string, verbs []ver
 	}
 	usage()
 	return usagef("%s: unknown verb %q", cmd, args[0])
+}
+
+// readDevices reads a JSON file of [{"platform","token"}], as the
+// simulator's devices.json is.
+func readDevices(file string) ([]api.Device, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, usagef("read devices: %v", err)
+	}
+	var devices []api.Device
+	if err := json.Unmarshal(data, &devices); err != nil {
+		return nil, usagef("%s: want a JSON array of {\"platform\", \"token\"}: %v", file, err)
+	}
+	if len(devices) == 0 {
+		return nil, usagef("%s lists no devices", file)
+	}
+	return devices, nil
 }
