@@ -46,6 +46,8 @@ func layering() map[string]layer {
 			"the demo runs the stack and plays the attacker against it"},
 		"internal/bench": {[]string{"internal/stack", "internal/app", "api", "client", "queue", "providers", "providers/sim"},
 			"the bench runs the stack and a bare SDK loop beside it"},
+		"scripts/slowuploads": {[]string{},
+			"a measuring tool that speaks raw HTTP/1.1 to a running API, as an attacker would, and links none of pushgate"},
 		"cmd/pushgate": {[]string{"api", "client", "controllog", "signing", "internal/app", "internal/stack", "internal/demo", "internal/bench"},
 			"main only parses flags and calls packages; the simulators come through internal/stack"},
 	}
