@@ -425,6 +425,14 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 			w.logger.Warn("prune invalid tokens", "broadcast_id", b.Broadcast, "err", err)
 		}
 	}
+	if len(out.retry)+len(out.deferred)+len(out.stalled)+len(out.paused) > 0 && w.takenOver(ctx) {
+		// A reaper resumed this batch elsewhere while it ran: what was not
+		// sent here is the copy's to send, retry and count — calls that
+		// were in flight when this worker froze and failed when it woke
+		// are no retries of the broadcast (docs/ARCHITECTURE.md, "Dead
+		// workers").
+		return 0, nil
+	}
 	retried := 0
 	if len(out.retry) > 0 {
 		// A provider's Retry-After is a lower bound on the backoff.
@@ -448,9 +456,9 @@ func (w *Worker) followUp(ctx context.Context, typ, queue string, b *batch, out 
 			return 0, err
 		}
 	}
-	// Devices stalled because a reaper resumed the batch elsewhere are the
-	// copy's to send (docs/ARCHITECTURE.md, "Dead workers").
-	if len(out.stalled) > 0 && !w.takenOver(ctx) {
+	// Devices stalled by a view of the control log that was not fresh go
+	// on in a second (a batch taken over returned above).
+	if len(out.stalled) > 0 {
 		if err := w.enqueueBatch(ctx, typ, queue, b.next(b.Attempt, out.stalled), time.Second); err != nil {
 			return 0, err
 		}

@@ -36,13 +36,15 @@ const testReapMargin = 2 * time.Second
 
 // stallingSender sends the first half of every batch, then hangs, as a
 // worker that died or froze in the middle of it, until release is closed;
-// then it tries the rest through the same gate.
+// then it tries the rest through the same gate — or, with failAfter, fails
+// them as calls cut off by the freeze would.
 type stallingSender struct {
-	inner    *fakeSender
-	release  chan struct{}
-	received atomic.Int64 // devices of the batches it was handed
-	stalled  atomic.Int32 // batches hanging
-	returned atomic.Int32 // batches that went on after release and returned
+	inner     *fakeSender
+	release   chan struct{}
+	failAfter bool
+	received  atomic.Int64 // devices of the batches it was handed
+	stalled   atomic.Int32 // batches hanging
+	returned  atomic.Int32 // batches that went on after release and returned
 }
 
 var _ Sender = (*stallingSender)(nil)
@@ -62,7 +64,14 @@ func (s *stallingSender) Send(ctx context.Context, gate providers.Gate, msg *pro
 	case <-s.release:
 	case <-ctx.Done():
 	}
-	out = append(out, s.inner.Send(ctx, gate, msg, tokens[h:])...)
+	if s.failAfter {
+		// Calls in flight when the worker froze fail when it wakes.
+		for range tokens[h:] {
+			out = append(out, providers.Result{Class: providers.Retryable, Reason: "transport error"})
+		}
+	} else {
+		out = append(out, s.inner.Send(ctx, gate, msg, tokens[h:])...)
+	}
 	s.returned.Add(1)
 	return out
 }
@@ -431,9 +440,17 @@ func TestReaperResumesADeadWorkersBatches(t *testing.T) {
 // them on as follow-ups, lets asynq forget them, and joins again under a
 // new session.
 func TestReapedWorkerThatWakesSendsNothingMore(t *testing.T) {
+	t.Run("its sends refused", func(t *testing.T) { testReapedWorkerWakes(t, false) })
+	// Calls in flight when it froze fail when it wakes: they are no
+	// retries of the broadcast, which the copies completed.
+	t.Run("its calls in flight failing", func(t *testing.T) { testReapedWorkerWakes(t, true) })
+}
+
+func testReapedWorkerWakes(t *testing.T, failing bool) {
 	f := newFixture(t, nil)
 	const n = 1200
 	st, p, doomed, stall, orig := f.doomedBatches(n, "hello")
+	stall.failAfter = failing
 	oldSession := doomed.ks.session.Load()
 	p.set(true)
 
