@@ -2,11 +2,13 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,8 +30,9 @@ type Server struct {
 	port int
 	aof  bool
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	clients []*redis.Client // handed out by Client, awaited by Restart
 }
 
 // StartServer starts a private redis-server for the test, stopped at
@@ -77,6 +80,9 @@ func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 func (s *Server) Client() *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
 	s.tb.Cleanup(func() { _ = c.Close() })
+	s.mu.Lock()
+	s.clients = append(s.clients, c)
+	s.mu.Unlock()
 	return c
 }
 
@@ -146,17 +152,34 @@ func (s *Server) Kill() {
 }
 
 // Restart starts the server again on the same port and directory, loading
-// its AOF when it has one.
+// its AOF when it has one, and returns once every client Client handed out
+// reaches it: a go-redis pool whose dials failed while the server was down
+// answers with the last dial error for a while before it dials again, and
+// a test acting right after the restart would meet that, not the server.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	var err error
 	for try := 0; try < 50; try++ {
 		if err = s.start(); err == nil {
-			return
+			break
 		}
 		time.Sleep(100 * time.Millisecond) // the port may still be in TIME_WAIT
 	}
-	s.tb.Fatalf("redistest: restart redis-server: %v", err)
+	if err != nil {
+		s.tb.Fatalf("redistest: restart redis-server: %v", err)
+	}
+	s.mu.Lock()
+	clients := slices.Clone(s.clients)
+	s.mu.Unlock()
+	deadline := time.Now().Add(time.Minute) // hang guard
+	for _, c := range clients {
+		for err := c.Ping(context.Background()).Err(); err != nil && !errors.Is(err, redis.ErrClosed); err = c.Ping(context.Background()).Err() {
+			if time.Now().After(deadline) {
+				s.tb.Fatalf("redistest: hung: a client still cannot reach the restarted redis-server after a minute")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // aofTail returns the path of the AOF file Redis is appending to: the
