@@ -549,6 +549,10 @@ func (w *Worker) takenOver(ctx context.Context) bool {
 	if t.session.reaped.Load() {
 		return true
 	}
-	st, err := w.ks.workers.sessionState(ctx, w.ks.workerID, t.session.token)
+	// The task's own context may be cancelled by now (a worker that woke
+	// from a freeze past its lease): the answer is still needed.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), untrackTimeout)
+	defer cancel()
+	st, err := w.ks.workers.sessionState(sctx, w.ks.workerID, t.session.token)
 	return err == nil && st == sessionReaped
 }
