@@ -35,6 +35,9 @@ const (
 	// batch without a call (deferred by a rate limit or a provider pause,
 	// or held back by a stale view).
 	outUntried = "d"
+	// outRetried is not an outcome either: a device handed on to a retry
+	// after a transient failure, counted in retries.
+	outRetried = "r"
 	// outRateLimited is outUntried for a device a rate limit deferred:
 	// the first such deferral of a device counts it in
 	// rate_limited_retries.
@@ -387,6 +390,18 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 	// Devices handed on untried, or refused by the provider, are marked so
 	// in the ledger: their follow-up knows no call delivered them.
 	fs := out.final
+	// Retried devices count in retries only while this batch still holds
+	// them (the record script checks, before a refused one is marked
+	// untried below): a batch whose work a copy did counts nothing.
+	if retried > 0 {
+		for _, i := range out.retry {
+			letter := outRetried
+			if why := out.why[i]; why != "" {
+				letter += ":" + why
+			}
+			fs = append(fs, final{i, letter})
+		}
+	}
 	untried := slices.Concat(out.stalled, out.paused)
 	if retried > 0 {
 		untried = append(untried, out.refused...)
@@ -397,15 +412,7 @@ func (w *Worker) finishBatch(ctx context.Context, vb *verifiedBroadcast, b *batc
 	for _, i := range out.deferred {
 		fs = append(fs, final{i, outRateLimited})
 	}
-	c := counts{retries: int64(retried), limitedBy: out.limitedBy}
-	if retried > 0 {
-		c.retried = map[string]int64{}
-		for _, i := range out.retry {
-			if why := out.why[i]; why != "" {
-				c.retried[why]++
-			}
-		}
-	}
+	c := counts{limitedBy: out.limitedBy}
 	st, err := w.store.recordOutcomes(ctx, vb.id, b.Seq, w.now(), killedBy, b.triples(fs), c)
 	if err != nil {
 		return err

@@ -72,9 +72,6 @@ func (s *store) claim(ctx context.Context, id string, k ledgerKind, seq int64, c
 
 // counts are record counters a batch adds besides its outcomes.
 type counts struct {
-	retries int64 // devices retried after a transient failure
-	// retried counts the retries by reason code ("<platform>/<code>").
-	retried map[string]int64
 	// limitedBy names the rate limit that deferred devices, "" for none.
 	limitedBy string
 }
@@ -82,8 +79,7 @@ type counts struct {
 // extra is the JSON argument of recordScript for what counts does not
 // pass as numbers.
 type extra struct {
-	Retried   map[string]int64 `json:"retried,omitempty"`
-	LimitedBy string           `json:"limited_by,omitempty"`
+	LimitedBy string `json:"limited_by,omitempty"`
 }
 
 // errClaimsLost reports that devices a batch claimed have no ledger
@@ -96,14 +92,14 @@ var errClaimsLost = errors.New("ledger lost this batch's claims (Redis restarted
 // that stopped it ("" for none) and completes the broadcast when it can.
 // It returns the state the broadcast entered, or "".
 func (s *store) recordOutcomes(ctx context.Context, id string, seq int64, now time.Time, killedBy string, triples []any, c counts) (string, error) {
-	if len(triples) == 0 && killedBy == "" && c.retries == 0 && c.limitedBy == "" {
+	if len(triples) == 0 && killedBy == "" && c.limitedBy == "" {
 		return "", nil
 	}
-	x, err := json.Marshal(extra{Retried: c.retried, LimitedBy: c.limitedBy})
+	x, err := json.Marshal(extra{LimitedBy: c.limitedBy})
 	if err != nil {
 		return "", fmt.Errorf("record outcomes: %w", err)
 	}
-	args := append([]any{seq, now.UnixMilli(), killedBy, c.retries, x}, triples...)
+	args := append([]any{seq, now.UnixMilli(), killedBy, x}, triples...)
 	return runRecord(ctx, s.rdb, recordScript, []string{s.keys.Ledger(id), s.keys.Broadcast(id), s.keys.Timeline(id),
 		s.keys.Planned(id), s.keys.Done(id), s.keys.Scratch(id), s.keys.Delayed(id)}, args, "record outcomes")
 }

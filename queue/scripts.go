@@ -19,7 +19,11 @@ import "github.com/redis/go-redis/v9"
 // (reasons are bounded codes, providers.Result.Code). Letter d is not an
 // outcome: the device was handed on untried (deferred by a rate limit or a
 // provider pause, or held back by a stale view), so its follow-up knows
-// it was never sent; "d:rate" is a rate limit's deferral, and a device
+// it was never sent; letter r is not an outcome either: a device still
+// claimed by the batch and handed on to a retry counts once in retries
+// (and its reason in "why:r:<reason>"), and a device the batch no longer
+// holds — a copy of the batch recorded it — counts nothing; "d:rate" is a
+// rate limit's deferral, and a device
 // deferred so for the first time sets its position in the delayed bitmap
 // (nil for none) and counts once in rate_limited_retries. It returns how
 // many members had no ledger entry at all: their claim was lost (Redis
@@ -28,7 +32,7 @@ const outcomesLua = `
 local function record_outcomes(ledger, record, done, seq, from, counters, delayed)
   local claim = 'c' .. seq
   local n, why = {}, {}
-  local lost, late = 0, 0
+  local lost, late, retried = 0, 0, 0
   for i = from, #ARGV, 3 do
     local m, o, pos = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2])
     local w = nil
@@ -42,6 +46,12 @@ local function record_outcomes(ledger, record, done, seq, from, counters, delaye
         why[k] = (why[k] or 0) + 1
       end
       if pos >= 0 then redis.call('SETBIT', done, pos, 1) end
+    elseif o == 'r' and v == claim then
+      retried = retried + 1
+      if w then
+        local k = 'why:r:' .. w
+        why[k] = (why[k] or 0) + 1
+      end
     elseif o == 'd' and v == claim then
       redis.call('HSET', ledger, m, 'd' .. seq)
       if w == 'rate' and delayed and pos >= 0 and redis.call('SETBIT', delayed, pos, 1) == 0 then
@@ -52,6 +62,7 @@ local function record_outcomes(ledger, record, done, seq, from, counters, delaye
     end
   end
   for o, c in pairs(n) do redis.call('HINCRBY', record, counters[o], c) end
+  if retried > 0 then redis.call('HINCRBY', record, 'retries', retried) end
   for k, c in pairs(why) do redis.call('HINCRBY', record, k, c) end
   if late > 0 then
     redis.call('HINCRBY', record, 'rate_limited_retries', late)
@@ -164,23 +175,20 @@ return out
 // broadcast when it can. KEYS[1] ledger, KEYS[2] record, KEYS[3]
 // timeline, KEYS[4] planned bitmap, KEYS[5] done bitmap, KEYS[6] scratch,
 // KEYS[7] delayed bitmap; ARGV[1] batch sequence, ARGV[2] now in ms,
-// ARGV[3] a kill scope to remember ("" for none), ARGV[4] devices retried,
-// ARGV[5] a JSON object: "retried", retries counted by reason, and
+// ARGV[3] a kill scope to remember ("" for none), ARGV[4] a JSON object:
 // "limited_by", the rate limit that deferred devices ("" for none);
-// ARGV[6..] triples of member, outcome letter and position. Letters map to
+// ARGV[5..] triples of member, outcome letter and position. Letters map to
 // counters: s sent, f failed, i invalid_token, x cancelled, t throttled, h
 // held (reach budget spent), u uncertain (cut short in flight, or claimed
 // by an earlier run that recorded nothing: maybe delivered), e expired
 // (the TTL ran out before a transient failure was overcome). Returns {the
 // state the broadcast entered or "", devices whose claim was lost}.
 var recordScript = redis.NewScript(outcomesLua + finishLua + `
-local lost = record_outcomes(KEYS[1], KEYS[2], KEYS[5], ARGV[1], 6,
+local lost = record_outcomes(KEYS[1], KEYS[2], KEYS[5], ARGV[1], 5,
   {s = 'sent', f = 'failed', i = 'invalid_token', x = 'cancelled', t = 'throttled', u = 'uncertain', h = 'held',
    e = 'expired'}, KEYS[7])
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[2], 'killed_by', ARGV[3]) end
-if tonumber(ARGV[4]) > 0 then redis.call('HINCRBY', KEYS[2], 'retries', ARGV[4]) end
-local extra = cjson.decode(ARGV[5])
-for k, c in pairs(extra.retried or {}) do redis.call('HINCRBY', KEYS[2], 'why:r:' .. k, c) end
+local extra = cjson.decode(ARGV[4])
 if extra.limited_by and extra.limited_by ~= '' then
   redis.call('HSET', KEYS[2], 'limited_by', extra.limited_by, 'limited_at', ARGV[2])
 end
