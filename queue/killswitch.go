@@ -535,6 +535,26 @@ func (ks *KillSwitch) reconcile(ctx context.Context) {
 	if len(stale) == 0 {
 		return
 	}
+	// A task may have finished between the read and the check above (it
+	// clears its entry, then leaves the running set): only an entry still
+	// recorded, and still not running, is stale.
+	again, err := ks.workers.inflight(ctx, ks.workerID)
+	if err != nil {
+		if ctx.Err() == nil {
+			ks.logger.Warn("kill switch: reading this worker's in-flight record failed", "err", err)
+		}
+		return
+	}
+	ks.runningMu.Lock()
+	for id := range stale {
+		if _, ok := again[id]; !ok || ks.running[id] {
+			delete(stale, id)
+		}
+	}
+	ks.runningMu.Unlock()
+	if len(stale) == 0 {
+		return
+	}
 	for id := range stale {
 		if _, err := ks.workers.untrack(ctx, ks.workerID, s.token, id); err != nil {
 			ks.logger.Warn("kill switch: clearing a stale in-flight entry failed", "err", err)
