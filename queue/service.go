@@ -329,10 +329,16 @@ func (s *Service) Get(ctx context.Context, id string) (*api.Status, error) {
 // List returns a page of broadcasts newest first, optionally only those in
 // state, after a cursor from a previous page ("" for the first page).
 func (s *Service) List(ctx context.Context, state string, limit int, after string) (*api.ListPage, error) {
+	return s.listPage(ctx, s.keys.BroadcastIndex(), "", state, limit, after)
+}
+
+// listPage reads a page of an index (every broadcast's, or with keyID the
+// sender index of that key) and shows each broadcast's provider pauses.
+func (s *Service) listPage(ctx context.Context, index, keyID, state string, limit int, after string) (*api.ListPage, error) {
 	if state != "" && !api.ValidState(state) {
 		return nil, api.Errorf(api.CodeInvalidQuery, "state %q is not a broadcast state", state)
 	}
-	page, err := s.store.list(ctx, state, limit, after)
+	page, err := s.store.listIndex(ctx, index, keyID, state, limit, after)
 	if err != nil {
 		return nil, err
 	}

@@ -44,17 +44,5 @@ func (s *Service) ListFor(ctx context.Context, by *signing.Key, state string, li
 	if SeesAll(by) {
 		return s.List(ctx, state, limit, after)
 	}
-	if state != "" && !api.ValidState(state) {
-		return nil, api.Errorf(api.CodeInvalidQuery, "state %q is not a broadcast state", state)
-	}
-	page, err := s.store.listIndex(ctx, s.keys.SenderIndex(by.ID), by.ID, state, limit, after)
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range page.Broadcasts {
-		if err := s.showPauses(ctx, st); err != nil {
-			return nil, err
-		}
-	}
-	return page, nil
+	return s.listPage(ctx, s.keys.SenderIndex(by.ID), by.ID, state, limit, after)
 }
