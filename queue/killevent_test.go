@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,5 +93,88 @@ func TestReplayedAnnouncementStopsNothing(t *testing.T) {
 	ks.announce(context.Background(), a)
 	if by, ok := ks.Killed(Scope{BroadcastID: "b1"}); ok {
 		t.Errorf("a replayed announcement stopped work (by %s)", by)
+	}
+}
+
+// eventLog records, in order, the messages logged through it and the
+// events a test adds.
+type eventLog struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (l *eventLog) add(e string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, e)
+}
+
+func (l *eventLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *eventLog) Handle(_ context.Context, r slog.Record) error {
+	l.add(r.Message)
+	return nil
+}
+func (l *eventLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *eventLog) WithGroup(string) slog.Handler      { return l }
+
+func (l *eventLog) index(e string) int { return slices.Index(l.all(), e) }
+
+func (l *eventLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
+// TestAnnouncementDoesNotWaitForASync checks that a stop announcement is
+// acted on while a sync is still waiting for an earlier kill's calls to be
+// answered. A sync makes Redis round trips and waits for killed flights to
+// end; an announcement handled behind it reached the flights tens of
+// milliseconds late on a loaded machine.
+func TestAnnouncementDoesNotWaitForASync(t *testing.T) {
+	f := newFixture(t, nil)
+	events := &eventLog{}
+	ks := NewKillSwitch(f.newControl(false, ""), f.rdb, f.keys, "w1", slog.New(events))
+	waitFor(t, "a fresh view", ks.control.Fresh)
+	ctx := context.Background()
+	kill := func(id string) string { return fmt.Sprintf(`{"scope":%q,"reason":"test"}`, api.BroadcastScope(id)) }
+
+	// b1's flight has a call on the wire that is never answered, so a
+	// sync that applies b1's kill waits for it until drainTimeout.
+	first := ks.begin(ctx, Scope{BroadcastID: "b1", KeyID: "k1"})
+	if !first.Enter() || !first.Commit() {
+		t.Fatal("a fresh flight refused a call")
+	}
+	second := ks.begin(ctx, Scope{BroadcastID: "b2", KeyID: "k1"})
+	defer second.end()
+	ks.announce(ctx, f.announcement("admin", api.PathKill, kill("b1")))
+	synced := make(chan struct{})
+	go func() {
+		defer close(synced)
+		ks.Sync(ctx)
+	}()
+	// Wait until the sync is applying (it holds applyMu while it waits).
+	waitFor(t, "the sync to start applying", func() bool {
+		if ks.applyMu.TryLock() {
+			ks.applyMu.Unlock()
+			return false
+		}
+		return true
+	})
+
+	ks.announce(ctx, f.announcement("admin", api.PathKill, kill("b2")))
+	events.add("b2 announced")
+	if second.Enter() {
+		t.Error("the announced kill of b2 did not stop its flight")
+	}
+	first.Leave(1)
+	first.end()
+	select {
+	case <-synced:
+	case <-time.After(time.Minute):
+		t.Fatal("hung: the sync did not end after b1's call was answered")
+	}
+	timedOut := events.index("kill switch: provider calls did not stop in time; acknowledging anyway")
+	if announced := events.index("b2 announced"); timedOut >= 0 && timedOut < announced {
+		t.Errorf("the announcement of b2 was handled only after the sync gave up waiting for b1's calls: %q", events.all())
 	}
 }

@@ -53,7 +53,12 @@ type KillSwitch struct {
 	mu      sync.Mutex // guards flights
 	flights map[*flight]struct{}
 
-	applyMu sync.Mutex // serialises apply; guards announced
+	applyMu sync.Mutex // serialises apply, which waits for flights to end
+	// stateMu guards announced and every store of state, so that an
+	// announcement verified while a sync installs the log's state is never
+	// lost. It is held only briefly: an announcement must not wait for a
+	// sync's round trips or for flights to drain.
+	stateMu sync.Mutex
 	// announced holds the stops verified from announcements and not yet
 	// seen in the log, by request id.
 	announced map[string]announcedStop
@@ -129,10 +134,30 @@ func (ks *KillSwitch) Version() int64 {
 
 // Run follows the control log and the stop announcements, and keeps the
 // worker's heartbeat, until ctx is cancelled.
+//
+// Announcements are handled on a goroutine of their own: a sync makes
+// Redis round trips (heartbeat, reaping) and waits for killed flights to
+// end, which on a loaded Redis takes tens of milliseconds, and a stop
+// must not wait behind that.
 func (ks *KillSwitch) Run(ctx context.Context) error {
 	ps := ks.workers.rdb.Subscribe(ctx, ks.workers.keys.StopChannel())
 	defer ps.Close()
 	msgs := ps.Channel(redis.WithChannelSize(64))
+	var announcing sync.WaitGroup
+	defer announcing.Wait()
+	announcing.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-msgs:
+				if !ok {
+					return
+				}
+				ks.announce(ctx, m.Payload)
+			}
+		}
+	})
 	tick := time.NewTicker(ks.control.interval())
 	defer tick.Stop()
 	for {
@@ -142,8 +167,6 @@ func (ks *KillSwitch) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			ks.leave()
 			return nil
-		case m := <-msgs:
-			ks.announce(ctx, m.Payload)
 		case <-changed:
 		case <-tick.C:
 		}
@@ -162,12 +185,12 @@ func (ks *KillSwitch) announce(ctx context.Context, payload string) {
 	if stop == nil {
 		return
 	}
-	ks.applyMu.Lock()
+	ks.stateMu.Lock()
 	stop.until = ks.now().Add(provisionalHold)
 	ks.announced[requestID(stop.keyID, stop.nonce)] = *stop
 	st := ks.state.Load().with(*stop)
 	ks.state.Store(st)
-	ks.applyMu.Unlock()
+	ks.stateMu.Unlock()
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	for f := range ks.flights {
@@ -180,9 +203,20 @@ func (ks *KillSwitch) announce(ctx context.Context, payload string) {
 // Sync applies the control log's current view once, with the announced
 // stops it does not hold yet, and heartbeats while the view is fresh.
 func (ks *KillSwitch) Sync(ctx context.Context) {
-	st := ks.control.killState()
 	now := ks.now()
-	ks.applyMu.Lock()
+	ks.apply(ctx, ks.control.killState())
+	if until := ks.control.FreshUntil(); until.After(now) {
+		ks.heartbeat(ctx, until)
+	}
+}
+
+// install stores the log's state st with the announced stops it does not
+// hold yet, dropping the ones it holds and the ones that were never
+// integrated, and returns what it stored.
+func (ks *KillSwitch) install(st *killState) *killState {
+	now := ks.now()
+	ks.stateMu.Lock()
+	defer ks.stateMu.Unlock()
 	for id, a := range ks.announced {
 		_, inLog := ks.control.seen(a.keyID, a.nonce)
 		switch {
@@ -195,15 +229,12 @@ func (ks *KillSwitch) Sync(ctx context.Context) {
 			st = st.with(a)
 		}
 	}
-	ks.applyMu.Unlock()
-	ks.apply(ctx, st)
-	if until := ks.control.FreshUntil(); until.After(now) {
-		ks.heartbeat(ctx, until)
-	}
+	ks.state.Store(st)
+	return st
 }
 
-// apply installs st, stops the flights it kills, waits for them to end and
-// acknowledges st's version.
+// apply installs the log's state st (with the announced stops), stops the
+// flights it kills, waits for them to end and acknowledges st's version.
 //
 // A stopped flight admits no new call and lets no request body leave. Its
 // committed calls — requests already sent whole — are left to finish,
@@ -214,7 +245,7 @@ func (ks *KillSwitch) Sync(ctx context.Context) {
 func (ks *KillSwitch) apply(ctx context.Context, st *killState) {
 	ks.applyMu.Lock()
 	defer ks.applyMu.Unlock()
-	ks.state.Store(st)
+	st = ks.install(st)
 
 	var hit []*flight
 	ks.mu.Lock()
