@@ -22,6 +22,8 @@ type layer struct {
 func layering() map[string]layer {
 	return map[string]layer{
 		"signing": {[]string{}, "the signature code is reviewed on its own and links no Redis or provider SDK"},
+		"signing/appsig": {[]string{},
+			"the app-side verifier is what apps embed and what other languages copy: the standard library only"},
 		"api": {[]string{"signing"},
 			"the wire contract is what Go backends import through the client: it must not drag the pipeline in"},
 		"client": {[]string{"api", "signing"},
