@@ -23,6 +23,15 @@ func FCMTemplate(msg *Message, now time.Time) messaging.Message {
 	return b.tmpl
 }
 
+// FCMMessage is the FCM message the sender sends for msg to token.
+func FCMMessage(msg *Message, now time.Time, token string) messaging.Message {
+	b, reason := fcmMessage(msg, now)
+	if reason != "" {
+		panic(reason)
+	}
+	return b.message(token)
+}
+
 // APNsNotification is the notification the sender sends for msg to token.
 func APNsNotification(msg *Message, now time.Time, topic, token string) *apns2.Notification {
 	b, reason := apnsMessage(msg, now)

@@ -217,8 +217,7 @@ func (s *FCMSender) Send(ctx context.Context, gate Gate, msg *Message, tokens []
 			return Result{}, false
 		},
 		call: func(ctx context.Context, token string) Result {
-			m := b.tmpl
-			m.Token = token
+			m := b.message(token)
 			r, tokenFailed := s.send(ctx, &m)
 			if tokenFailed {
 				authFailed.CompareAndSwap(nil, &r)

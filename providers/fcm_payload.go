@@ -21,6 +21,22 @@ type fcmBatch struct {
 	tmpl messaging.Message
 	// size is the length of tmpl serialised without a token.
 	size int
+	// seal, set for a seal bound to each device's token, signs each
+	// device's block; tmpl then holds a placeholder block of the same
+	// length.
+	seal *tokenSeal
+}
+
+// message is the message of the batch addressed to token. For a
+// token-bound seal it has a data map of its own, with the device's block.
+func (b *fcmBatch) message(token string) messaging.Message {
+	m := b.tmpl
+	m.Token = token
+	if b.seal != nil {
+		m.Data = maps.Clone(b.tmpl.Data)
+		m.Data[metaKey] = string(b.seal.block(token))
+	}
+	return m
 }
 
 // sizeWith is the serialised size of the message addressed to token.
@@ -42,8 +58,23 @@ func (b *fcmBatch) refuseToken(token string) string {
 // Data values are strings in FCM, so the pushgate block travels as a JSON
 // string under data["pushgate"]. A silent message is data-only: no
 // notification, no android.notification, and for iOS content-available with
-// push type background.
+// push type background. So is every message sealed in require mode: its
+// block carries the text, which the app shows once it verifies.
 func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
+	b, reason := buildFCM(msg, now)
+	if reason != "" {
+		return nil, reason
+	}
+	// Even the shortest token cannot make an oversized message fit: refuse
+	// the batch here rather than once per device.
+	if reason := b.refuseToken(""); reason != "" {
+		return nil, reason
+	}
+	return b, ""
+}
+
+// buildFCM is fcmMessage without the size check.
+func buildFCM(msg *Message, now time.Time) (*fcmBatch, string) {
 	if reason := checkCommon(msg); reason != "" {
 		return nil, reason
 	}
@@ -51,9 +82,19 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 	if ttl > maxFCMTTL {
 		return nil, fmt.Sprintf("ttl %s is over FCM's limit of %s", ttl, maxFCMTTL)
 	}
+	dataOnly := msg.silent() || msg.sealRequired()
+	b := &fcmBatch{}
 	data := make(map[string]string, len(msg.Data)+1)
 	maps.Copy(data, msg.Data)
-	data[metaKey] = msg.metaJSON()
+	if msg.Seal == nil {
+		data[metaKey] = msg.metaJSON()
+	} else {
+		// A message that is data-only because of the seal has no
+		// notification of its own: its block carries the text.
+		var block []byte
+		block, b.seal = msg.sealBlock(now, msg.sealRequired() && !msg.silent(), false)
+		data[metaKey] = string(block)
+	}
 
 	android := &messaging.AndroidConfig{
 		CollapseKey: msg.CollapseID,
@@ -64,13 +105,14 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 		android.Priority = "high"
 	}
 
-	pushType := "alert"
-	if msg.silent() {
-		pushType = "background"
+	pushType, priority := "alert", msg.apnsPriority()
+	if dataOnly {
+		// APNs takes a background push at priority 5 only.
+		pushType, priority = "background", 5
 	}
 	apnsHeaders := map[string]string{
 		"apns-expiration": strconv.FormatInt(msg.expiresAt(now).Unix(), 10),
-		"apns-priority":   strconv.Itoa(msg.apnsPriority()),
+		"apns-priority":   strconv.Itoa(priority),
 		"apns-push-type":  pushType,
 	}
 	if msg.CollapseID != "" {
@@ -78,8 +120,8 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 	}
 	apns := &messaging.APNSConfig{Headers: apnsHeaders}
 
-	b := &fcmBatch{tmpl: messaging.Message{Data: data, Android: android, APNS: apns}}
-	if msg.silent() {
+	b.tmpl = messaging.Message{Data: data, Android: android, APNS: apns}
+	if dataOnly {
 		apns.Payload = &messaging.APNSPayload{Aps: &messaging.Aps{ContentAvailable: true}}
 	} else {
 		b.tmpl.Notification = &messaging.Notification{Title: msg.Title, Body: msg.Body}
@@ -91,10 +133,5 @@ func fcmMessage(msg *Message, now time.Time) (*fcmBatch, string) {
 		return nil, fmt.Sprintf("encode message: %v", err)
 	}
 	b.size = len(enc)
-	// Even the shortest token cannot make an oversized message fit: refuse
-	// the batch here rather than once per device.
-	if reason := b.refuseToken(""); reason != "" {
-		return nil, reason
-	}
 	return b, ""
 }

@@ -102,6 +102,9 @@ func checkCommon(msg *Message) string {
 			return fmt.Sprintf("data key %q is %s", k, why)
 		}
 	}
+	if msg.Seal != nil {
+		return checkSeal(msg)
+	}
 	return ""
 }
 

@@ -79,6 +79,11 @@ type Message struct {
 	// Silent sends a data-only FCM message and an APNs background push
 	// (content-available, apns-push-type: background, priority 5).
 	Silent bool
+
+	// Seal, when set, signs every push for the app: the pushgate block is
+	// then appsig's signed block instead of the plain metadata block. Nil
+	// sends the plain block.
+	Seal *Seal
 }
 
 // Class is the kind of outcome a device had.
