@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing/appsig"
 )
 
 // Device names one phone: its platform and its push token.
@@ -47,6 +48,7 @@ type phone struct {
 	offline    bool
 	requests   uint32 // provider requests for this token, for Faults.FailFirst
 	deliveries uint32
+	refused    uint32 // deliveries the app refused to act on
 	st         *phoneState
 }
 
@@ -65,6 +67,12 @@ type phoneState struct {
 	// refused device was tried again. Phones that were never refused
 	// record nothing.
 	attempts []Attempt
+	// history is what the app remembers of the broadcasts it acted on;
+	// it stays empty while no app is installed.
+	history appsig.History
+	// lastRefusal is the refusal code of the last delivery the app
+	// refused.
+	lastRefusal string
 }
 
 // Attempt is one provider request for a phone, as the simulator stamped
@@ -320,8 +328,9 @@ func (s *Sim) accept(b *book, token string, m message) {
 	s.stats.pending.Add(1)
 }
 
-// deliverLocked puts m on the phone and records the delivery. The caller
-// holds the phone's shard lock.
+// deliverLocked records the delivery of m and puts it on the phone: as
+// the app decides when one is installed (see SetApp). The caller holds
+// the phone's shard lock.
 func (s *Sim) deliverLocked(b *book, token string, ph *phone, m message) {
 	now := s.dlog.record(b.platform, token, m)
 	s.stats.deliveries.Add(1)
@@ -338,20 +347,29 @@ func (s *Sim) deliverLocked(b *book, token string, ph *phone, m message) {
 	} else {
 		st.seen = append(st.seen, m.c.id)
 	}
+	if app := s.app.Load(); app != nil {
+		s.appActLocked(app, b, token, ph, m, now)
+		return
+	}
 	switch {
 	case m.c.recall != "":
-		// The app's handler for a recall removes every notification whose
-		// pushgate.broadcast is the recalled id.
-		st.screen = slices.DeleteFunc(st.screen, func(n shown) bool {
-			if n.c.broadcast == m.c.recall {
-				s.stats.recalled.Add(1)
-				return true
-			}
-			return false
-		})
+		s.recallLocked(st, m.c.recall)
 	case !m.c.silent:
 		st.show(m.screen, m.c, now)
 	}
+}
+
+// recallLocked is the app's handler for a recall: it removes every
+// notification whose pushgate.broadcast is the recalled id. The caller
+// holds the phone's shard lock.
+func (s *Sim) recallLocked(st *phoneState, broadcast string) {
+	st.screen = slices.DeleteFunc(st.screen, func(n shown) bool {
+		if n.c.broadcast == broadcast {
+			s.stats.recalled.Add(1)
+			return true
+		}
+		return false
+	})
 }
 
 // setOnline changes a phone's state; coming online delivers what its
@@ -402,6 +420,10 @@ type DeviceView struct {
 	Deliveries int `json:"deliveries"`
 	// Pending is how many messages its providers hold while it is offline.
 	Pending int `json:"pending"`
+	// Refused is how many deliveries the app (see SetApp) refused to act
+	// on, and LastRefusal the refusal code of the last one.
+	Refused     int    `json:"refused"`
+	LastRefusal string `json:"last_refusal,omitempty"`
 	// Screen lists the notifications it shows, by collapse identity.
 	Screen []Notification `json:"screen"`
 	// Log is every delivery to it, oldest first.
@@ -424,10 +446,12 @@ func (s *Sim) view(b *book, token string) (DeviceView, bool) {
 		Online:     !ph.offline,
 		Requests:   int(ph.requests),
 		Deliveries: int(ph.deliveries),
+		Refused:    int(ph.refused),
 		Screen:     []Notification{},
 	}
 	if ph.st != nil {
 		v.Pending = len(ph.st.pending)
+		v.LastRefusal = ph.st.lastRefusal
 		v.Attempts = slices.Clone(ph.st.attempts)
 		for _, n := range ph.st.screen {
 			v.Screen = append(v.Screen, Notification{CollapseID: n.key, Title: n.c.title, Body: n.c.body, Broadcast: n.c.broadcast, ShownAt: n.at})

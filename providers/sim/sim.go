@@ -69,6 +69,13 @@
 // object's text; APNs: a top-level "pushgate" object) removes every shown
 // notification whose own pushgate block says {"broadcast":"<id>"}.
 //
+// SetApp installs pushgate's app on every phone: trusted app-signing keys
+// and the phone's topic subscriptions. A phone with the app then checks
+// every delivered message with signing/appsig's verifier and history, as
+// the app does, and shows (alert, recall-replace) or removes
+// (recall-remove) only what verifies; the rest is delivered and logged
+// but not acted on, and counted by refusal code in Stats.Refusals.
+//
 // An offline phone's providers hold only the latest undelivered message per
 // collapse identity (FCM: collapse_key when set) and drop those whose expiry
 // (apns-expiration, android.ttl) passed; the rest are delivered, oldest
@@ -89,11 +96,11 @@
 //
 // # Invariants
 //
-// The package imports nothing of the gateway but the provider types, never
-// imports "testing" (the pushgate binary links it), holds no package-level
-// state, and never logs a device token, a key or a bearer token. Every
-// goroutine it starts is stopped by Close, which waits for them. It owns no
-// Redis keys.
+// The package imports nothing of the gateway but the provider types and
+// the app's reference verifier (signing/appsig), never imports "testing"
+// (the pushgate binary links it), holds no package-level state, and never
+// logs a device token, a key or a bearer token. Every goroutine it starts
+// is stopped by Close, which waits for them. It owns no Redis keys.
 package sim
 
 import (
@@ -243,6 +250,8 @@ type Sim struct {
 	apnsCache         *parseCache[*content]
 	dlog              deliveryLog
 	stats             counters
+	app               atomic.Pointer[installedApp] // nil: phones show every visible message
+	refusals          refusalCounts
 	seq               [2]atomic.Int64 // provider requests, for DropEvery and GoAwayEvery
 	msgSeq            atomic.Uint64   // FCM message names
 
@@ -566,9 +575,9 @@ func (s *Sim) DeliveriesAfter(t time.Time, collapseID string) int {
 	return s.dlog.countAfter(t, collapseID)
 }
 
-// Reset forgets every delivery, screen, held message and counter, and
-// brings every phone online. Registered phones, issued credentials and the
-// fault plan stay.
+// Reset forgets every delivery, screen, held message and counter, and what
+// every phone's app remembered, and brings every phone online. Registered
+// phones, issued credentials, the fault plan and the installed app stay.
 func (s *Sim) Reset() {
 	for _, b := range s.books() {
 		b.reset()
@@ -591,6 +600,7 @@ func (s *Sim) Reset() {
 		c.Store(0)
 	}
 	s.quota.reset()
+	s.refusals.reset()
 }
 
 // Stats is a snapshot of the simulators' counters.
@@ -624,6 +634,9 @@ type Stats struct {
 	Expired int64 `json:"expired"`
 	// Recalled counts notifications removed from screens by recalls.
 	Recalled int64 `json:"recalled"`
+	// Refusals counts, by appsig refusal code, the deliveries the app
+	// (see SetApp) refused to act on; empty while no app is installed.
+	Refusals map[string]int64 `json:"refusals"`
 	// DroppedConnections, GoAways and RefusedStreams count connections
 	// closed by DropEvery or a drop outcome, graceful shutdowns started by
 	// GoAwayEvery, and HTTP/2 streams refused over the APNs stream limit.
@@ -655,6 +668,7 @@ func (s *Sim) Stats() Stats {
 		ReplacedPending:    s.stats.replacedPending.Load(),
 		Expired:            s.stats.expired.Load(),
 		Recalled:           s.stats.recalled.Load(),
+		Refusals:           s.refusals.snapshot(),
 		DroppedConnections: s.stats.dropped.Load(),
 		GoAways:            s.stats.goaways.Load(),
 		RefusedStreams:     s.stats.refused.Load(),
