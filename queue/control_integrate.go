@@ -48,13 +48,18 @@ const integrationWait = 10 * time.Second
 
 // await waits until the request signed by keyID with nonce is an
 // integrated entry of this process's view, and returns its index. It
-// fails when the integrator refused it or none integrates in time.
+// fails when the integrator refused it or none integrates in time. A
+// Redis error while it polls is not the answer: the request is recorded
+// already, and Redis coming back (a restart, a failover) lets the wait
+// see it integrated; the error is returned only if none integrates in
+// time.
 func (c *Control) await(ctx context.Context, keyID, nonce string) (int64, error) {
 	deadline := time.NewTimer(integrationWait)
 	defer deadline.Stop()
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
 	rid := keyID + " " + nonce
+	var lastErr error
 	for {
 		changed := c.Changed()
 		if i, ok := c.seen(keyID, nonce); ok {
@@ -67,19 +72,23 @@ func (c *Control) await(ctx context.Context, keyID, nonce string) (int64, error)
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		case <-deadline.C:
+			if lastErr != nil {
+				return 0, fmt.Errorf("the request was not seen integrated into the control log within %s: %w", integrationWait, lastErr)
+			}
 			return 0, api.Errorf(api.CodeControlLogUnavailable,
 				"the request was not integrated into the control log within %s: is a process with the log key (control.log_key) running?", integrationWait)
 		case <-changed:
 		case <-poll.C:
 			why, err := c.store.rejection(ctx, rid)
 			if err != nil {
-				return 0, err
+				lastErr = err
+				continue
 			}
 			if why != "" {
 				return 0, api.Errorf(api.CodeControlLogUnavailable, "the control log's integrator refused the request: %s", why)
 			}
 			if err := c.refresh(ctx); err != nil && !errors.Is(err, errLogInconsistent) {
-				return 0, err
+				lastErr = err
 			}
 		}
 	}

@@ -71,10 +71,14 @@ func TestStatusCountsReasons(t *testing.T) {
 	}
 	// 9 of 30 devices failed or expired: the worker's summary line of the
 	// broadcast is a warning that names the top reasons.
-	lines := f.lines.matching("level=WARN", "broadcast ended with 30.0% of its devices failed or expired",
-		"broadcast_id="+st.ID, "state=completed", "sent=18", "failed=6", "expired=3", "duration=",
-		`top_reasons="fcm/THIRD_PARTY_AUTH_ERROR failed=3, fcm/UNAVAILABLE expired=3, fcm/UNREGISTERED invalid_token=3"`)
-	if len(lines) != 1 {
+	// The worker writes the line after the state it reports: wait for it.
+	summary := func() []string {
+		return f.lines.matching("level=WARN", "broadcast ended with 30.0% of its devices failed or expired",
+			"broadcast_id="+st.ID, "state=completed", "sent=18", "failed=6", "expired=3", "duration=",
+			`top_reasons="fcm/THIRD_PARTY_AUTH_ERROR failed=3, fcm/UNAVAILABLE expired=3, fcm/UNREGISTERED invalid_token=3"`)
+	}
+	waitFor(t, "the broadcast's summary line", func() bool { return len(summary()) > 0 })
+	if lines := summary(); len(lines) != 1 {
 		t.Errorf("%d summary warnings, want 1: %q", len(lines), f.lines.matching("broadcast ended"))
 	}
 }
