@@ -123,6 +123,10 @@ type Config struct {
 	// owner): while it finds that Redis lost data, the service refuses new
 	// work and workers put off every task.
 	Deployment *Deployment
+
+	// AppSigning signs pushes for the app; its zero value sends them
+	// unsigned.
+	AppSigning AppSigning
 }
 
 // core is what the service and the worker share.
@@ -145,6 +149,7 @@ type core struct {
 
 	// deployment may be nil: no marker is followed.
 	deployment *Deployment
+	appSigning AppSigning
 }
 
 func newCore(cfg Config) (*core, error) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
+	"github.com/pushgate/pushgate/signing/appsig"
 )
 
 // Ledger outcome letters, as stored (followed by the owning batch's
@@ -281,7 +282,9 @@ func (w *Worker) deliver(ctx context.Context, t *asynq.Task) error {
 		// vb.msg carries the broadcast's expiry: a retry sends the TTL
 		// left, not the TTL signed.
 		g := w.pauses.gate(f, b.Platform)
-		results := sender.Send(f.ctx, g, &vb.msg, b.tokens(send))
+		msg := vb.msg
+		msg.Seal = w.appSigning.seal(appsig.KindAlert, vb.req.Audience)
+		results := sender.Send(f.ctx, g, &msg, b.tokens(send))
 		w.health.observe(ctx, b.Platform, results)
 		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), g.stopped.Load(), &out)
 		w.afterSend(ctx, g, &out)

@@ -13,7 +13,16 @@ import (
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/signing"
+	"github.com/pushgate/pushgate/signing/appsig"
 )
+
+// kind is the app-signing kind of what the recall sends.
+func (vr *verifiedRecall) kind() appsig.Kind {
+	if vr.req.Mode == api.RecallRemove {
+		return appsig.KindRecallRemove
+	}
+	return appsig.KindRecallReplace
+}
 
 // recallMessage builds what a recall sends to every reached device: the
 // replacement under the original's collapse identity and TTL, or a silent
@@ -328,6 +337,7 @@ func (w *Worker) recallDeliver(ctx context.Context, t *asynq.Task) error {
 	defer f.end()
 	if len(send) > 0 {
 		msg := recallMessage(vb, vr)
+		msg.Seal = w.appSigning.seal(vr.kind(), vb.req.Audience)
 		g := w.pauses.gate(f, b.Platform)
 		results := sender.Send(f.ctx, g, &msg, b.tokens(send))
 		w.classify(b.Platform, send, results, f.killed() != "", f.stalled(), g.stopped.Load(), &out)

@@ -14,6 +14,7 @@ import (
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/controllog"
 	"github.com/pushgate/pushgate/signing"
+	"github.com/pushgate/pushgate/signing/appsig"
 )
 
 // Service is what the HTTP API does: submit, read, cancel, recall and kill
@@ -27,6 +28,9 @@ type Service struct {
 func NewService(cfg Config) (*Service, error) {
 	c, err := newCore(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if c.appSigning, err = cfg.AppSigning.prepared(false); err != nil {
 		return nil, err
 	}
 	return &Service{core: c}, nil
@@ -106,6 +110,9 @@ func (s *Service) Submit(ctx context.Context, v *signing.Verified, envelope *sig
 	}
 	ttl, err := req.Message.ParseTTL(s.policy.MaxTTL)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.appSigning.checkSealedSize(broadcastMessage(id, req, ttl, v.Created), appsig.KindAlert, req.Audience, s.now()); err != nil {
 		return nil, err
 	}
 	env, err := json.Marshal(envelope)
@@ -555,10 +562,15 @@ func (s *Service) Recall(ctx context.Context, v *signing.Verified, id string, en
 		return nil, nil, err
 	}
 	// The workers check the broadcast with this same rule.
-	if _, err := s.recallTarget(ctx, id, v.Created); errors.Is(err, errForged) {
+	vb, err := s.recallTarget(ctx, id, v.Created)
+	if errors.Is(err, errForged) {
 		why := strings.TrimPrefix(strings.TrimPrefix(err.Error(), errForged.Error()), ": ")
 		return nil, nil, api.Errorf(api.CodeNotRecallable, "broadcast %s cannot be recalled: %s", id, why)
 	} else if err != nil {
+		return nil, nil, err
+	}
+	vr := &verifiedRecall{req: req}
+	if err := s.appSigning.checkSealedSize(recallMessage(vb, vr), vr.kind(), vb.req.Audience, s.now()); err != nil {
 		return nil, nil, err
 	}
 	if !s.policy.isRetraction(req) {

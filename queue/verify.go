@@ -209,6 +209,21 @@ func (ev *envelopeVerifier) broadcast(ctx context.Context, id string, raw []byte
 	return vb, nil
 }
 
+// broadcastMessage is what broadcast id, requested as br and signed at
+// created, sends: the API measures it, the workers send it.
+func broadcastMessage(id string, br *api.BroadcastRequest, ttl time.Duration, created time.Time) providers.Message {
+	return providers.Message{
+		BroadcastID: id,
+		Title:       br.Message.Title,
+		Body:        br.Message.Body,
+		Data:        br.Message.Data,
+		TTL:         ttl,
+		Priority:    priorityOf(br.Message.Priority),
+		CollapseID:  CollapseID(id),
+		Expires:     created.Add(ttl),
+	}
+}
+
 // verified is what a verified broadcast envelope tells.
 func (ev *envelopeVerifier) verified(id string, v *signing.Verified, req *signing.Request, br *api.BroadcastRequest) *verifiedBroadcast {
 	ttl, _ := br.Message.ParseTTL(ev.maxTTL)
@@ -220,18 +235,9 @@ func (ev *envelopeVerifier) verified(id string, v *signing.Verified, req *signin
 		maxAudience: v.Key.MaxAudience,
 		digest:      api.Digest(req.Body),
 		req:         br,
-		msg: providers.Message{
-			BroadcastID: id,
-			Title:       br.Message.Title,
-			Body:        br.Message.Body,
-			Data:        br.Message.Data,
-			TTL:         ttl,
-			Priority:    priorityOf(br.Message.Priority),
-			CollapseID:  CollapseID(id),
-			Expires:     v.Created.Add(ttl),
-		},
-		created: v.Created,
-		expires: v.Created.Add(ttl),
+		msg:         broadcastMessage(id, br, ttl, v.Created),
+		created:     v.Created,
+		expires:     v.Created.Add(ttl),
 	}
 	if br.Audience.Tokens != nil {
 		vb.tokens = make(map[string]int64, len(br.Audience.Tokens))

@@ -96,6 +96,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.appSigning, err = cfg.AppSigning.prepared(true); err != nil {
+		return nil, err
+	}
 	if len(cfg.Senders) == 0 {
 		return nil, errors.New("queue: a worker needs at least one sender")
 	}

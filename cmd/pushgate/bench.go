@@ -24,6 +24,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.LatencyRuns, "latency-runs", 50, "small broadcasts, one after another, timed for latency")
 	fs.IntVar(&o.Kills, "kills", 20, "running broadcasts to kill")
 	fs.DurationVar(&o.KillLatency, "kill-latency", 0, "simulator latency during the kill phase, to keep small broadcasts running until they are killed")
+	fs.StringVar(&o.AppSigning, "app-signing", "", "sign every push for the app in this mode (sign or require; default off), to measure what signing costs")
 	fs.StringVar(&o.Binary, "binary", "", "pushgate binary to run as API and workers (default: this one)")
 	fs.StringVar(&o.PprofDir, "pprof", "", "write a CPU profile of every process into this directory")
 	cpuProfile := fs.String("cpuprofile", "", "run the subcommand in the arguments with a CPU profile written to this file")
@@ -76,6 +77,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		return usagef("bench: --latency-runs and --kills must be at least 1")
 	case o.KillLatency < 0:
 		return usagef("bench: --kill-latency must not be negative")
+	case o.AppSigning != "" && o.AppSigning != "sign" && o.AppSigning != "require":
+		return usagef("bench: --app-signing must be sign or require, got %q", o.AppSigning)
 	}
 	if *phases != "" {
 		o.Phases = map[string]bool{}

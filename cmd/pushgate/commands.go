@@ -49,6 +49,7 @@ func commands() []command {
 		{"devices", "manage the device registry: devices import FILE --topic T", runDevices},
 		{"audit", "show the control log's newest entries, proven into its checkpoint; audit verify FILE checks an export offline", runAudit},
 		{"log", "the control log: log keygen NAME --out FILE, log export FILE, log restore FILE", runLog},
+		{"appkey", "the app-signing key that phones verify pushes with: appkey keygen ID --out FILE", runAppKey},
 		{"redis", "Redis data loss: redis status, redis restore-marker [--id ID], redis accept-loss [--replaces ID]", runRedis},
 		{"sim", "run local FCM and APNs simulators with virtual phones", runSim},
 		{"demo", "run everything on this machine (embedded Redis, simulated phones); --script checks the whole story", runDemo},

@@ -193,7 +193,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 	a.reg.MustRegister(a.depth)
 
 	if r.API {
-		if a.svc, err = queue.NewService(qcfg); err != nil {
+		scfg := qcfg
+		if scfg.AppSigning, err = cfg.appSigning(false); err != nil {
+			return nil, err
+		}
+		if a.svc, err = queue.NewService(scfg); err != nil {
 			return nil, err
 		}
 		gw, err := gateway.New(gateway.Config{Service: a.svc, Verifier: verifier, Logger: logger,
@@ -210,7 +214,11 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 		if err != nil {
 			return nil, err
 		}
-		a.worker, err = queue.NewWorker(queue.WorkerConfig{Config: qcfg, Senders: senders,
+		wcfg := qcfg
+		if wcfg.AppSigning, err = cfg.appSigning(true); err != nil {
+			return nil, err
+		}
+		a.worker, err = queue.NewWorker(queue.WorkerConfig{Config: wcfg, Senders: senders,
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheck, ShutdownTimeout: cfg.ShutdownTimeout,
 			ReapMargin: cfg.ReapMargin})
 		if err != nil {

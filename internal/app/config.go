@@ -50,6 +50,8 @@ type Config struct {
 	FCMRate, APNsRate signing.Rate
 
 	Control ControlConfig
+	// AppSigning signs pushes for the app (docs/APP-VERIFICATION.md).
+	AppSigning AppSigningConfig
 
 	// Redis holds the checks that Redis keeps pushgate's data.
 	Redis RedisChecks
@@ -152,6 +154,17 @@ type ControlConfig struct {
 	StateDir     string
 	MirrorFile   string
 	MaxStaleness time.Duration
+}
+
+// AppSigningConfig configures the end-to-end signature of pushes.
+type AppSigningConfig struct {
+	// Mode is off, sign or require.
+	Mode string
+	// KeyID names the app-signing key; apps trust keys by id.
+	KeyID string
+	// KeyFile holds the app-signing private key (PKCS #8 PEM); worker
+	// processes need it, API processes only KeyID.
+	KeyFile string
 }
 
 // FCMConfig configures the FCM sender; it is off when ProjectID is empty.
@@ -376,6 +389,19 @@ func options() []option {
 		{key: "control.max_staleness", def: "2s", help: "a worker sends only while its view of the control log is younger than this",
 			set: dur(func(c *Config) *time.Duration { return &c.Control.MaxStaleness })},
 
+		{key: "app_signing.mode", def: "off", help: "off, sign (every push carries a signed block the app can verify) or require (FCM pushes are data-only and APNs alerts mutable, so the app shows only what verifies); see docs/APP-VERIFICATION.md",
+			set: func(c *Config, v string) error {
+				if v != "off" && v != "sign" && v != "require" {
+					return fmt.Errorf("must be off, sign or require, got %q", v)
+				}
+				c.AppSigning.Mode = v
+				return nil
+			}},
+		{key: "app_signing.key_id", help: "id of the app-signing key, as the app's list of trusted keys names it",
+			set: str(func(c *Config) *string { return &c.AppSigning.KeyID })},
+		{key: "app_signing.key_file", help: "the app-signing private key, PKCS #8 PEM (pushgate appkey keygen ID --out FILE); worker processes need it. Never the FCM or APNs credential, never in Redis",
+			set: str(func(c *Config) *string { return &c.AppSigning.KeyFile })},
+
 		{key: "approval.required", def: "2", help: "approvals (approve keys of distinct owners, not the submitter's) a broadcast over its threshold or to all needs",
 			set: posInt(func(c *Config) *int { return &c.Policy.ApprovalsRequired })},
 		{key: "approval.above", def: "0", help: "audience above which broadcasts need approvals unless the key sets approval_above; 0: only audiences of all devices",
@@ -549,6 +575,9 @@ const minHeaderBytes = 4096
 
 // validate checks settings that depend on each other.
 func (c *Config) validate() error {
+	if (c.AppSigning.Mode == "sign" || c.AppSigning.Mode == "require") && c.AppSigning.KeyID == "" {
+		return fmt.Errorf("config: app_signing.key_id: required when app_signing.mode is %s", c.AppSigning.Mode)
+	}
 	if c.FCM.ProjectID != "" && c.FCM.CredentialsFile == "" {
 		return errors.New("config: fcm.credentials_file: required when fcm.project_id is set")
 	}

@@ -155,6 +155,10 @@ type Options struct {
 	LatencyRuns int           // small broadcasts timed for latency
 	Kills       int           // running broadcasts to kill
 	KillLatency time.Duration // simulator latency during the kill phase
+	// AppSigning is the gateway's app_signing.mode ("" for off); the
+	// simulated phones do not verify, so that only the gateway's cost is
+	// measured.
+	AppSigning string
 
 	// Binary is the pushgate binary to run as the API and the workers.
 	Binary string
@@ -393,10 +397,14 @@ func (b *bench) start(ctx context.Context) error {
 			b.settings = append(b.settings, k+"="+all[k])
 		}
 	}
+	if b.o.AppSigning != "" {
+		b.settings = append(b.settings, "app_signing.mode="+b.o.AppSigning)
+	}
 	b.say("starting the simulators with %d phones", b.o.Devices)
 	b.st, err = stack.New(stack.Options{
 		Dir: filepath.Join(dir, "stack"), RedisURL: b.redisURL, Devices: b.o.Devices,
 		AndroidShare: benchAndroidShare, Seed: 1, Topic: benchTopic, Settings: settings,
+		AppSigning: b.o.AppSigning, UnverifyingPhones: true,
 		SimConfig: func(c *sim.Config) {
 			// FCM's project quota (600,000/min) would cap the
 			// measurement. The bare loop signs its own APNs provider

@@ -12,16 +12,20 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pushgate/pushgate/api"
@@ -31,6 +35,7 @@ import (
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
 	"github.com/pushgate/pushgate/signing"
+	"github.com/pushgate/pushgate/signing/appsig"
 )
 
 // Stack is the simulators, the keys, the keyring and a configuration file.
@@ -48,6 +53,15 @@ type Stack struct {
 	// LogKey and LogPublicKey are the control log's keys; the
 	// configuration holds both, and a state directory under Dir.
 	LogKey, LogPublicKey string
+	// AppKeyID and AppPublicKey are the app-signing key's, when the stack
+	// signs pushes for the app.
+	AppKeyID     string
+	AppPublicKey ed25519.PublicKey
+
+	subsMu sync.Mutex
+	// subs are the topics each phone's app subscribed to, by platform and
+	// token: what a real app knows of its own subscriptions.
+	subs map[sim.Device][]string
 }
 
 // Key is one generated key.
@@ -91,6 +105,12 @@ type Options struct {
 	// SimConfig, when set, edits the simulators' configuration before they
 	// start (the benchmark lifts their FCM quota, for one).
 	SimConfig func(*sim.Config)
+	// AppSigning is the gateway's app_signing.mode: "sign" or "require"
+	// generates an app-signing key for the workers and, unless
+	// UnverifyingPhones, installs an app on every phone that trusts it and
+	// shows only what verifies (docs/APP-VERIFICATION.md). Empty: off.
+	AppSigning        string
+	UnverifyingPhones bool
 }
 
 // New starts the simulators, creates the phones and writes the keys, the
@@ -130,11 +150,74 @@ func New(o Options) (*Stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
+	if err := st.writeAppKey(&o); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
 	if err := st.writeConfig(o, files.GatewayYAML, ringPath); err != nil {
 		return nil, fmt.Errorf("stack: %w", err)
 	}
+	if st.AppPublicKey != nil && !o.UnverifyingPhones {
+		if err := s.SetApp(&sim.App{Keys: map[string]ed25519.PublicKey{st.AppKeyID: st.AppPublicKey}, Topics: st.Subscriptions}); err != nil {
+			return nil, fmt.Errorf("stack: %w", err)
+		}
+	}
 	ok = true
 	return st, nil
+}
+
+// appKeyID is the id of the app-signing key a stack generates.
+const appKeyID = "app-local"
+
+// writeAppKey generates the app-signing key when o asks for app signing,
+// and adds its settings to o.
+func (st *Stack) writeAppKey(o *Options) error {
+	if o.AppSigning == "" {
+		return nil
+	}
+	privPEM, _, err := appsig.GenerateKey()
+	if err != nil {
+		return err
+	}
+	priv, err := appsig.ParsePrivateKey(privPEM)
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(o.Dir, "keys", appKeyID+".pem")
+	if err := os.WriteFile(file, privPEM, 0o600); err != nil {
+		return err
+	}
+	st.AppKeyID, st.AppPublicKey = appKeyID, priv.Public().(ed25519.PublicKey)
+	settings := maps.Clone(o.Settings)
+	if settings == nil {
+		settings = map[string]string{}
+	}
+	settings["app_signing.mode"] = o.AppSigning
+	settings["app_signing.key_id"] = appKeyID
+	settings["app_signing.key_file"] = file
+	o.Settings = settings
+	return nil
+}
+
+// Subscribe records that the apps of devs subscribed to topic, as
+// ImportDevices does for the phones it registers.
+func (st *Stack) Subscribe(topic string, devs ...sim.Device) {
+	st.subsMu.Lock()
+	defer st.subsMu.Unlock()
+	if st.subs == nil {
+		st.subs = map[sim.Device][]string{}
+	}
+	for _, d := range devs {
+		if !slices.Contains(st.subs[d], topic) {
+			st.subs[d] = append(st.subs[d], topic)
+		}
+	}
+}
+
+// Subscriptions are the topics the app on a phone subscribed to.
+func (st *Stack) Subscriptions(p providers.Platform, token string) []string {
+	st.subsMu.Lock()
+	defer st.subsMu.Unlock()
+	return slices.Clone(st.subs[sim.Device{Platform: p, Token: token}])
 }
 
 // writeKeys generates the keys and writes them and the keyring.
@@ -290,9 +373,16 @@ func (st *Stack) Client(name, gatewayURL string) (*client.Client, error) {
 // ImportDevices registers every phone of the stack into topic through the
 // API, api.MaxTokens per request, as an operator would.
 func (st *Stack) ImportDevices(ctx context.Context, c *client.Client, topic string) error {
-	for start := 0; start < len(st.Devices); start += api.MaxTokens {
+	return st.ImportDevicesOf(ctx, c, topic, st.Devices)
+}
+
+// ImportDevicesOf registers devs into topic through the API, and
+// subscribes their apps to it.
+func (st *Stack) ImportDevicesOf(ctx context.Context, c *client.Client, topic string, devs []sim.Device) error {
+	st.Subscribe(topic, devs...)
+	for start := 0; start < len(devs); start += api.MaxTokens {
 		var devices []api.ImportDevice
-		for _, d := range st.Devices[start:min(len(st.Devices), start+api.MaxTokens)] {
+		for _, d := range devs[start:min(len(devs), start+api.MaxTokens)] {
 			devices = append(devices, api.ImportDevice{Platform: string(d.Platform), Token: d.Token, Topics: []string{topic}})
 		}
 		if _, err := c.ImportDevices(ctx, devices); err != nil {

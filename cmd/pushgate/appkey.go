@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pushgate/pushgate/signing/appsig"
+)
+
+// runAppKey is pushgate appkey: the app-signing key.
+func runAppKey(_ context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("appkey: want keygen (pushgate help appkey)")
+	}
+	switch args[0] {
+	case "keygen":
+		return runAppKeygen(e, args[1:])
+	case "-h", "--help", "-help":
+		fmt.Fprintln(e.stderr, "Usage: pushgate appkey keygen ID --out FILE")
+		return errHelp
+	}
+	return usagef("appkey: unknown subcommand %q: want keygen", args[0])
+}
+
+// runAppKeygen makes an app-signing key: the private key into a file for
+// the worker processes (app_signing.key_file), the public key on stdout
+// for the app's list of trusted keys.
+func runAppKeygen(e *env, args []string) error {
+	fs := newFlagSet(e, "appkey keygen", "ID --out FILE")
+	out := fs.String("out", "", "file for the private key (PKCS #8 PEM), written with mode 0600; it must not exist (required)")
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 || rest[0] == "" || strings.ContainsAny(rest[0], " \t\r\n") {
+		return usagef("appkey keygen: want one key id without spaces, such as app-2026")
+	}
+	if *out == "" {
+		return usagef("appkey keygen: --out is required")
+	}
+	private, public, err := appsig.GenerateKey()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return usagef("appkey keygen: %v", err)
+	}
+	if _, err := f.Write(private); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "wrote the app-signing private key to %s: give it to the worker processes only (app_signing.key_file, app_signing.key_id: %s)\n", *out, rest[0])
+	fmt.Fprintf(e.stdout, "public key, for the app's trusted keys under id %s (docs/APP-VERIFICATION.md):\n%s\n", rest[0], public)
+	return nil
+}
