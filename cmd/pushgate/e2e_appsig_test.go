@@ -80,6 +80,20 @@ func testPhonesShowOnlyWhatPushgateSigned(t *testing.T, mode string) {
 		t.Fatalf("%d phones show the signed broadcast, want %d", len(got), len(city))
 	}
 
+	// A tokens audience: each push is bound to its own device's token.
+	var few []api.Device
+	for _, d := range city[:5] {
+		few = append(few, api.Device{Platform: d.Platform, Token: d.Token})
+	}
+	tid := e.submit(e.owner, &api.BroadcastRequest{Audience: api.Audience{Tokens: few},
+		Message: api.MessageSpec{Title: "For five", Body: "b"}})
+	if st := e.waitFinished(tid); st.State != api.StateCompleted {
+		t.Fatalf("tokens broadcast ended %s", st.State)
+	}
+	if got := showingOn(s, e.st.Devices, tid, "For five"); len(got) != len(few) {
+		t.Fatalf("%d phones show the tokens broadcast, want %d", len(got), len(few))
+	}
+
 	// Sent around pushgate with the deployment's credentials: the
 	// simulators accept every push, no phone shows one.
 	before := s.Stats().Deliveries
