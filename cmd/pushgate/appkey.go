@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/pushgate/pushgate/signing"
 	"github.com/pushgate/pushgate/signing/appsig"
 )
 
@@ -40,10 +41,15 @@ func runAppKeygen(e *env, args []string) error {
 	if *out == "" {
 		return usagef("appkey keygen: --out is required")
 	}
-	private, public, err := appsig.GenerateKey()
+	pub, priv, err := signing.GenerateKey()
 	if err != nil {
 		return err
 	}
+	private, err := signing.MarshalPrivateKeyPEM(priv)
+	if err != nil {
+		return err
+	}
+	public := appsig.EncodePublicKey(pub)
 	f, err := os.OpenFile(*out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return usagef("appkey keygen: %v", err)

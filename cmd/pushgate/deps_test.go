@@ -42,7 +42,7 @@ func layering() map[string]layer {
 		"internal/redistest":  {[]string{}, "test support: a private Redis database per test"},
 		"internal/app": {[]string{"gateway", "queue", "controllog", "providers", "signing", "signing/appsig", "api"},
 			"process wiring builds the parts, never the other way round"},
-		"internal/stack": {[]string{"internal/app", "api", "client", "controllog", "providers", "providers/sim", "signing", "signing/appsig"},
+		"internal/stack": {[]string{"internal/app", "api", "client", "controllog", "providers", "providers/sim", "signing"},
 			"the local stack is the one door from the binary to the simulators"},
 		"internal/demo": {[]string{"internal/stack", "internal/app", "api", "client", "queue", "providers", "providers/sim", "signing"},
 			"the demo runs the stack and plays the attacker against it"},

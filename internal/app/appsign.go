@@ -5,6 +5,7 @@ import (
 
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/queue"
+	"github.com/pushgate/pushgate/signing"
 	"github.com/pushgate/pushgate/signing/appsig"
 )
 
@@ -31,7 +32,7 @@ func (c *Config) appSigning(worker bool) (queue.AppSigning, error) {
 	if err != nil {
 		return a, configErrorf("config: app_signing.key_file: %w", err)
 	}
-	key, err := appsig.ParsePrivateKey(data)
+	key, err := signing.ParsePrivateKeyPEM(data)
 	if err != nil {
 		return a, configErrorf("config: app_signing.key_file %s: %w", c.AppSigning.KeyFile, err)
 	}

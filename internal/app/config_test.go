@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -232,6 +233,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"provider pause longer than its cap", "limits:\n  provider_pause: 10m\n", nil, "limits.provider_pause_max: 5m0s is shorter"},
 		{"zero provider pause", "limits:\n  provider_pause: 0s\n", nil, "limits.provider_pause: must be a positive duration"},
 		{"reap margin under a second", "worker:\n  reap_margin: 500ms\n", nil, "worker.reap_margin: 500ms is too short"},
+		{"bad app signing mode", "app_signing:\n  mode: always\n", nil, "app_signing.mode: must be off, sign or require"},
+		{"app signing without a key id", "app_signing:\n  mode: require\n", nil, "app_signing.key_id: required when app_signing.mode is require"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,4 +289,44 @@ func FuzzConfigYAML(f *testing.F) {
 			t.Errorf("multi-line error: %q", err)
 		}
 	})
+}
+
+// TestAppSigningKeys checks what each process needs of the app-signing
+// key: a worker refuses to start without a readable Ed25519 key file, an
+// API process needs only the key id, and off needs nothing.
+func TestAppSigningKeys(t *testing.T) {
+	_, priv, err := signing.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := signing.MarshalPrivateKeyPEM(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(t.TempDir(), "app.pem")
+	if err := os.WriteFile(good, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notKey := filepath.Join(t.TempDir(), "not.pem")
+	if err := os.WriteFile(notKey, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := func(mode, file string) *Config {
+		return &Config{AppSigning: AppSigningConfig{Mode: mode, KeyID: "app-1", KeyFile: file}}
+	}
+	if a, err := cfg("off", "").appSigning(true); err != nil || a.Mode != "" {
+		t.Errorf("off: %+v, %v; want unsigned", a, err)
+	}
+	if a, err := cfg("require", "").appSigning(false); err != nil || a.Mode == "" || a.KeyID != "app-1" || a.Signer != nil {
+		t.Errorf("API process in require mode: %+v, %v; want the mode and key id, no key", a, err)
+	}
+	if a, err := cfg("sign", good).appSigning(true); err != nil || a.Signer == nil || a.Signer.KeyID() != "app-1" {
+		t.Errorf("worker with a key file: %+v, %v", a, err)
+	}
+	for file, want := range map[string]string{"": "app_signing.key_file: required", notKey: "app_signing.key_file " + notKey, "/nonexistent/app.pem": "app_signing.key_file:"} {
+		var ce *ConfigError
+		if _, err := cfg("sign", file).appSigning(true); !errors.As(err, &ce) || !strings.Contains(err.Error(), want) {
+			t.Errorf("worker with key file %q: %v, want a configuration error naming %q", file, err, want)
+		}
+	}
 }

@@ -35,7 +35,6 @@ import (
 	"github.com/pushgate/pushgate/providers"
 	"github.com/pushgate/pushgate/providers/sim"
 	"github.com/pushgate/pushgate/signing"
-	"github.com/pushgate/pushgate/signing/appsig"
 )
 
 // Stack is the simulators, the keys, the keyring and a configuration file.
@@ -174,11 +173,11 @@ func (st *Stack) writeAppKey(o *Options) error {
 	if o.AppSigning == "" {
 		return nil
 	}
-	privPEM, _, err := appsig.GenerateKey()
+	pub, priv, err := signing.GenerateKey()
 	if err != nil {
 		return err
 	}
-	priv, err := appsig.ParsePrivateKey(privPEM)
+	privPEM, err := signing.MarshalPrivateKeyPEM(priv)
 	if err != nil {
 		return err
 	}
@@ -186,7 +185,7 @@ func (st *Stack) writeAppKey(o *Options) error {
 	if err := os.WriteFile(file, privPEM, 0o600); err != nil {
 		return err
 	}
-	st.AppKeyID, st.AppPublicKey = appKeyID, priv.Public().(ed25519.PublicKey)
+	st.AppKeyID, st.AppPublicKey = appKeyID, pub
 	settings := maps.Clone(o.Settings)
 	if settings == nil {
 		settings = map[string]string{}

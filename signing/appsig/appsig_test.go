@@ -123,25 +123,3 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
-
-// TestKeyFileRoundTrip checks that a generated key reads back and signs
-// what its public key verifies, and that other PEM is refused.
-func TestKeyFileRoundTrip(t *testing.T) {
-	privPEM, public, err := GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := ParsePrivateKey(privPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := EncodePublicKey(priv.Public().(ed25519.PublicKey)); got != public {
-		t.Fatalf("public key %s, want %s", got, public)
-	}
-	for _, bad := range []string{"", "not pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-		"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"} {
-		if _, err := ParsePrivateKey([]byte(bad)); err == nil {
-			t.Errorf("ParsePrivateKey(%q) accepted it", bad)
-		}
-	}
-}
