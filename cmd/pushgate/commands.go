@@ -35,6 +35,7 @@ func commands() []command {
 		{"api", "run the HTTP API only", runAPI},
 		{"worker", "run a worker pool only", runWorker},
 		{"version", "print the version and exit", runVersion},
+		{"health", "probe a running process's /healthz or /readyz (a container's HEALTHCHECK)", runHealth},
 		{"keygen", "generate an Ed25519 key pair and its keyring entry", runKeygen},
 		{"sign", "print the signature headers for a request, for curl -H", runSign},
 		{"send", "sign and submit a broadcast; --wait follows it with a progress bar", runSend},
@@ -144,14 +145,35 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // errHelp reports that the user asked for a command's usage.
 var errHelp = errors.New("help requested")
 
-// version is the module version stamped by the Go toolchain, with the VCS
-// revision when the binary was built from a checkout.
+// stampedVersion is the version a release build stamps with
+// -ldflags "-X main.stampedVersion=v1.2.3" (the Dockerfile's VERSION
+// argument). It is set by the linker only, never at run time.
+var stampedVersion string
+
+// version is the stamped version, else the module version the Go
+// toolchain recorded (a tag for go install ...@v1.2.3, "(devel)" for a
+// checkout), with the VCS revision when the binary was built from a
+// checkout with go build.
 func version() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
+	info, _ := debug.ReadBuildInfo()
+	return versionOf(stampedVersion, info)
+}
+
+// versionOf spells the version from a stamp and the build information.
+func versionOf(stamped string, info *debug.BuildInfo) string {
+	var parts []string
+	if stamped != "" {
+		parts = append(parts, stamped)
 	}
-	v := info.Main.Version
+	if info == nil {
+		if len(parts) == 0 {
+			return "unknown"
+		}
+		return parts[0]
+	}
+	if stamped == "" {
+		parts = append(parts, info.Main.Version)
+	}
 	var rev, dirty string
 	for _, s := range info.Settings {
 		switch s.Key {
@@ -163,7 +185,6 @@ func version() string {
 			}
 		}
 	}
-	parts := []string{v}
 	if rev != "" {
 		parts = append(parts, rev[:min(12, len(rev))]+dirty)
 	}
