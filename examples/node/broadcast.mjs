@@ -88,12 +88,14 @@ function signRequest({ method, url, body, contentType, keyId, privateKey }) {
 // ProblemError is an error answer of the API: an RFC 9457 problem document
 // with a stable, machine-readable code (such as bad_signature,
 // topic_not_allowed or kill_switch_active) and a detail for people.
+// retryAfter is the answer's Retry-After in seconds, or null.
 class ProblemError extends Error {
-  constructor(status, problem) {
+  constructor(status, problem, retryAfter) {
     super(`${problem.code}: ${problem.detail ?? problem.title ?? ""}`);
     this.status = status;
     this.code = problem.code;
     this.detail = problem.detail ?? "";
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -116,7 +118,8 @@ async function callAPI(gateway, key, method, path, payload) {
     if (mediaType === "application/problem+json") {
       const problem = JSON.parse(text);
       if (problem.code) {
-        throw new ProblemError(resp.status, problem);
+        const retryAfter = Number.parseInt(resp.headers.get("retry-after") ?? "", 10);
+        throw new ProblemError(resp.status, problem, Number.isNaN(retryAfter) ? null : retryAfter);
       }
     }
     throw new Error(`the gateway answered HTTP ${resp.status} without a problem document`);
@@ -128,7 +131,10 @@ async function callAPI(gateway, key, method, path, payload) {
 // for a new broadcast. The idempotency key in the body makes a retry safe:
 // the gateway answers a repeat of the same key and body with the first
 // broadcast (200) instead of sending it twice. So a submission that got no
-// answer, or "unavailable", is sent again, signed afresh.
+// answer, or "unavailable", or idempotency_conflict with a Retry-After (the
+// first submission is still being stored), is sent again, signed afresh. An
+// idempotency_conflict without Retry-After means the key was used with
+// another body: that is final.
 async function submitBroadcast(gateway, key, request) {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -137,12 +143,14 @@ async function submitBroadcast(gateway, key, request) {
       // fetch throws a TypeError when no answer came, a TimeoutError when
       // it came too late.
       const noAnswer = err.name === "TypeError" || err.name === "TimeoutError";
-      const busy = err instanceof ProblemError && (err.code === "unavailable" || err.code === "idempotency_conflict");
+      const busy =
+        err instanceof ProblemError &&
+        (err.code === "unavailable" || (err.code === "idempotency_conflict" && err.retryAfter !== null));
       if (!(noAnswer || busy) || attempt === 3) {
         throw err;
       }
-      console.error(`submit: ${err.message}; trying again`);
-      await sleep(2000 * attempt);
+      console.error(`submit: ${describe(err)}; trying again`);
+      await sleep(1000 * Math.min(err.retryAfter ?? 2 * attempt, 30));
     }
   }
 }
@@ -183,6 +191,12 @@ async function waitBroadcast(gateway, key, id, pollSeconds, timeoutSeconds) {
     }
     await sleep(pollSeconds * 1000);
   }
+}
+
+// describe says what went wrong; fetch's own message ("fetch failed")
+// keeps the reason in its cause.
+function describe(err) {
+  return err.cause?.message ? `${err.message}: ${err.cause.message}` : err.message;
 }
 
 // ---------------------------------------------------------------------------
@@ -301,7 +315,7 @@ async function main() {
     if (err instanceof ProblemError) {
       console.error(`broadcast: refused (HTTP ${err.status}): ${err.code}: ${err.detail}`);
     } else {
-      console.error(`broadcast: ${err.message}`);
+      console.error(`broadcast: ${describe(err)}`);
     }
     return 1;
   }

@@ -116,10 +116,11 @@ class ProblemError(Exception):
     detail for people.
     """
 
-    def __init__(self, status, problem):
+    def __init__(self, status, problem, retry_after):
         self.status = status
         self.code = problem["code"]
         self.detail = problem.get("detail") or problem.get("title") or ""
+        self.retry_after = retry_after  # the answer's Retry-After in seconds, or None
         super().__init__("%s: %s" % (self.code, self.detail))
 
 
@@ -140,7 +141,9 @@ def call_api(gateway, key, method, path, payload=None):
     and created time for every request sent, a retry included.
     """
     url = gateway + path
-    body = None if payload is None else json.dumps(payload).encode("utf-8")
+    body = None
+    if payload is not None:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     headers = {"Accept": "application/json, application/problem+json"}
     headers.update(sign_request(method, url, body, "application/json", key["id"], key["private"]))
     # The body sent must be exactly the bytes that were digested.
@@ -155,7 +158,9 @@ def call_api(gateway, key, method, path, payload=None):
         if media_type == "application/problem+json":
             problem = json.loads(text)
             if problem.get("code"):
-                raise ProblemError(err.code, problem) from None
+                retry_after = err.headers.get("Retry-After")
+                retry_after = int(retry_after) if retry_after and retry_after.isdigit() else None
+                raise ProblemError(err.code, problem, retry_after) from None
         raise RuntimeError("the gateway answered HTTP %d without a problem document" % err.code) from None
 
 
@@ -165,7 +170,10 @@ def submit_broadcast(gateway, key, request):
     The idempotency key in the body makes a retry safe: the gateway answers
     a repeat of the same key and body with the first broadcast (200)
     instead of sending it twice. So a submission that got no answer, or
-    "unavailable", is sent again, signed afresh.
+    "unavailable", or idempotency_conflict with a Retry-After (the first
+    submission is still being stored), is sent again, signed afresh. An
+    idempotency_conflict without Retry-After means the key was used with
+    another body: that is final.
     """
     for attempt in range(1, 4):
         try:
@@ -175,11 +183,13 @@ def submit_broadcast(gateway, key, request):
             # urllib raises an OSError (URLError, a timeout) when no
             # answer came.
             no_answer = isinstance(err, OSError)
-            busy = isinstance(err, ProblemError) and err.code in ("unavailable", "idempotency_conflict")
+            busy = isinstance(err, ProblemError) and (
+                err.code == "unavailable" or err.code == "idempotency_conflict" and err.retry_after is not None)
             if not (no_answer or busy) or attempt == 3:
                 raise
-            print("submit: %s; trying again" % err, file=sys.stderr)
-            time.sleep(2 * attempt)
+            print("submit: %s; trying again" % describe(err), file=sys.stderr)
+            retry_after = err.retry_after if isinstance(err, ProblemError) else None
+            time.sleep(min(retry_after if retry_after is not None else 2 * attempt, 30))
 
 
 def finished(status):
@@ -219,6 +229,12 @@ def wait_broadcast(gateway, key, broadcast_id, poll_seconds, timeout_seconds):
             raise RuntimeError("broadcast %s has not ended after %ss (see its status: %s%s)" % (
                 broadcast_id, timeout_seconds, gateway, path))
         time.sleep(poll_seconds)
+
+
+def describe(err):
+    """Say what went wrong; urllib keeps the reason of a URLError apart."""
+    reason = getattr(err, "reason", None)
+    return "%s" % (reason if reason is not None else err)
 
 
 # ---------------------------------------------------------------------------
@@ -323,7 +339,7 @@ def main():
     except ProblemError as err:
         print("broadcast: refused (HTTP %d): %s: %s" % (err.status, err.code, err.detail), file=sys.stderr)
     except (OSError, RuntimeError, ValueError) as err:
-        print("broadcast: %s" % err, file=sys.stderr)
+        print("broadcast: %s" % describe(err), file=sys.stderr)
     return 1
 
 
