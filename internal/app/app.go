@@ -88,6 +88,9 @@ func loadKeyringHolder(path string) (*keyringHolder, error) {
 // Lookup implements signing.KeyLookup.
 func (h *keyringHolder) Lookup(id string) (*signing.Key, bool) { return h.ring.Load().Lookup(id) }
 
+// Keys returns the current keyring's keys in file order, for GET /v1/keys.
+func (h *keyringHolder) Keys() []*signing.Key { return h.ring.Load().Keys() }
+
 func (h *keyringHolder) reload() error {
 	kr, err := signing.LoadKeyring(h.path)
 	if err != nil {
