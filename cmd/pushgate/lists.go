@@ -80,11 +80,11 @@ func runBroadcastsList(ctx context.Context, e *env, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	what := "broadcasts"
+	what := count(len(listed), "broadcast", "broadcasts")
 	if *state != "" {
 		what += " " + *state
 	}
-	fmt.Fprintf(e.stdout, "%d %s, read in %s\n", len(listed), what, took(time.Since(start)))
+	fmt.Fprintf(e.stdout, "%s, read in %s\n", what, took(time.Since(start)))
 	if more {
 		fmt.Fprintf(e.stdout, "the newest %d are shown; there may be more (--limit)\n", len(listed))
 	}
@@ -167,7 +167,7 @@ func runKillsList(ctx context.Context, e *env, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%d active kills\n", len(l.Kills))
+	fmt.Fprintf(e.stdout, "%s\n", count(len(l.Kills), "active kill", "active kills"))
 	return nil
 }
 
@@ -223,7 +223,7 @@ func runKeysList(ctx context.Context, e *env, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "%d keys, %d revoked (control log of %d entries)\n", len(l.Keys), revoked, l.Version)
+	fmt.Fprintf(e.stdout, "%s, %d revoked (control log of %s)\n", count(len(l.Keys), "key", "keys"), revoked, count(int(l.Version), "entry", "entries"))
 	return nil
 }
 
@@ -262,6 +262,14 @@ func printJSONLines(e *env, objects []json.RawMessage) error {
 		}
 	}
 	return nil
+}
+
+// count says "1 key" or "2 keys": n with one or many.
+func count(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
 
 // shorten cuts s to at most n characters, marking the cut.

@@ -79,7 +79,7 @@ func TestListCommands(t *testing.T) {
 	})
 	t.Run("broadcasts list --state", func(t *testing.T) {
 		out := must(gatewaytest.Admin, "broadcasts", "list", "--state", api.StateCancelled).stdout
-		if !strings.Contains(out, cancelled) || strings.Contains(out, queued) || !strings.Contains(out, "1 broadcasts cancelled") {
+		if !strings.Contains(out, cancelled) || strings.Contains(out, queued) || !strings.Contains(out, "1 broadcast cancelled") {
 			t.Errorf("--state cancelled:\n%s", out)
 		}
 		out = must(gatewaytest.Admin, "broadcasts", "list", "--state", api.StateCompleted).stdout
