@@ -16,19 +16,21 @@ type KeyState struct {
 	Revocation *api.Kill
 }
 
-// keyLister is a keyring that can list its keys: *signing.Keyring, and
+// KeyLister is a keyring that can list its keys: *signing.Keyring, and
 // the command's holder of the current keyring, which a SIGHUP replaces.
-type keyLister interface {
+// Service.Keyring lists the keys of a Verifier whose signing.KeyLookup is
+// one.
+type KeyLister interface {
 	Keys() []*signing.Key
 }
 
-var _ keyLister = (*signing.Keyring)(nil)
+var _ KeyLister = (*signing.Keyring)(nil)
 
 // Keyring returns the keys the API accepts, in keyring order, each with
 // its revocation, and the size of the control log the revocations were
 // read from.
 func (s *Service) Keyring() ([]KeyState, int64, error) {
-	kl, ok := s.verifier.Keys().(keyLister)
+	kl, ok := s.verifier.Keys().(KeyLister)
 	if !ok {
 		return nil, 0, errors.New("keyring: the verifier's keys can not be listed")
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/client"
 	"github.com/pushgate/pushgate/gateway/gatewaytest"
+	"github.com/pushgate/pushgate/internal/app"
+	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/pushgate/pushgate/providers"
 )
 
@@ -222,4 +224,45 @@ func TestListCommands(t *testing.T) {
 			t.Errorf("exit %d, stdout %q, stderr %q; want 2 and %q", r.code, r.stdout, r.stderr, want)
 		}
 	})
+}
+
+// TestKeysListThroughTheApp lists the keyring of a real API process,
+// whose keyring a SIGHUP can replace, before and after pushgate keys
+// revoke.
+func TestKeysListThroughTheApp(t *testing.T) {
+	e := newE2E(t, stack.Options{Devices: 1, Seed: 31}, app.Roles{API: true})
+	ctx := context.Background()
+	revoked := func() map[string]bool {
+		t.Helper()
+		r := runCLI(ctx, e, stack.KeyAdmin, "keys", "list", "--json")
+		if r.code != 0 {
+			t.Fatalf("keys list: exit %d: %s", r.code, r.stderr)
+		}
+		m := map[string]bool{}
+		for line := range strings.Lines(r.stdout) {
+			var k api.KeyInfo
+			if err := json.Unmarshal([]byte(line), &k); err != nil {
+				t.Fatalf("line %q: %v", line, err)
+			}
+			m[k.ID] = k.Revoked
+		}
+		return m
+	}
+	id := func(name string) string { return e.st.Keys[name].ID }
+	before := revoked()
+	for _, name := range []string{stack.KeySender, stack.KeyAdmin, stack.KeyDistrict} {
+		if r, ok := before[id(name)]; !ok || r {
+			t.Errorf("before any revocation: key %s listed %t, revoked %t", id(name), ok, r)
+		}
+	}
+	if _, ok := before[id(stack.KeyAttacker)]; ok {
+		t.Errorf("the attacker's key, not in the keyring, is listed")
+	}
+	if r := runCLI(ctx, e, stack.KeyAdmin, "keys", "revoke", id(stack.KeyDistrict), "--reason", "rotated"); r.code != 0 {
+		t.Fatalf("keys revoke: exit %d: %s", r.code, r.stderr)
+	}
+	after := revoked()
+	if !after[id(stack.KeyDistrict)] || after[id(stack.KeySender)] || len(after) != len(before) {
+		t.Errorf("after revoking %s: %v", id(stack.KeyDistrict), after)
+	}
 }

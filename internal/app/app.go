@@ -75,7 +75,10 @@ type keyringHolder struct {
 	ring atomic.Pointer[signing.Keyring]
 }
 
-var _ signing.KeyLookup = (*keyringHolder)(nil)
+var (
+	_ signing.KeyLookup = (*keyringHolder)(nil)
+	_ queue.KeyLister   = (*keyringHolder)(nil) // GET /v1/keys lists it
+)
 
 func loadKeyringHolder(path string) (*keyringHolder, error) {
 	h := &keyringHolder{path: path}
