@@ -12,6 +12,7 @@ const (
 	PathKill          = "/v1/kill"
 	PathResume        = "/v1/resume"
 	PathAudit         = "/v1/audit"
+	PathKeys          = "/v1/keys"
 	PathDevicesImport = "/v1/devices/import"
 	PathHealthz       = "/healthz"
 	PathReadyz        = "/readyz"

@@ -122,6 +122,15 @@ func TestEveryRoute(t *testing.T) {
 	if err != nil || !rv.Revoked || rv.KeyID != gatewaytest.Doomed || rv.Kill.Kill.Scope != api.KeyScope(gatewaytest.Doomed) {
 		t.Fatalf("Revoke = %+v, %v", rv, err)
 	}
+	keys, err := admin.Keys(ctx)
+	if err != nil || len(keys.Keys) != len(env.Signers) {
+		t.Fatalf("Keys = %+v, %v", keys, err)
+	}
+	for _, k := range keys.Keys {
+		if k.Revoked != (k.ID == gatewaytest.Doomed) {
+			t.Errorf("Keys: %s revoked %t", k.ID, k.Revoked)
+		}
+	}
 	audit, err := admin.Audit(ctx, 100)
 	if err != nil || len(audit.Entries) < 4 {
 		t.Fatalf("Audit = %+v, %v; want the kill, resume, recall, cancel and revoke", audit, err)

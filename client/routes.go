@@ -196,6 +196,16 @@ func (c *Client) Revoke(ctx context.Context, keyID, reason string) (*api.RevokeR
 	return &r, nil, nil
 }
 
+// Keys lists the gateway's keyring, each key with its roles, topics,
+// limits, public key fingerprint and revocation (admin).
+func (c *Client) Keys(ctx context.Context) (*api.KeyList, error) {
+	var l api.KeyList
+	if _, err := c.Do(ctx, http.MethodGet, api.PathKeys, nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
 // Approvals lists the broadcasts and admin actions that wait for
 // approvals (approve or admin).
 func (c *Client) Approvals(ctx context.Context) (*api.ApprovalsList, error) {

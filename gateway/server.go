@@ -157,6 +157,7 @@ func (s *Server) routes(omitMetrics bool) {
 	signed("POST /v1/kill", s.kill, signing.RoleAdmin)
 	signed("GET /v1/kill", s.listKills, signing.RoleAdmin)
 	signed("POST /v1/resume", s.resume, signing.RoleAdmin)
+	signed("GET /v1/keys", s.listKeys, signing.RoleAdmin)
 	signed("POST /v1/keys/{id}/revoke", s.revokeKey, signing.RoleAdmin)
 	signed("GET /v1/audit", s.listAudit, signing.RoleAdmin)
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -626,6 +627,14 @@ func (c *Control) Revoked(_ context.Context, keyID string) (bool, error) {
 	defer c.mu.Unlock()
 	_, ok := c.state.revoked[keyID]
 	return ok, nil
+}
+
+// revocations returns the revoked keys, key id → the kill of its scope,
+// and the size of the log they were folded from.
+func (c *Control) revocations() (map[string]api.Kill, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.state.revoked), c.state.size
 }
 
 // IsActive reports whether a scope is killed.

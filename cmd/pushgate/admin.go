@@ -98,7 +98,8 @@ func runResume(ctx context.Context, e *env, args []string) error {
 
 func runKeys(ctx context.Context, e *env, args []string) error {
 	return runVerb(ctx, e, "keys", args, []verb{
-		{"revoke", "ID [--reason R]: revoke a key and kill its running broadcasts", runKeysRevoke},
+		{"list", "[--json]", "the keyring: roles, topics, limits and budgets, public key fingerprints, and which keys are revoked, when, by whom", runKeysList},
+		{"revoke", "ID [--reason R]", "revoke a key and kill its running broadcasts", runKeysRevoke},
 	})
 }
 

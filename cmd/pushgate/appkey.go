@@ -11,24 +11,16 @@ import (
 )
 
 // runAppKey is pushgate appkey: the app-signing key.
-func runAppKey(_ context.Context, e *env, args []string) error {
-	if len(args) == 0 {
-		return usagef("appkey: want keygen (pushgate help appkey)")
-	}
-	switch args[0] {
-	case "keygen":
-		return runAppKeygen(e, args[1:])
-	case "-h", "--help", "-help":
-		fmt.Fprintln(e.stderr, "Usage: pushgate appkey keygen ID --out FILE")
-		return errHelp
-	}
-	return usagef("appkey: unknown subcommand %q: want keygen", args[0])
+func runAppKey(ctx context.Context, e *env, args []string) error {
+	return runVerb(ctx, e, "appkey", args, []verb{
+		{"keygen", "ID --out FILE", "make the app-signing key: the private key into FILE, the public key on stdout", runAppKeygen},
+	})
 }
 
 // runAppKeygen makes an app-signing key: the private key into a file for
 // the worker processes (app_signing.key_file), the public key on stdout
 // for the app's list of trusted keys.
-func runAppKeygen(e *env, args []string) error {
+func runAppKeygen(_ context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "appkey keygen", "ID --out FILE")
 	out := fs.String("out", "", "file for the private key (PKCS #8 PEM), written with mode 0600; it must not exist (required)")
 	rest, err := parseArgs(fs, args)

@@ -32,7 +32,7 @@ func approvalsLine(as []api.Approval) string {
 
 func runApprovals(ctx context.Context, e *env, args []string) error {
 	return runVerb(ctx, e, "approvals", args, []verb{
-		{"list", ": what waits for approvals, with the content to judge", runApprovalsList},
+		{"list", "", "what waits for approvals, with the content to judge", runApprovalsList},
 	})
 }
 

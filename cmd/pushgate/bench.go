@@ -37,11 +37,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	hidden := map[string]bool{"binary": true, "pprof": true, "cpuprofile": true, "set": true, "phases": true,
 		"bare-loop": true, "bare-concurrency": true, "bare-title": true, "bare-out": true}
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: pushgate bench %s\n\n", synopsis)
-		fmt.Fprintf(e.stderr, "Measures throughput against a bare SDK loop, latency, kill time, memory and CPU\n"+
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: pushgate bench %s\n\n", synopsis)
+		fmt.Fprintf(w, "Measures throughput against a bare SDK loop, latency, kill time, memory and CPU\n"+
 			"with the simulators at zero latency and the rate limits lifted.\n\nFlags:\n")
 		visible := flag.NewFlagSet("bench", flag.ContinueOnError)
-		visible.SetOutput(e.stderr)
+		visible.SetOutput(w)
 		fs.VisitAll(func(f *flag.Flag) {
 			if !hidden[f.Name] {
 				visible.Var(f.Value, f.Name, f.Usage)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/pushgate/pushgate/internal/app"
 )
@@ -42,11 +44,13 @@ func commands() []command {
 		{"status", "show a broadcast's state and counters", runStatus},
 		{"cancel", "stop the rest of a broadcast's fan-out", runCancel},
 		{"recall", "kill a broadcast, then replace or remove it on the phones it reached", runRecall},
+		{"broadcasts", "look up broadcasts: broadcasts list [--state S] [--limit N] [--json]", runBroadcasts},
 		{"kill", "stop a scope (global, key:ID, broadcast:ID, topic:NAME) on every worker", runKill},
 		{"resume", "lift a global, key or topic kill", runResume},
+		{"kills", "look up the active kills: kills list [--json]", runKills},
 		{"approvals", "what waits for approvals: approvals list", runApprovals},
 		{"approve", "co-sign a broadcast or an admin action that waits for approval", runApprove},
-		{"keys", "manage sender keys: keys revoke ID", runKeys},
+		{"keys", "the keyring: keys list (roles, topics, budgets, revocations), keys revoke ID", runKeys},
 		{"devices", "manage the device registry: devices import FILE --topic T", runDevices},
 		{"audit", "show the control log's newest entries, proven into its checkpoint; audit verify FILE checks an export offline", runAudit},
 		{"log", "the control log: log keygen NAME --out FILE, log export FILE, log restore FILE", runLog},
@@ -55,7 +59,7 @@ func commands() []command {
 		{"sim", "run local FCM and APNs simulators with virtual phones", runSim},
 		{"demo", "run everything on this machine (embedded Redis, simulated phones); --script checks the whole story", runDemo},
 		{"bench", "measure throughput against a bare SDK loop, latency, kill time, memory and CPU", runBench},
-		{"help", "list the subcommands, show one's flags (pushgate help CMD), or the settings (pushgate help config)", nil},
+		{"help", "list the subcommands, show one's flags (pushgate help CMD), or the settings (pushgate help config)", runHelp},
 	}
 }
 
@@ -79,33 +83,61 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return usagef("no subcommand given")
 	}
 	name, rest := args[0], args[1:]
-	if name == "help" || name == "-h" || name == "--help" || name == "-help" {
-		if len(rest) == 0 {
-			printHelp(e.stdout)
-			return nil
-		}
-		if rest[0] == "config" {
-			app.PrintConfigHelp(e.stdout)
-			return nil
-		}
-		name, rest = rest[0], []string{"-h"}
+	switch name {
+	case "-h", "-help", "--help":
+		name = "help"
 	}
+	c, ok := lookupCommand(name)
+	if !ok {
+		return usagef("unknown subcommand %q (run pushgate help)", name)
+	}
+	err := c.run(ctx, e, rest)
+	if errors.Is(err, errHelp) {
+		return nil
+	}
+	return err
+}
+
+// lookupCommand finds a subcommand by name.
+func lookupCommand(name string) (command, bool) {
 	for _, c := range commands() {
-		if c.name == name && c.run != nil {
-			err := c.run(ctx, e, rest)
-			if errors.Is(err, errHelp) {
-				return nil
-			}
-			return err
+		if c.name == name {
+			return c, true
 		}
 	}
-	return usagef("unknown subcommand %q (run pushgate help)", name)
+	return command{}, false
+}
+
+// runHelp is pushgate help: the subcommands, one subcommand's usage
+// (pushgate help CMD [VERB] is pushgate CMD [VERB] --help), or the
+// settings.
+func runHelp(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "help", "[CMD [VERB] | config]")
+	fs.Usage = func() { printHelp(fs.Output()) }
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 || rest[0] == "help" {
+		printHelp(e.stdout)
+		return nil
+	}
+	if rest[0] == "config" {
+		app.PrintConfigHelp(e.stdout)
+		return nil
+	}
+	c, ok := lookupCommand(rest[0])
+	if !ok {
+		return usagef("help: unknown subcommand %q (run pushgate help)", rest[0])
+	}
+	return c.run(ctx, e, append(slices.Clone(rest[1:]), "-h"))
 }
 
 func printHelp(w io.Writer) {
 	fmt.Fprintln(w, "pushgate: a push-notification gateway with signed broadcasts and a kill-switch")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Usage: pushgate <subcommand> [flags]")
+	fmt.Fprintln(w, "       pushgate <subcommand> --help   (or pushgate help <subcommand>) shows its flags")
 	fmt.Fprintln(w)
 	cmds := commands()
 	width := 0
@@ -117,33 +149,102 @@ func printHelp(w io.Writer) {
 	}
 }
 
-// newFlagSet returns a flag set for a subcommand that reports errors instead
-// of exiting, and prints its usage to e.stderr.
+// newFlagSet returns a flag set for a subcommand. Its usage, asked for with
+// -h or --help, goes to e.stdout; a flag that is unknown or badly given is
+// one line on stderr, not the usage (parseFlags).
 func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.stdout)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: pushgate %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
+		w := fs.Output()
+		fmt.Fprintln(w, strings.TrimSpace("Usage: pushgate "+name+" "+synopsis))
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprint(w, "\nFlags:\n")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }
 
-// parseFlags parses args and turns flag errors into usage errors; -h
-// prints the usage and returns errHelp, which run treats as success.
+// parseFlags parses args, with the flag package kept silent: -h prints the
+// usage (to e.stdout, see newFlagSet) and returns errHelp, which run
+// treats as success; a flag error becomes a usage error of one line that
+// points at --help.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	usage, out := fs.Usage, fs.Output()
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
 	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
+	fs.Usage = usage
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
 		return errHelp
-	}
-	if err != nil {
-		return &usageError{err}
+	case err != nil:
+		return usagef("%s: %v (see pushgate %s --help)", fs.Name(), err, fs.Name())
 	}
 	return nil
 }
 
 // errHelp reports that the user asked for a command's usage.
 var errHelp = errors.New("help requested")
+
+// verb is one action of a command with verbs, like "keys revoke".
+type verb struct {
+	name     string
+	synopsis string // its arguments and flags, as in its usage line
+	summary  string
+	run      func(ctx context.Context, e *env, args []string) error
+}
+
+// runVerb dispatches "CMD VERB ARGS" to the verb's run. "CMD --help" (or
+// "CMD help") lists the verbs; "CMD VERB --help" is the verb's own usage.
+func runVerb(ctx context.Context, e *env, cmd string, args []string, verbs []verb) error {
+	fs := newFlagSet(e, cmd, "VERB [flags]")
+	names := make([]string, len(verbs))
+	for i, v := range verbs {
+		names[i] = v.name
+	}
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: pushgate %s VERB [flags]\n\nVerbs:\n", cmd)
+		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+		for _, v := range verbs {
+			fmt.Fprintf(tw, "  %s\t%s\n", strings.TrimSpace(cmd+" "+v.name+" "+v.synopsis), v.summary)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "\npushgate %s VERB --help shows a verb's flags.\n", cmd)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	want := "want " + orList(names)
+	if len(rest) == 0 {
+		return usagef("%s: no verb given: %s (see pushgate %s --help)", cmd, want, cmd)
+	}
+	if rest[0] == "help" {
+		fs.Usage()
+		return errHelp
+	}
+	for _, v := range verbs {
+		if v.name == rest[0] {
+			return v.run(ctx, e, rest[1:])
+		}
+	}
+	return usagef("%s: unknown verb %q: %s (see pushgate %s --help)", cmd, rest[0], want, cmd)
+}
+
+// orList joins names as "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
 
 // stampedVersion is the version a release build stamps with
 // -ldflags "-X main.stampedVersion=v1.2.3" (the Dockerfile's VERSION

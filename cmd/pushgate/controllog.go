@@ -15,27 +15,17 @@ import (
 
 // runLog is pushgate log: the control log's key, export and restore.
 func runLog(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 {
-		return usagef("log: want keygen, export or restore (pushgate help log)")
-	}
-	switch args[0] {
-	case "keygen":
-		return runLogKeygen(e, args[1:])
-	case "export":
-		return runLogExport(ctx, e, args[1:])
-	case "restore":
-		return runLogRestore(ctx, e, args[1:])
-	case "-h", "--help", "-help":
-		fmt.Fprintln(e.stderr, "Usage: pushgate log keygen NAME --out FILE | log export FILE | log restore FILE [--config FILE]")
-		return errHelp
-	}
-	return usagef("log: unknown subcommand %q: want keygen, export or restore", args[0])
+	return runVerb(ctx, e, "log", args, []verb{
+		{"keygen", "NAME --out FILE", "make the control log's key: the private key into FILE, the public key on stdout", runLogKeygen},
+		{"export", "FILE [--config FILE]", "write the whole log and its checkpoints to FILE", runLogExport},
+		{"restore", "FILE [--config FILE]", "write an export back into Redis", runLogRestore},
+	})
 }
 
 // runLogKeygen makes a log key: the private key into a file for the API
 // processes (control.log_key_file), the public key on stdout for every
 // process (control.log_public_key).
-func runLogKeygen(e *env, args []string) error {
+func runLogKeygen(_ context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "log keygen", "NAME --out FILE")
 	out := fs.String("out", "", "file for the private key, written with mode 0600; it must not exist (required)")
 	rest, err := parseArgs(fs, args)

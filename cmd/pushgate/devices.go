@@ -13,7 +13,7 @@ import (
 
 func runDevices(ctx context.Context, e *env, args []string) error {
 	return runVerb(ctx, e, "devices", args, []verb{
-		{"import", "FILE [--topic T] [--keyring FILE]: register the devices of a JSON file, 10,000 per request", runDevicesImport},
+		{"import", "FILE [--topic T] [--keyring FILE]", "register the devices of a JSON file, 10,000 per request", runDevicesImport},
 	})
 }
 
@@ -88,38 +88,6 @@ func runDevicesImport(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "imported %d devices%s in %s (%d requests)\n", imported, into, took(time.Since(start)), requests)
 	return nil
-}
-
-// verb is one action of a command with verbs, like "keys revoke".
-type verb struct {
-	name, summary string
-	run           func(ctx context.Context, e *env, args []string) error
-}
-
-// runVerb dispatches "CMD VERB ARGS" to the verb's run.
-func runVerb(ctx context.Context, e *env, cmd string, args []string, verbs []verb) error {
-	usage := func() {
-		fmt.Fprintf(e.stderr, "Usage: pushgate %s VERB [flags]\n\nVerbs:\n", cmd)
-		for _, v := range verbs {
-			fmt.Fprintf(e.stderr, "  %s %s\n", v.name, v.summary)
-		}
-	}
-	if len(args) == 0 {
-		usage()
-		return usagef("%s: no verb given", cmd)
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		usage()
-		return errHelp
-	}
-	for _, v := range verbs {
-		if v.name == args[0] {
-			return v.run(ctx, e, args[1:])
-		}
-	}
-	usage()
-	return usagef("%s: unknown verb %q", cmd, args[0])
 }
 
 // readDevices reads a JSON file of [{"platform","token"}], as the

@@ -319,7 +319,7 @@ func TestRedisCommandRefusals(t *testing.T) {
 		wantUsage bool
 	}{
 		{name: "no subcommand", args: []string{"redis"}, want: "want status, restore-marker or accept-loss", wantUsage: true},
-		{name: "unknown subcommand", args: []string{"redis", "flush"}, want: `unknown subcommand "flush"`, wantUsage: true},
+		{name: "unknown subcommand", args: []string{"redis", "flush"}, want: `unknown verb "flush"`, wantUsage: true},
 		{name: "nothing to restore", args: []string{"redis", "restore-marker"}, want: "give --id", wantUsage: true},
 		{name: "not an id", args: []string{"redis", "restore-marker", "--id", "../../etc"}, want: "not a deployment id"},
 		{name: "nothing to accept", args: []string{"redis", "accept-loss"}, want: "nothing to replace"},

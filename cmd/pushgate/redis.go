@@ -13,24 +13,11 @@ import (
 // processes whether Redis lost data, and the operator's steps after a
 // loss (README, "Redis persistence").
 func runRedis(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 {
-		return usagef("redis: want status, restore-marker or accept-loss (pushgate help redis)")
-	}
-	switch args[0] {
-	case "status":
-		return runRedisStatus(ctx, e, args[1:])
-	case "restore-marker":
-		return runRedisRestoreMarker(ctx, e, args[1:])
-	case "accept-loss":
-		return runRedisAcceptLoss(ctx, e, args[1:])
-	case "-h", "--help", "-help":
-		fmt.Fprintln(e.stderr, "Usage: pushgate redis status | redis restore-marker [--id ID] | redis accept-loss [--replaces ID]  [--config FILE]")
-		fmt.Fprintln(e.stderr, "  status          the deployment marker in Redis, the id remembered in control.state_dir, and Redis's persistence")
-		fmt.Fprintln(e.stderr, "  restore-marker  after restoring Redis's data (a backup, pushgate log restore): put the remembered deployment id back")
-		fmt.Fprintln(e.stderr, "  accept-loss     nothing to restore: start a new deployment id that the processes adopt")
-		return errHelp
-	}
-	return usagef("redis: unknown subcommand %q: want status, restore-marker or accept-loss", args[0])
+	return runVerb(ctx, e, "redis", args, []verb{
+		{"status", "[--config FILE]", "the deployment marker in Redis, the id remembered in control.state_dir, and Redis's persistence", runRedisStatus},
+		{"restore-marker", "[--id ID] [--config FILE]", "after restoring Redis's data (a backup, pushgate log restore): put the remembered deployment id back", runRedisRestoreMarker},
+		{"accept-loss", "[--replaces ID] [--config FILE]", "nothing to restore: start a new deployment id that the processes adopt", runRedisAcceptLoss},
+	})
 }
 
 // redisFlags parses a redis subcommand's flags and loads the

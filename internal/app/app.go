@@ -75,7 +75,10 @@ type keyringHolder struct {
 	ring atomic.Pointer[signing.Keyring]
 }
 
-var _ signing.KeyLookup = (*keyringHolder)(nil)
+var (
+	_ signing.KeyLookup = (*keyringHolder)(nil)
+	_ queue.KeyLister   = (*keyringHolder)(nil) // GET /v1/keys lists it
+)
 
 func loadKeyringHolder(path string) (*keyringHolder, error) {
 	h := &keyringHolder{path: path}
@@ -87,6 +90,9 @@ func loadKeyringHolder(path string) (*keyringHolder, error) {
 
 // Lookup implements signing.KeyLookup.
 func (h *keyringHolder) Lookup(id string) (*signing.Key, bool) { return h.ring.Load().Lookup(id) }
+
+// Keys returns the current keyring's keys in file order, for GET /v1/keys.
+func (h *keyringHolder) Keys() []*signing.Key { return h.ring.Load().Keys() }
 
 func (h *keyringHolder) reload() error {
 	kr, err := signing.LoadKeyring(h.path)
