@@ -101,7 +101,7 @@ func limitedNow(st *api.Status) string {
 // until it has ended. It succeeds only if every device was sent (or found
 // gone); otherwise its error carries exit code 3 or 4 (outcome).
 func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, poll time.Duration, start time.Time) error {
-	bar := newProgressBar(e.stderr)
+	p := newFollowProgress(e)
 	var eta etaEstimate
 	st, err := c.Wait(ctx, id, poll, func(st *api.Status) {
 		n := st.Counters
@@ -122,14 +122,9 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 				desc += fmt.Sprintf(" (%s refuses our credential: %s)", p, why)
 			}
 		}
-		bar.Describe(desc)
-		if bar.GetMax64() != total {
-			bar.ChangeMax64(total)
-		}
-		_ = bar.Set64(done)
+		p.update(time.Now(), st.State, desc, done, total)
 	})
-	_ = bar.Exit()
-	fmt.Fprintln(e.stderr)
+	p.finish()
 	if err != nil {
 		return err
 	}
@@ -140,6 +135,53 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 		fmt.Fprintf(e.stdout, "  top reasons: %s\n", top)
 	}
 	return outcome(st)
+}
+
+// followProgress shows a followed broadcast's progress on e.stderr: a bar
+// on a terminal; elsewhere (a pipe, a file) a plain line, without
+// carriage returns or escape sequences, when the state changes and at
+// most every e.plainEvery in between.
+type followProgress struct {
+	bar *progressbar.ProgressBar // nil off a terminal
+
+	w         io.Writer
+	every     time.Duration
+	lastState string
+	lastAt    time.Time
+}
+
+func newFollowProgress(e *env) *followProgress {
+	p := &followProgress{w: e.stderr, every: e.plainEvery}
+	if e.stderrTerminal {
+		p.bar = newProgressBar(e.stderr)
+	}
+	return p
+}
+
+// update shows that done of total devices are done, in state, described
+// by desc, at now.
+func (p *followProgress) update(now time.Time, state, desc string, done, total int64) {
+	if p.bar != nil {
+		p.bar.Describe(desc)
+		if p.bar.GetMax64() != total {
+			p.bar.ChangeMax64(total)
+		}
+		_ = p.bar.Set64(done)
+		return
+	}
+	if state == p.lastState && now.Sub(p.lastAt) < p.every {
+		return
+	}
+	fmt.Fprintf(p.w, "%s (%d of %d devices done)\n", desc, done, total)
+	p.lastState, p.lastAt = state, now
+}
+
+// finish ends the bar, so that what follows starts on a line of its own.
+func (p *followProgress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Exit()
+		fmt.Fprintln(p.w)
+	}
 }
 
 // etaEstimate estimates the time left from the devices done since the
@@ -163,7 +205,7 @@ func (e *etaEstimate) update(now time.Time, done, total int64) time.Duration {
 	return time.Duration(float64(elapsed) * float64(total-done) / float64(progress))
 }
 
-// newProgressBar returns the progress bar of --wait on w.
+// newProgressBar returns the progress bar of --wait on w, a terminal.
 func newProgressBar(w io.Writer) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(1,
 		progressbar.OptionSetWriter(w),
