@@ -23,6 +23,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -326,8 +327,7 @@ func (d *demo) printIntro(w io.Writer) {
 
 // interactive prints commands to try from another terminal, starts a
 // broadcast slow enough to kill by hand, and shows the status of the
-// broadcast the gateway changed last on live until ctx is cancelled
-// (Ctrl-C).
+// newest broadcasts on live until ctx is cancelled (Ctrl-C).
 func (d *demo) interactive(ctx context.Context, w io.Writer, live *liveWriter) error {
 	sender, admin, slow := d.st.Keys[stack.KeySender], d.st.Keys[stack.KeyAdmin], d.st.Keys[stack.KeySlow]
 	slowClient, err := d.st.Client(stack.KeySlow, d.app.URL)
@@ -363,7 +363,7 @@ func (d *demo) interactive(ctx context.Context, w io.Writer, live *liveWriter) e
 	fmt.Fprintf(w, "  (Phones: %s/sim/stats and /sim/devices/TOKEN.\n", d.st.Sim.ControlURL())
 	fmt.Fprintln(w, "   The whole story, checked: go run ./cmd/pushgate demo --script)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "The broadcast the gateway changed last is shown live below, as pushgate status reads it; Ctrl-C stops everything.")
+	fmt.Fprintln(w, "The newest broadcasts are shown live below, as pushgate status reads them; Ctrl-C stops everything.")
 
 	var wg sync.WaitGroup
 	wg.Go(func() { d.showLive(ctx, live) })
@@ -373,52 +373,68 @@ func (d *demo) interactive(ctx context.Context, w io.Writer, live *liveWriter) e
 	return nil
 }
 
-// showLive shows the live line every demoLiveEvery until ctx is
+// showLive shows the live lines every demoLiveEvery until ctx is
 // cancelled.
 func (d *demo) showLive(ctx context.Context, live *liveWriter) {
 	t := time.NewTicker(demoLiveEvery)
 	defer t.Stop()
 	for {
-		st, err := d.liveStatus(ctx)
+		sts, err := d.liveStatuses(ctx)
 		if ctx.Err() != nil {
-			live.end()
 			return
 		}
-		switch {
-		case err != nil:
-			live.show(time.Now(), "error", "live: status unavailable: "+err.Error())
-		case st == nil:
-			live.show(time.Now(), "none", "live: no broadcast yet")
-		default:
-			live.show(time.Now(), st.ID+" "+st.State, demoLiveLine(st))
-		}
+		live.show(time.Now(), demoLiveLines(sts, err))
 		select {
 		case <-ctx.Done():
-			live.end()
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// liveStatus reads the status of the broadcast the gateway changed last,
-// through the API as pushgate status reads it: the live line shows no
-// figure of its own. It is nil before the first broadcast.
-func (d *demo) liveStatus(ctx context.Context) (*api.Status, error) {
-	page, err := d.admin.List(ctx, client.ListOptions{Limit: api.DefaultListLimit})
+// demoLiveShown is how many broadcasts the live lines show: the newest.
+const demoLiveShown = 3
+
+// liveStatuses reads the status of the newest broadcasts, oldest first,
+// each through the API as pushgate status reads it: the live lines show
+// no figure of their own.
+func (d *demo) liveStatuses(ctx context.Context) ([]*api.Status, error) {
+	page, err := d.admin.List(ctx, client.ListOptions{Limit: demoLiveShown})
 	if err != nil {
 		return nil, err
 	}
-	var last *api.Status
-	for _, st := range page.Broadcasts {
-		if last == nil || st.UpdatedAt.After(last.UpdatedAt) {
-			last = st
+	out := make([]*api.Status, 0, len(page.Broadcasts))
+	for _, listed := range slices.Backward(page.Broadcasts) {
+		st, err := d.admin.Status(ctx, listed.ID)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, st)
 	}
-	if last == nil {
-		return nil, nil
+	return out, nil
+}
+
+// liveLine is one line of the live display, and what it shows: a new
+// plain line is written at once when what it shows changes.
+type liveLine struct {
+	id   string // the broadcast's; "" for a line about none
+	what string // its state
+	text string
+}
+
+// demoLiveLines are the live lines of sts, or of the error reading them.
+func demoLiveLines(sts []*api.Status, err error) []liveLine {
+	switch {
+	case err != nil:
+		return []liveLine{{what: "error", text: "live: status unavailable: " + err.Error()}}
+	case len(sts) == 0:
+		return []liveLine{{what: "none", text: "live: no broadcast yet"}}
 	}
-	return d.admin.Status(ctx, last.ID)
+	out := make([]liveLine, len(sts))
+	for i, st := range sts {
+		out[i] = liveLine{id: st.ID, what: st.State, text: demoLiveLine(st)}
+	}
+	return out
 }
 
 // demoLiveLine describes a broadcast's status in one line: its state, how
@@ -454,51 +470,68 @@ func demoLiveLine(st *api.Status) string {
 	return b.String()
 }
 
-// liveWriter writes the live line: rewritten in place on a terminal, else
-// as a plain line (no carriage return, no escape sequence) when it
-// changed and every has passed, or at once when what it shows changed
-// (another broadcast, another state).
+// liveWriter writes the live lines. On a terminal it redraws them in
+// place. Elsewhere it writes a line as a plain line (no carriage return,
+// no escape sequence) when it changed and every has passed since that
+// broadcast's last one, or at once when what it shows changed.
 type liveWriter struct {
 	w        io.Writer
 	terminal bool
 	every    time.Duration
 
-	shown   bool
-	last    string // the last line written
-	lastKey string // what that line showed
-	lastAt  time.Time
+	drawn int                    // lines drawn on the terminal
+	last  map[string]writtenLine // by broadcast id, off a terminal
+}
+
+// writtenLine is the last plain line written of a broadcast.
+type writtenLine struct {
+	what, text string
+	at         time.Time
 }
 
 func newLiveWriter(w io.Writer, terminal bool, every time.Duration) *liveWriter {
-	return &liveWriter{w: w, terminal: terminal, every: every}
+	return &liveWriter{w: w, terminal: terminal, every: every, last: map[string]writtenLine{}}
 }
 
-// show writes line, which shows key, at now.
-func (l *liveWriter) show(now time.Time, key, line string) {
+// show writes lines at now.
+func (l *liveWriter) show(now time.Time, lines []liveLine) {
 	if l.terminal {
-		// A line as wide as the terminal wraps, and \r would then
-		// rewrite only its last part.
-		if width, r := terminalWidth(l.w), []rune(line); width > 1 && len(r) >= width {
-			line = string(r[:width-2]) + "…"
+		l.draw(lines)
+		return
+	}
+	for _, ln := range lines {
+		last, ok := l.last[ln.id]
+		if ok && (ln.text == last.text || (ln.what == last.what && now.Sub(last.at) < l.every)) {
+			continue
 		}
-		fmt.Fprintf(l.w, "\r%s\x1b[K", line)
-		l.shown = true
-		return
+		fmt.Fprintln(l.w, ln.text)
+		l.last[ln.id] = writtenLine{what: ln.what, text: ln.text, at: now}
 	}
-	if line == l.last || (key == l.lastKey && now.Sub(l.lastAt) < l.every) {
-		return
-	}
-	fmt.Fprintln(l.w, line)
-	l.last, l.lastKey, l.lastAt = line, key, now
 }
 
-// end ends a line rewritten in place, so that what follows starts on a
-// line of its own.
-func (l *liveWriter) end() {
-	if l.terminal && l.shown {
-		fmt.Fprintln(l.w)
-		l.shown = false
+// draw redraws the lines on the terminal: back up over the lines drawn
+// before, then each line, cleared to its end.
+func (l *liveWriter) draw(lines []liveLine) {
+	var b strings.Builder
+	if l.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dF", l.drawn) // to the start of the first line drawn
 	}
+	width := terminalWidth(l.w)
+	for _, ln := range lines {
+		text := ln.text
+		// A line as wide as the terminal wraps, and the next redraw would
+		// back up over too few lines.
+		if r := []rune(text); width > 1 && len(r) >= width {
+			text = string(r[:width-2]) + "…"
+		}
+		b.WriteString(text + "\x1b[K\n")
+	}
+	// Fewer lines than before: clear what is left below.
+	if len(lines) < l.drawn {
+		b.WriteString("\x1b[J")
+	}
+	l.drawn = len(lines)
+	io.WriteString(l.w, b.String())
 }
 
 // terminalWidth is the width of the terminal w is, 0 when unknown.
