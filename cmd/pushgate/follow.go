@@ -111,18 +111,24 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 		if left := eta.update(time.Now(), done, total); left > 0 {
 			desc += ", ETA " + left.Round(time.Second).String()
 		}
+		// what is the state and whatever holds the broadcast back: a
+		// plain line is written at once when it changes.
+		what := st.State
 		if by := limitedNow(st); by != "" {
 			desc += "; held back by " + by
+			what += "; " + by
 		}
 		if len(st.PausedUntil) > 0 {
 			desc += " (provider paused)"
+			what += "; paused"
 		}
 		for _, p := range []api.Platform{api.FCM, api.APNs} {
 			if why, ok := st.ProviderDegraded[p]; ok {
 				desc += fmt.Sprintf(" (%s refuses our credential: %s)", p, why)
+				what += "; degraded " + string(p)
 			}
 		}
-		p.update(time.Now(), st.State, desc, done, total)
+		p.update(time.Now(), what, desc, done, total)
 	})
 	p.finish()
 	if err != nil {
@@ -139,15 +145,16 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 
 // followProgress shows a followed broadcast's progress on e.stderr: a bar
 // on a terminal; elsewhere (a pipe, a file) a plain line, without
-// carriage returns or escape sequences, when the state changes and at
-// most every e.plainEvery in between.
+// carriage returns or escape sequences, at once when the state or what
+// holds the broadcast back changes, and at most every e.plainEvery in
+// between.
 type followProgress struct {
 	bar *progressbar.ProgressBar // nil off a terminal
 
-	w         io.Writer
-	every     time.Duration
-	lastState string
-	lastAt    time.Time
+	w        io.Writer
+	every    time.Duration
+	lastWhat string
+	lastAt   time.Time
 }
 
 func newFollowProgress(e *env) *followProgress {
@@ -158,9 +165,9 @@ func newFollowProgress(e *env) *followProgress {
 	return p
 }
 
-// update shows that done of total devices are done, in state, described
-// by desc, at now.
-func (p *followProgress) update(now time.Time, state, desc string, done, total int64) {
+// update shows that done of total devices are done, described by desc,
+// at now; what is the state and whatever holds the broadcast back.
+func (p *followProgress) update(now time.Time, what, desc string, done, total int64) {
 	if p.bar != nil {
 		p.bar.Describe(desc)
 		if p.bar.GetMax64() != total {
@@ -169,11 +176,10 @@ func (p *followProgress) update(now time.Time, state, desc string, done, total i
 		_ = p.bar.Set64(done)
 		return
 	}
-	if state == p.lastState && now.Sub(p.lastAt) < p.every {
-		return
+	if p.lastAt.IsZero() || what != p.lastWhat || now.Sub(p.lastAt) >= p.every {
+		fmt.Fprintf(p.w, "%s (%d of %d devices done)\n", desc, done, total)
+		p.lastWhat, p.lastAt = what, now
 	}
-	fmt.Fprintf(p.w, "%s (%d of %d devices done)\n", desc, done, total)
-	p.lastState, p.lastAt = state, now
 }
 
 // finish ends the bar, so that what follows starts on a line of its own.
