@@ -2,13 +2,18 @@
 // nothing but Go installed. An in-process Redis (miniredis, unless a real
 // one is named), the FCM and APNs simulators with their phones, freshly
 // generated keys, and the gateway's API and worker pool, all in this
-// process and on 127.0.0.1 only (package stack). Interactive by default;
-// the script runs the story — delivery, refused attacks, kill, recall —
-// and checks every outcome at the simulators.
+// process and on 127.0.0.1 only (package stack). Interactive by default:
+// it starts a broadcast slow enough to kill by hand (the slow key's rate
+// makes it last about 90 seconds), prints the commands that kill and
+// recall it, and shows the newest broadcasts live as the API reports them
+// (the same status pushgate status reads). The script runs the story —
+// delivery, refused attacks, kill, recall — and checks every outcome at
+// the simulators.
 //
-// The terminal gets the story and a live line; the log of everything the
-// demo runs (the gateway's, asynq's, go-redis's, net/http's) goes to
-// pushgate.log in the demo's directory, and nowhere else.
+// The terminal gets the story and the live lines, drawn in place only on
+// a terminal; the log of everything the demo runs (the gateway's,
+// asynq's, go-redis's, net/http's) goes to pushgate.log in the demo's
+// directory, and nowhere else.
 //
 // It owns no Redis keys; the forged task it plants to show a refusal uses
 // the queue package's own key builder and task constructor.
