@@ -60,11 +60,11 @@ const (
 	// takes to reach every phone: long enough to read the instructions
 	// and kill it by hand.
 	demoSlowFor = 90 * time.Second
-	// demoLiveEvery is how often the live line reads the status.
+	// demoLiveEvery is how often the live lines read the statuses.
 	demoLiveEvery = 500 * time.Millisecond
-	// DefaultPlainEvery is how often the live line is written as a new
-	// line when its writer is not a terminal, unless a broadcast changes
-	// state sooner.
+	// DefaultPlainEvery is how often a broadcast's live line is written
+	// anew when the writer is not a terminal, unless the broadcast
+	// changes state sooner.
 	DefaultPlainEvery = 5 * time.Second
 	// LogName is the demo's log file, in its directory.
 	LogName = "pushgate.log"
@@ -95,10 +95,10 @@ type Options struct {
 	Dir      string // a new or empty directory to write into and keep; empty for a temporary one
 	Keep     bool   // keep the temporary directory on exit
 	Verbose  bool   // log at info level rather than warnings and errors only
-	// Terminal says the live line's writer (stderr) is a terminal: the
-	// line is then rewritten in place. Otherwise it is written as a
-	// plain line every PlainEvery (DefaultPlainEvery when zero), and at
-	// once when the broadcast it shows changes state.
+	// Terminal says the live lines' writer (stderr) is a terminal: they
+	// are then redrawn in place. Otherwise a broadcast's line is written
+	// as a plain line every PlainEvery (DefaultPlainEvery when zero), and
+	// at once when the broadcast changes state.
 	Terminal   bool
 	PlainEvery time.Duration
 }
@@ -197,7 +197,6 @@ func startDemo(ctx context.Context, o demoOptions, w io.Writer) (d *demo, err er
 			if d.logPath != "" && d.removeDir {
 				if fi, statErr := os.Stat(d.logPath); statErr == nil && fi.Size() > 0 {
 					d.removeDir = false
-					err = fmt.Errorf("%w (the log: %s)", err, d.logPath)
 				}
 			}
 			_ = d.close(w)
