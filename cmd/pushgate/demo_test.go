@@ -146,6 +146,11 @@ func TestDemoInteractive(t *testing.T) {
 	defer cancel()
 	dir := filepath.Join(t.TempDir(), "demo")
 	var out, errOut syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+		}
+	})
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"demo", "--devices", "200", "--dir", dir}, noEnv, strings.NewReader(""), &out, &errOut)
@@ -205,7 +210,13 @@ func TestDemoInteractive(t *testing.T) {
 		return regexp.MustCompile(`live: \S+ "Flood warning" completed: 200 of 200 phones got it\n`).MatchString(errOut.String())
 	})
 
-	// The slow broadcast is still going: kill it, as printed.
+	// The slow broadcast is still going, and has reached a phone (its
+	// first line is written when it starts sending, the next ones every
+	// few seconds): kill it, as printed.
+	demoWait(t, "the live lines to show the slow broadcast sending", func() bool {
+		ended()
+		return regexp.MustCompile(`live: ` + slowID + ` "Dam failure" sending: [1-9][0-9]* of 200 phones got it`).MatchString(errOut.String())
+	})
 	adminVars := map[string]string{"PUSHGATE_URL": adminExport[1], "PUSHGATE_KEY": adminExport[2], "PUSHGATE_KEY_ID": "ops-admin"}
 	admin := func(args ...string) string {
 		t.Helper()
@@ -261,9 +272,6 @@ func TestDemoInteractive(t *testing.T) {
 	// --dir is kept: it was the user's choice.
 	if _, err := os.Stat(filepath.Join(dir, "keyring.yaml")); err != nil {
 		t.Errorf("--dir was not kept: %v", err)
-	}
-	if t.Failed() {
-		t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	}
 }
 
