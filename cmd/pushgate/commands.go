@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/pushgate/pushgate/internal/app"
 )
@@ -21,6 +22,20 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// stderrTerminal says stderr is a terminal, as main found it: progress
+	// is then drawn (bars, a line rewritten in place). Elsewhere it is
+	// written as plain lines, one every plainEvery.
+	stderrTerminal bool
+	plainEvery     time.Duration
+}
+
+// defaultPlainEvery is how often progress written as plain lines (to a
+// pipe or a file) gets a new line.
+const defaultPlainEvery = 5 * time.Second
+
+// newEnv returns the env of the given streams, none of them a terminal.
+func newEnv(getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) *env {
+	return &env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr, plainEvery: defaultPlainEvery}
 }
 
 // command is one subcommand of the binary.
@@ -75,9 +90,14 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
 
-// run dispatches args to a subcommand.
+// run dispatches args to a subcommand, with streams that are not
+// terminals.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
-	e := &env{getenv: getenv, stdin: stdin, stdout: stdout, stderr: stderr}
+	return dispatch(ctx, newEnv(getenv, stdin, stdout, stderr), args)
+}
+
+// dispatch runs the subcommand args name in e.
+func dispatch(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
 		printHelp(e.stdout)
 		return usagef("no subcommand given")

@@ -19,7 +19,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.Devices, "devices", 1000, "number of simulated phones, about 60% Android")
 	fs.StringVar(&o.Dir, "dir", "", "write keys, keyring and configuration into this new or empty directory, and keep it (default: a new temporary directory, removed on exit)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the temporary directory on exit")
-	fs.BoolVar(&o.Verbose, "verbose", false, "log at info level (default: warnings and errors only)")
+	fs.BoolVar(&o.Verbose, "verbose", false, "log at info level to the demo's "+demo.LogName+" (default: warnings and errors only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -41,5 +41,6 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return &usageError{fmt.Errorf("demo: --dir: %w", err)}
 		}
 	}
+	o.Terminal, o.PlainEvery = e.stderrTerminal, e.plainEvery
 	return demo.Run(ctx, o, e.stdout, e.stderr)
 }

@@ -101,7 +101,7 @@ func limitedNow(st *api.Status) string {
 // until it has ended. It succeeds only if every device was sent (or found
 // gone); otherwise its error carries exit code 3 or 4 (outcome).
 func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, poll time.Duration, start time.Time) error {
-	bar := newProgressBar(e.stderr)
+	p := newFollowProgress(e)
 	var eta etaEstimate
 	st, err := c.Wait(ctx, id, poll, func(st *api.Status) {
 		n := st.Counters
@@ -111,25 +111,26 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 		if left := eta.update(time.Now(), done, total); left > 0 {
 			desc += ", ETA " + left.Round(time.Second).String()
 		}
+		// what is the state and whatever holds the broadcast back: a
+		// plain line is written at once when it changes.
+		what := st.State
 		if by := limitedNow(st); by != "" {
 			desc += "; held back by " + by
+			what += "; " + by
 		}
 		if len(st.PausedUntil) > 0 {
 			desc += " (provider paused)"
+			what += "; paused"
 		}
 		for _, p := range []api.Platform{api.FCM, api.APNs} {
 			if why, ok := st.ProviderDegraded[p]; ok {
 				desc += fmt.Sprintf(" (%s refuses our credential: %s)", p, why)
+				what += "; degraded " + string(p)
 			}
 		}
-		bar.Describe(desc)
-		if bar.GetMax64() != total {
-			bar.ChangeMax64(total)
-		}
-		_ = bar.Set64(done)
+		p.update(time.Now(), what, desc, done, total)
 	})
-	_ = bar.Exit()
-	fmt.Fprintln(e.stderr)
+	p.finish()
 	if err != nil {
 		return err
 	}
@@ -140,6 +141,53 @@ func waitBroadcast(ctx context.Context, e *env, c *client.Client, id string, pol
 		fmt.Fprintf(e.stdout, "  top reasons: %s\n", top)
 	}
 	return outcome(st)
+}
+
+// followProgress shows a followed broadcast's progress on e.stderr: a bar
+// on a terminal; elsewhere (a pipe, a file) a plain line, without
+// carriage returns or escape sequences, at once when the state or what
+// holds the broadcast back changes, and at most every e.plainEvery in
+// between.
+type followProgress struct {
+	bar *progressbar.ProgressBar // nil off a terminal
+
+	w        io.Writer
+	every    time.Duration
+	lastWhat string
+	lastAt   time.Time
+}
+
+func newFollowProgress(e *env) *followProgress {
+	p := &followProgress{w: e.stderr, every: e.plainEvery}
+	if e.stderrTerminal {
+		p.bar = newProgressBar(e.stderr)
+	}
+	return p
+}
+
+// update shows that done of total devices are done, described by desc,
+// at now; what is the state and whatever holds the broadcast back.
+func (p *followProgress) update(now time.Time, what, desc string, done, total int64) {
+	if p.bar != nil {
+		p.bar.Describe(desc)
+		if p.bar.GetMax64() != total {
+			p.bar.ChangeMax64(total)
+		}
+		_ = p.bar.Set64(done)
+		return
+	}
+	if p.lastAt.IsZero() || what != p.lastWhat || now.Sub(p.lastAt) >= p.every {
+		fmt.Fprintf(p.w, "%s (%d of %d devices done)\n", desc, done, total)
+		p.lastWhat, p.lastAt = what, now
+	}
+}
+
+// finish ends the bar, so that what follows starts on a line of its own.
+func (p *followProgress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Exit()
+		fmt.Fprintln(p.w)
+	}
 }
 
 // etaEstimate estimates the time left from the devices done since the
@@ -163,7 +211,7 @@ func (e *etaEstimate) update(now time.Time, done, total int64) time.Duration {
 	return time.Duration(float64(elapsed) * float64(total-done) / float64(progress))
 }
 
-// newProgressBar returns the progress bar of --wait on w.
+// newProgressBar returns the progress bar of --wait on w, a terminal.
 func newProgressBar(w io.Writer) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(1,
 		progressbar.OptionSetWriter(w),

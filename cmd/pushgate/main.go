@@ -3,7 +3,8 @@
 // signing client, as subcommands of one binary.
 //
 // main only wires: it hands the arguments, the environment and the standard
-// streams to run, and exits in one place.
+// streams (and whether stderr is a terminal) to dispatch, and exits in one
+// place.
 package main
 
 import (
@@ -15,12 +16,16 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/term"
+
 	"github.com/pushgate/pushgate/internal/app"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	e := newEnv(os.Getenv, os.Stdin, os.Stdout, os.Stderr)
+	e.stderrTerminal = term.IsTerminal(int(os.Stderr.Fd()))
+	err := dispatch(ctx, e, os.Args[1:])
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
 }

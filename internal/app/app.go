@@ -213,7 +213,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 			return nil, err
 		}
 		a.api = gateway.NewHTTPServer(cfg.Listen, gw.Handler())
-		boundHTTP(a.api, cfg.HTTP)
+		boundHTTP(a.api, cfg.HTTP, logger)
 	}
 	if r.Worker {
 		senders, err := a.newSenders(ctx)
@@ -236,7 +236,7 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 		mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 		a.addProbes(mux)
 		a.metrics = &http.Server{Addr: cfg.MetricsListen, Handler: mux}
-		boundHTTP(a.metrics, cfg.HTTP)
+		boundHTTP(a.metrics, cfg.HTTP, logger)
 		// A scrape waits for nothing, so here a write deadline costs
 		// nothing and bounds a client that reads slowly.
 		a.metrics.WriteTimeout = metricsWriteTimeout
@@ -249,12 +249,17 @@ func New(ctx context.Context, cfg *Config, logger *slog.Logger, r Roles) (*App, 
 // metrics listener.
 const metricsWriteTimeout = 30 * time.Second
 
-// boundHTTP applies the http.* settings to srv. It clears WriteTimeout:
-// a write deadline set when a request's headers are read would cut a kill
-// that waits for every worker's acknowledgement, and the answers are small
-// enough for the socket's buffer. How long a body may take to arrive
+// boundHTTP applies the http.* settings to srv and sends its error log
+// through logger. It clears WriteTimeout: a write deadline set when a
+// request's headers are read would cut a kill that waits for every
+// worker's acknowledgement, and the answers are small enough for the
+// socket's buffer. How long a body may take to arrive
 // (ReadTimeout, or the gateway's per-request deadline) is the gateway's.
-func boundHTTP(srv *http.Server, c HTTPConfig) {
+func boundHTTP(srv *http.Server, c HTTPConfig, logger *slog.Logger) {
+	// net/http's own complaints (a failed accept, a bad TLS handshake)
+	// go where the rest of the process's log goes, not to the standard
+	// logger.
+	srv.ErrorLog = slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn)
 	srv.ReadHeaderTimeout = c.ReadHeaderTimeout
 	srv.IdleTimeout = c.IdleTimeout
 	srv.MaxHeaderBytes = c.MaxHeaderBytes

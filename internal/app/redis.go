@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/pushgate/pushgate/queue"
 )
@@ -221,8 +222,13 @@ func AcceptLoss(ctx context.Context, cfg *Config, replaces string) (*queue.Marke
 // failed reconnect) through logger, at warning level with
 // component=go-redis, so they are structured like the rest in JSON mode.
 // go-redis keeps one logger per process: call it once, from the process's
-// entry point.
-func RouteRedisLogs(logger *slog.Logger) { redis.SetLogger(redisLogger{logger}) }
+// entry point. The returned function gives go-redis back its default
+// logger (standard error), for a caller whose logger ends before the
+// process does (the demo's log file, closed on exit).
+func RouteRedisLogs(logger *slog.Logger) (restore func()) {
+	redis.SetLogger(redisLogger{logger})
+	return logging.Enable
+}
 
 // redisLogger adapts a *slog.Logger to go-redis's logging interface.
 type redisLogger struct{ l *slog.Logger }

@@ -2,9 +2,18 @@
 // nothing but Go installed. An in-process Redis (miniredis, unless a real
 // one is named), the FCM and APNs simulators with their phones, freshly
 // generated keys, and the gateway's API and worker pool, all in this
-// process and on 127.0.0.1 only (package stack). Interactive by default;
-// the script runs the story — delivery, refused attacks, kill, recall —
-// and checks every outcome at the simulators.
+// process and on 127.0.0.1 only (package stack). Interactive by default:
+// it starts a broadcast slow enough to kill by hand (the slow key's rate
+// makes it last about 90 seconds), prints the commands that kill and
+// recall it, and shows the newest broadcasts live as the API reports them
+// (the same status pushgate status reads). The script runs the story —
+// delivery, refused attacks, kill, recall — and checks every outcome at
+// the simulators.
+//
+// The terminal gets the story and the live lines, drawn in place only on
+// a terminal; the log of everything the demo runs (the gateway's,
+// asynq's, go-redis's, net/http's) goes to pushgate.log in the demo's
+// directory, and nowhere else.
 //
 // It owns no Redis keys; the forged task it plants to show a refusal uses
 // the queue package's own key builder and task constructor.
@@ -16,19 +25,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
+	"math"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/term"
 
+	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/client"
 	"github.com/pushgate/pushgate/internal/app"
 	"github.com/pushgate/pushgate/internal/stack"
 	"github.com/pushgate/pushgate/providers"
-	"github.com/pushgate/pushgate/providers/sim"
 	"github.com/pushgate/pushgate/queue"
 )
 
@@ -45,6 +56,18 @@ const (
 	// demoMinScriptDevices is the smallest audience the kill step can stop
 	// part-way.
 	demoMinScriptDevices = 100
+	// demoSlowFor is about how long the interactive demo's slow broadcast
+	// takes to reach every phone: long enough to read the instructions
+	// and kill it by hand.
+	demoSlowFor = 90 * time.Second
+	// demoLiveEvery is how often the live lines read the statuses.
+	demoLiveEvery = 500 * time.Millisecond
+	// DefaultPlainEvery is how often a broadcast's live line is written
+	// anew when the writer is not a terminal, unless the broadcast
+	// changes state sooner.
+	DefaultPlainEvery = 5 * time.Second
+	// LogName is the demo's log file, in its directory.
+	LogName = "pushgate.log"
 )
 
 // The correction of the story is the gateway's standard retraction, which
@@ -72,6 +95,12 @@ type Options struct {
 	Dir      string // a new or empty directory to write into and keep; empty for a temporary one
 	Keep     bool   // keep the temporary directory on exit
 	Verbose  bool   // log at info level rather than warnings and errors only
+	// Terminal says the live lines' writer (stderr) is a terminal: they
+	// are then redrawn in place. Otherwise a broadcast's line is written
+	// as a plain line every PlainEvery (DefaultPlainEvery when zero), and
+	// at once when the broadcast changes state.
+	Terminal   bool
+	PlainEvery time.Duration
 }
 
 // MinScriptDevices is the smallest audience the script's kill step can
@@ -80,14 +109,15 @@ const MinScriptDevices = demoMinScriptDevices
 
 // Run runs the demo until ctx ends (interactive) or the story is told
 // (Script), then stops everything. With Script it fails unless every
-// check held.
+// check held. Its log goes to LogName in the demo's directory, whose path
+// it prints first; a temporary directory is kept when the demo failed, for
+// that log.
 func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	level := slog.LevelWarn
 	if o.Verbose {
 		level = slog.LevelInfo
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	d, err := startDemo(ctx, demoOptions{redisURL: o.RedisURL, devices: o.Devices, dir: o.Dir, keep: o.Keep, logger: logger})
+	d, err := startDemo(ctx, demoOptions{redisURL: o.RedisURL, devices: o.Devices, dir: o.Dir, keep: o.Keep, level: level}, stdout)
 	if err != nil {
 		return err
 	}
@@ -96,7 +126,14 @@ func Run(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if o.Script {
 		runErr = d.script(ctx, stdout)
 	} else {
-		runErr = d.interactive(ctx, stdout, stderr)
+		every := o.PlainEvery
+		if every <= 0 {
+			every = DefaultPlainEvery
+		}
+		runErr = d.interactive(ctx, stdout, newLiveWriter(stderr, o.Terminal, every))
+	}
+	if runErr != nil && ctx.Err() == nil {
+		d.removeDir = false
 	}
 	return errors.Join(runErr, d.close(stdout))
 }
@@ -123,7 +160,7 @@ type demoOptions struct {
 	devices  int
 	dir      string // empty: a new temporary directory
 	keep     bool
-	logger   *slog.Logger
+	level    slog.Level // of the log file
 }
 
 // demo is everything the demo runs. close stops it in order.
@@ -137,15 +174,32 @@ type demo struct {
 	sender    *client.Client
 	admin     *client.Client
 	imported  time.Duration
+	// slowRate is the pushes a second the slow key (stack.KeySlow) may
+	// send.
+	slowRate int
+
+	logPath string
+	logFile *os.File
+	// restoreRedisLogs gives go-redis its default logger back, once the
+	// log file closes.
+	restoreRedisLogs func()
 }
 
-// startDemo starts Redis, the simulators and the gateway, and registers
-// the phones through the API.
-func startDemo(ctx context.Context, o demoOptions) (d *demo, err error) {
-	d = &demo{dir: o.dir, redisURL: o.redisURL}
+// startDemo opens the log file, starts Redis, the simulators and the
+// gateway, and registers the phones through the API. It names the log
+// file on w before anything can log.
+func startDemo(ctx context.Context, o demoOptions, w io.Writer) (d *demo, err error) {
+	d = &demo{dir: o.dir, redisURL: o.redisURL, slowRate: demoSlowRate(o.devices)}
 	defer func() {
 		if err != nil {
-			_ = d.close(io.Discard)
+			// Keep a temporary directory for its log, unless the log is
+			// empty and tells nothing.
+			if d.logPath != "" && d.removeDir {
+				if fi, statErr := os.Stat(d.logPath); statErr == nil && fi.Size() > 0 {
+					d.removeDir = false
+				}
+			}
+			_ = d.close(w)
 		}
 	}()
 	if d.dir == "" {
@@ -153,7 +207,18 @@ func startDemo(ctx context.Context, o demoOptions) (d *demo, err error) {
 			return nil, fmt.Errorf("demo: %w", err)
 		}
 		d.removeDir = !o.keep
+	} else if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
 	}
+	d.logPath = filepath.Join(d.dir, LogName)
+	if d.logFile, err = os.OpenFile(d.logPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	fmt.Fprintf(w, "pushgate demo: the log of everything it runs goes to %s (tail -f it)\n", d.logPath)
+	logger := slog.New(slog.NewTextHandler(d.logFile, &slog.HandlerOptions{Level: o.level}))
+	// go-redis logs through one logger per process; the demo is this
+	// process's command, so it takes it until close.
+	d.restoreRedisLogs = app.RouteRedisLogs(logger)
 	if d.redisURL == "" {
 		if d.redis, err = startEmbeddedRedis(); err != nil {
 			return nil, err
@@ -166,11 +231,12 @@ func startDemo(ctx context.Context, o demoOptions) (d *demo, err error) {
 		settings = map[string]string{"redis.persistence_check": "off"}
 	}
 	d.st, err = stack.New(stack.Options{Dir: d.dir, RedisURL: d.redisURL, Devices: o.devices,
-		AndroidShare: demoAndroidShare, Seed: demoSeed, Topic: demoTopic, Settings: settings, Logger: o.logger})
+		AndroidShare: demoAndroidShare, Seed: demoSeed, Topic: demoTopic, Settings: settings, Logger: logger,
+		SlowRate: fmt.Sprintf("%d/s", d.slowRate)})
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
-	if d.app, err = stack.StartApp(ctx, d.st.ConfigPath, app.Roles{API: true, Worker: true}, o.logger); err != nil {
+	if d.app, err = stack.StartApp(ctx, d.st.ConfigPath, app.Roles{API: true, Worker: true}, logger); err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
 	if d.sender, err = d.st.Client(stack.KeySender, d.app.URL); err != nil {
@@ -187,9 +253,15 @@ func startDemo(ctx context.Context, o demoOptions) (d *demo, err error) {
 	return d, nil
 }
 
+// demoSlowRate is the slow key's pushes a second that make a broadcast to
+// every one of devices phones take about demoSlowFor.
+func demoSlowRate(devices int) int {
+	return max(1, int(math.Ceil(float64(devices)/demoSlowFor.Seconds())))
+}
+
 // close stops the gateway (its API, then its workers), then the
-// simulators, then the embedded Redis, and removes the temporary
-// directory. It reports what it removed on w.
+// simulators, then the embedded Redis, then closes the log and removes
+// the temporary directory. It reports what it removed or kept on w.
 func (d *demo) close(w io.Writer) error {
 	var errs []error
 	for _, c := range []*client.Client{d.sender, d.admin} {
@@ -211,12 +283,23 @@ func (d *demo) close(w io.Writer) error {
 		d.redis.close()
 		fmt.Fprintln(w, "The embedded Redis is gone, and with it every broadcast, device and nonce of this demo.")
 	}
-	if d.removeDir {
+	if d.restoreRedisLogs != nil {
+		d.restoreRedisLogs()
+	}
+	if d.logFile != nil {
+		if err := d.logFile.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("demo: log: %w", err))
+		}
+	}
+	switch {
+	case d.removeDir:
 		if err := os.RemoveAll(d.dir); err != nil {
 			errs = append(errs, fmt.Errorf("demo: %w", err))
 		} else {
-			fmt.Fprintf(w, "Removed %s (--keep keeps it).\n", d.dir)
+			fmt.Fprintf(w, "Removed %s and its log (--keep keeps them).\n", d.dir)
 		}
+	case d.logPath != "":
+		fmt.Fprintf(w, "The log is in %s.\n", d.logPath)
 	}
 	// Forget everything, so that a second close does nothing.
 	*d = demo{}
@@ -240,86 +323,232 @@ func (d *demo) printIntro(w io.Writer) {
 	if d.removeDir {
 		kept = "removed on exit; --keep keeps them"
 	}
-	fmt.Fprintf(w, "  files:   %s (keys/, keyring.yaml, pushgate.yaml; %s)\n", d.dir, kept)
+	fmt.Fprintf(w, "  files:   %s (keys/, keyring.yaml, pushgate.yaml, %s; %s)\n", d.dir, LogName, kept)
 	fmt.Fprintf(w, "  keys:    %s signs broadcasts to %s; %s is an admin; %s is an attacker's, not in the keyring\n",
 		d.st.Keys[stack.KeySender].ID, demoTopic, d.st.Keys[stack.KeyAdmin].ID, d.st.Keys[stack.KeyAttacker].ID)
 	fmt.Fprintln(w)
 }
 
-// interactive prints commands to try from another terminal and shows the
-// deliveries live until ctx is cancelled (Ctrl-C).
-func (d *demo) interactive(ctx context.Context, w, logw io.Writer) error {
-	sender, admin := d.st.Keys[stack.KeySender], d.st.Keys[stack.KeyAdmin]
-	fmt.Fprintln(w, "Try it from another terminal, in this repository:")
+// interactive prints commands to try from another terminal, starts a
+// broadcast slow enough to kill by hand, and shows the status of the
+// newest broadcasts on live until ctx is cancelled (Ctrl-C).
+func (d *demo) interactive(ctx context.Context, w io.Writer, live *liveWriter) error {
+	sender, admin, slow := d.st.Keys[stack.KeySender], d.st.Keys[stack.KeyAdmin], d.st.Keys[stack.KeySlow]
+	slowClient, err := d.st.Client(stack.KeySlow, d.app.URL)
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer slowClient.Close()
+	bad, err := slowClient.Submit(ctx, demoBroadcast(demoBadTitle, demoBadBody))
+	if err != nil {
+		return fmt.Errorf("demo: the slow broadcast: %w", err)
+	}
+	n := len(d.st.Devices)
+	about := (time.Duration(float64(n)/float64(d.slowRate)) * time.Second).Round(time.Second)
+
+	fmt.Fprintf(w, "A broadcast with the wrong text is going out now, slowly: %s (key %s) may send %d pushes a second,\n",
+		shellQuote(demoBadTitle), slow.ID, d.slowRate)
+	fmt.Fprintf(w, "so its %d phones take about %s. It is broadcast %s.\n", n, about, bad.ID)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "  # as the sender: a signed broadcast to every phone in the topic")
+	fmt.Fprintln(w, "Stop it from another terminal, in this repository, as the admin; then replace it on the phones it reached:")
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  export PUSHGATE_URL=%s PUSHGATE_KEY=%s PUSHGATE_KEY_ID=%s\n", d.app.URL, shellQuote(admin.File), admin.ID)
+	fmt.Fprintf(w, "  go run ./cmd/pushgate kill --scope broadcast:%s --reason 'wrong text' --wait\n", bad.ID)
+	fmt.Fprintf(w, "  go run ./cmd/pushgate recall %s --mode replace --title %s --body %s\n",
+		bad.ID, shellQuote(demoFixTitle), shellQuote(demoFixBody))
+	fmt.Fprintf(w, "  go run ./cmd/pushgate status %s\n", bad.ID)
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Send one of your own, as the sender: a signed broadcast to every phone in the topic:")
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  export PUSHGATE_URL=%s PUSHGATE_KEY=%s PUSHGATE_KEY_ID=%s\n", d.app.URL, shellQuote(sender.File), sender.ID)
 	fmt.Fprintf(w, "  go run ./cmd/pushgate send --topic %s --title %s --body %s --wait\n",
 		demoTopic, shellQuote(demoFirstTitle), shellQuote(demoFirstBody))
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "  # as the admin: stop a broadcast on every worker, then replace it on the phones it reached")
-	fmt.Fprintf(w, "  export PUSHGATE_URL=%s PUSHGATE_KEY=%s PUSHGATE_KEY_ID=%s\n", d.app.URL, shellQuote(admin.File), admin.ID)
-	fmt.Fprintln(w, "  go run ./cmd/pushgate kill --scope broadcast:ID --reason 'wrong text' --wait")
-	fmt.Fprintf(w, "  go run ./cmd/pushgate recall ID --mode replace --title %s --body %s\n",
-		shellQuote(demoFixTitle), shellQuote(demoFixBody))
-	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  (ID is the broadcast id that send prints. Phones: %s/sim/stats and /sim/devices/TOKEN.\n", d.st.Sim.ControlURL())
+	fmt.Fprintf(w, "  (Phones: %s/sim/stats and /sim/devices/TOKEN.\n", d.st.Sim.ControlURL())
 	fmt.Fprintln(w, "   The whole story, checked: go run ./cmd/pushgate demo --script)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Deliveries are shown live below; Ctrl-C stops everything.")
+	fmt.Fprintln(w, "The newest broadcasts are shown live below, as pushgate status reads them; Ctrl-C stops everything.")
 
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.showLive(ctx, logw, isTerminal(logw))
-	}()
+	wg.Go(func() { d.showLive(ctx, live) })
 	<-ctx.Done()
 	wg.Wait()
 	fmt.Fprintln(w, "Stopping: the gateway, then the simulators, then Redis.")
 	return nil
 }
 
-// showLive writes one line of deliveries per platform twice a second
-// until ctx is cancelled: rewritten in place on a terminal, else as a new
-// line whenever it changes.
-func (d *demo) showLive(ctx context.Context, w io.Writer, tty bool) {
-	t := time.NewTicker(500 * time.Millisecond)
+// showLive shows the live lines every demoLiveEvery until ctx is
+// cancelled.
+func (d *demo) showLive(ctx context.Context, live *liveWriter) {
+	t := time.NewTicker(demoLiveEvery)
 	defer t.Stop()
-	last := ""
 	for {
-		line := demoLiveLine(d.st.Sim.Stats(), len(d.st.Devices))
-		switch {
-		case tty:
-			fmt.Fprintf(w, "\r%s\x1b[K", line)
-		case line != last:
-			fmt.Fprintln(w, line)
+		sts, err := d.liveStatuses(ctx)
+		if ctx.Err() != nil {
+			return
 		}
-		last = line
+		live.show(time.Now(), demoLiveLines(sts, err))
 		select {
 		case <-ctx.Done():
-			if tty {
-				fmt.Fprintln(w)
-			}
 			return
 		case <-t.C:
 		}
 	}
 }
 
-// demoLiveLine describes what the simulators have delivered. Every phone
-// is online, so a push the provider accepted (200) is a delivery.
-func demoLiveLine(s sim.Stats, phones int) string {
-	accepted := func(p providers.Platform) int64 { return s.Requests[p][http.StatusOK] }
-	return fmt.Sprintf("live: FCM %d delivered, APNs %d delivered, %d in flight; %d of %d phones reached; %d notifications recalled",
-		accepted(providers.FCM), accepted(providers.APNs), s.InFlight[providers.FCM]+s.InFlight[providers.APNs],
-		s.PhonesReached, phones, s.Recalled)
+// demoLiveShown is how many broadcasts the live lines show: the newest.
+const demoLiveShown = 3
+
+// liveStatuses reads the status of the newest broadcasts, oldest first,
+// each through the API as pushgate status reads it: the live lines show
+// no figure of their own.
+func (d *demo) liveStatuses(ctx context.Context) ([]*api.Status, error) {
+	page, err := d.admin.List(ctx, client.ListOptions{Limit: demoLiveShown})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*api.Status, 0, len(page.Broadcasts))
+	for _, listed := range slices.Backward(page.Broadcasts) {
+		st, err := d.admin.Status(ctx, listed.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// liveLine is one line of the live display, and what it shows: a new
+// plain line is written at once when what it shows changes.
+type liveLine struct {
+	id   string // the broadcast's; "" for a line about none
+	what string // its state
+	text string
+}
+
+// demoLiveLines are the live lines of sts, or of the error reading them.
+func demoLiveLines(sts []*api.Status, err error) []liveLine {
+	switch {
+	case err != nil:
+		return []liveLine{{what: "error", text: "live: status unavailable: " + err.Error()}}
+	case len(sts) == 0:
+		return []liveLine{{what: "none", text: "live: no broadcast yet"}}
+	}
+	out := make([]liveLine, len(sts))
+	for i, st := range sts {
+		out[i] = liveLine{id: st.ID, what: st.State, text: demoLiveLine(st)}
+	}
+	return out
+}
+
+// demoLiveLine describes a broadcast's status in one line: its state, how
+// many phones got it (the devices its providers accepted), and what else
+// its counters hold.
+func demoLiveLine(st *api.Status) string {
+	n := st.Counters
+	var b strings.Builder
+	fmt.Fprintf(&b, "live: %s %q %s", st.ID, st.Title, st.State)
+	if st.RecallMode != "" {
+		fmt.Fprintf(&b, " (%s)", st.RecallMode)
+	}
+	if total := max(n.Targeted, n.Planned); total > 0 {
+		fmt.Fprintf(&b, ": %d of %d phones got it", n.Sent, total)
+	} else {
+		b.WriteString(": finding its phones")
+	}
+	for _, c := range []struct {
+		v    int64
+		what string
+	}{
+		{n.Failed, "failed"}, {n.Expired, "expired"}, {n.InvalidToken, "invalid tokens"}, {n.Cancelled, "cancelled"},
+		{n.Uncertain, "uncertain"}, {n.Held, "held"}, {n.Throttled, "throttled"}, {n.Capped, "capped"},
+		{n.Recalled, "recalled"}, {n.RecallFailed, "recall failed"},
+	} {
+		if c.v > 0 {
+			fmt.Fprintf(&b, ", %d %s", c.v, c.what)
+		}
+	}
+	if st.State == api.StateSending && st.LimitedBy != "" && st.UpdatedAt.Sub(st.LimitedAt) <= 5*time.Second {
+		fmt.Fprintf(&b, "; held back by %s", st.LimitedBy)
+	}
+	return b.String()
+}
+
+// liveWriter writes the live lines. On a terminal it redraws them in
+// place. Elsewhere it writes a line as a plain line (no carriage return,
+// no escape sequence) when it changed and every has passed since that
+// broadcast's last one, or at once when what it shows changed.
+type liveWriter struct {
+	w        io.Writer
+	terminal bool
+	every    time.Duration
+
+	drawn int                    // lines drawn on the terminal
+	last  map[string]writtenLine // by broadcast id, off a terminal
+}
+
+// writtenLine is the last plain line written of a broadcast.
+type writtenLine struct {
+	what, text string
+	at         time.Time
+}
+
+func newLiveWriter(w io.Writer, terminal bool, every time.Duration) *liveWriter {
+	return &liveWriter{w: w, terminal: terminal, every: every, last: map[string]writtenLine{}}
+}
+
+// show writes lines at now.
+func (l *liveWriter) show(now time.Time, lines []liveLine) {
+	if l.terminal {
+		l.draw(lines)
+		return
+	}
+	for _, ln := range lines {
+		last, ok := l.last[ln.id]
+		if ok && (ln.text == last.text || (ln.what == last.what && now.Sub(last.at) < l.every)) {
+			continue
+		}
+		fmt.Fprintln(l.w, ln.text)
+		l.last[ln.id] = writtenLine{what: ln.what, text: ln.text, at: now}
+	}
+}
+
+// draw redraws the lines on the terminal: back up over the lines drawn
+// before, then each line, cleared to its end.
+func (l *liveWriter) draw(lines []liveLine) {
+	var b strings.Builder
+	if l.drawn > 0 {
+		fmt.Fprintf(&b, "\x1b[%dF", l.drawn) // to the start of the first line drawn
+	}
+	width := terminalWidth(l.w)
+	for _, ln := range lines {
+		text := ln.text
+		// A line as wide as the terminal wraps, and the next redraw would
+		// back up over too few lines.
+		if r := []rune(text); width > 1 && len(r) >= width {
+			text = string(r[:width-2]) + "…"
+		}
+		b.WriteString(text + "\x1b[K\n")
+	}
+	// Fewer lines than before: clear what is left below.
+	if len(lines) < l.drawn {
+		b.WriteString("\x1b[J")
+	}
+	l.drawn = len(lines)
+	io.WriteString(l.w, b.String())
+}
+
+// terminalWidth is the width of the terminal w is, 0 when unknown.
+func terminalWidth(w io.Writer) int {
 	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
+	if !ok {
+		return 0
+	}
+	width, _, err := term.GetSize(int(f.Fd()))
+	if err != nil {
+		return 0
+	}
+	return width
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -251,6 +254,9 @@ func (d *demo) forgePlanTask(ctx context.Context, genuineID string) (forgeResult
 	res := forgeResult{refused: err == nil}
 	if res.refused {
 		res.outcome = fmt.Sprintf("refused by the worker and counted as a security event (%s = %d)", counter, now)
+		if logged := d.waitLogged(ctx, "event=task_refused", "broadcast_id="+id); logged != "" {
+			res.outcome += "; " + logged
+		}
 	} else {
 		res.outcome = fmt.Sprintf("no security event counted: %v", err)
 	}
@@ -267,6 +273,29 @@ func (d *demo) forgePlanTask(ctx context.Context, genuineID string) (forgeResult
 		}
 	}
 	return res, delivered, nil
+}
+
+// waitLogged waits a little for a line of the log file holding every one
+// of parts, and says where it is; "" when none came.
+func (d *demo) waitLogged(ctx context.Context, parts ...string) string {
+	var found bool
+	_ = demoPoll(ctx, 5*time.Second, 20*time.Millisecond, func() (bool, error) {
+		b, err := os.ReadFile(d.logPath)
+		if err != nil {
+			return false, err
+		}
+		for line := range strings.Lines(string(b)) {
+			if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(line, p) }) {
+				found = true
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if !found {
+		return ""
+	}
+	return fmt.Sprintf("logged as %s in %s", parts[0], LogName)
 }
 
 // stepKill starts a broadcast with a bad text under slow providers and,

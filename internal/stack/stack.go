@@ -11,6 +11,7 @@
 package stack
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -84,7 +85,8 @@ const (
 	// 100 distinct devices a day.
 	KeyDistrict = "district"
 	KeyAttacker = "attacker" // broadcast, but not in the keyring
-	// KeySlow broadcasts to the stack's topic at most 50 pushes a second.
+	// KeySlow broadcasts to the stack's topic at most 50 pushes a second
+	// (Options.SlowRate).
 	KeySlow = "slow"
 )
 
@@ -110,6 +112,9 @@ type Options struct {
 	// shows only what verifies (docs/APP-VERIFICATION.md). Empty: off.
 	AppSigning        string
 	UnverifyingPhones bool
+	// SlowRate is KeySlow's rate (COUNT/PERIOD, as in the keyring);
+	// "50/s" when empty.
+	SlowRate string
 }
 
 // New starts the simulators, creates the phones and writes the keys, the
@@ -240,7 +245,7 @@ func (st *Stack) writeKeys(o Options) (string, error) {
 		{KeyDistrict, signing.KeyEntry{ID: "kelurahan-9", Roles: []string{"broadcast"}, Topics: []string{"district-9*"},
 			MaxAudience: 20, Reach: "100/24h", Owner: "kelurahan-9"}, true},
 		{KeySlow, signing.KeyEntry{ID: "city-slow", Roles: []string{"broadcast"}, Topics: []string{o.Topic},
-			MaxAudience: max(o.Devices*2, 1000), Rate: "50/s", Owner: "diskominfo"}, true},
+			MaxAudience: max(o.Devices*2, 1000), Rate: cmp.Or(o.SlowRate, "50/s"), Owner: "diskominfo"}, true},
 		{KeyAttacker, signing.KeyEntry{ID: "city-alerts-stolen", Roles: []string{"broadcast"}}, false},
 	} {
 		pub, priv, err := signing.GenerateKey()
