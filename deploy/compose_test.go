@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -109,13 +110,7 @@ func composeProcess(t *testing.T, p *types.Project, s types.ServiceConfig) *proc
 // name.
 func pushgateServices(p *types.Project) []types.ServiceConfig {
 	var out []types.ServiceConfig
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range p.Services {
-			if !yield(n) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
 		if s := p.Services[name]; s.Image == "pushgate:latest" {
 			out = append(out, s)
 		}
@@ -297,12 +292,12 @@ func TestComposeSim(t *testing.T) {
 		}
 		workers++
 		cfg := proc.loadConfig(t)
-		checkURL := func(setting, got, want string, port int) {
+		checkURL := func(setting, got, want string, wantPort int) {
 			t.Helper()
 			g, err := url.Parse(got)
 			w, _ := url.Parse(want)
-			if err != nil || g.Scheme != w.Scheme || g.Hostname() != hostname || g.Port() != strconv.Itoa(port) || g.Path != w.Path {
-				t.Errorf("%s: %s %q, want %s://%s:%d%s", proc.name, setting, got, w.Scheme, hostname, port, w.Path)
+			if err != nil || g.Scheme != w.Scheme || g.Hostname() != hostname || g.Port() != strconv.Itoa(wantPort) || g.Path != w.Path {
+				t.Errorf("%s: %s %q, want %s://%s:%d%s", proc.name, setting, got, w.Scheme, hostname, wantPort, w.Path)
 			}
 		}
 		checkURL("fcm.endpoint", cfg.FCM.Endpoint, want.FCM.Endpoint, basePort)

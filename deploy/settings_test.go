@@ -198,7 +198,8 @@ func (p *process) loadConfig(t *testing.T) *app.Config {
 		t.Errorf("%s: keyring_file is not set: pushgate refuses to start", p.name)
 	}
 
-	// control.state_dir must outlive the container, and be writable.
+	// control.state_dir must outlive the container, and be writable: the
+	// mount that provides a file in it must be the directory itself.
 	m, rel, ok := p.find(cfg.Control.StateDir + "/x")
 	switch {
 	case cfg.Control.StateDir == "":
