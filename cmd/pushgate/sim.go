@@ -17,6 +17,7 @@ func runSim(ctx context.Context, e *env, args []string) error {
 	fs.IntVar(&o.Devices, "devices", 1000, "number of virtual phones to create")
 	fs.Float64Var(&o.AndroidShare, "android-share", 0.6, "share of the phones that are Android (FCM), from 0 to 1")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:0", "host:port to listen on; port 0 picks free ports, port P uses P (FCM), P+1 (APNs) and P+2 (control)")
+	fs.StringVar(&o.Hostname, "hostname", "", "name or IP address the gateway reaches the simulators by (in a container, its service name): used in the URLs and files they write and named by their TLS certificate (default the listen address)")
 	fs.DurationVar(&o.Latency, "latency", 0, "latency the providers add to every request")
 	fs.DurationVar(&o.Jitter, "jitter", 0, "random extra latency, up to this much")
 	fs.Int64Var(&o.Seed, "seed", 1, "seed for the phones' tokens and the fault generator")

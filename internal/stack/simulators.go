@@ -16,6 +16,7 @@ type SimOptions struct {
 	Devices      int
 	AndroidShare float64
 	Listen       string // host:port; port 0 picks free ports
+	Hostname     string // name clients reach the simulators by (sim.Config.Hostname); empty: the listen address
 	Latency      time.Duration
 	Jitter       time.Duration
 	Seed         int64
@@ -27,9 +28,10 @@ type SimOptions struct {
 // stdout.
 func RunSimulators(ctx context.Context, o SimOptions, stdout io.Writer, logger *slog.Logger) error {
 	s, err := sim.New(sim.Config{
-		Listen: o.Listen,
-		Logger: logger,
-		Faults: sim.Faults{Latency: o.Latency, Jitter: o.Jitter, Seed: o.Seed},
+		Listen:   o.Listen,
+		Hostname: o.Hostname,
+		Logger:   logger,
+		Faults:   sim.Faults{Latency: o.Latency, Jitter: o.Jitter, Seed: o.Seed},
 	})
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)

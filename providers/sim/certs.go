@@ -33,11 +33,12 @@ type credentials struct {
 	apnsKeyPEM []byte
 }
 
-// newCredentials generates a CA and a leaf for the loopback names, and
+// newCredentials generates a CA and a leaf for the loopback names and
+// cfg.Hostname, and
 // takes the service-account and APNs keys from cfg or generates them.
 func newCredentials(cfg *Config) (*credentials, error) {
 	c := &credentials{}
-	if err := c.generateTLS(); err != nil {
+	if err := c.generateTLS(cfg.Hostname); err != nil {
 		return nil, fmt.Errorf("tls certificates: %w", err)
 	}
 
@@ -82,7 +83,7 @@ func newCredentials(cfg *Config) (*credentials, error) {
 	return c, nil
 }
 
-func (c *credentials) generateTLS() error {
+func (c *credentials) generateTLS(hostname string) error {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -120,6 +121,11 @@ func (c *credentials) generateTLS() error {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if ip := net.ParseIP(hostname); ip != nil {
+		leafTmpl.IPAddresses = append(leafTmpl.IPAddresses, ip)
+	} else if hostname != "" && hostname != "localhost" {
+		leafTmpl.DNSNames = append(leafTmpl.DNSNames, hostname)
 	}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, caKey)
 	if err != nil {

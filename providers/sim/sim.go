@@ -116,6 +116,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +130,13 @@ type Config struct {
 	// "127.0.0.1:0") every server takes a free port; with port P, FCM
 	// listens on P, APNs on P+1 and the control server on P+2.
 	Listen string
+	// Hostname, when set, is the name or IP address clients reach the
+	// simulators by, as when they run in a container of their own: the
+	// URLs the simulators advertise (FCMEndpoint, TokenURL, APNsHost,
+	// ControlURL, and so the files WriteFiles writes) use it instead of
+	// the listen address, and the TLS certificate names it besides
+	// localhost and the loopback addresses.
+	Hostname string
 
 	// ProjectID is the Firebase project (default "pushgate-sim").
 	ProjectID string
@@ -222,6 +230,9 @@ func (c *Config) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Hostname != "" && net.ParseIP(c.Hostname) == nil && !validHostname(c.Hostname) {
+		return fmt.Errorf("sim: hostname %q: want a DNS name (letters, digits, '-' and '.') or an IP address", c.Hostname)
+	}
 	switch {
 	case c.TokenTTL < 0, c.OAuthTokenTTL < time.Second:
 		return errors.New("sim: token lifetimes must be positive (OAuthTokenTTL at least a second)")
@@ -229,6 +240,25 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("sim: InitialStreams %d exceeds MaxStreams %d", c.InitialStreams, c.MaxStreams)
 	}
 	return nil
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// letters, digits and inner hyphens.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Sim runs the FCM and APNs simulators, their phones and the control
@@ -336,6 +366,12 @@ func New(cfg Config) (*Sim, error) {
 	s.fcm = s.startTLSServer("fcm", lns[0], creds.serverTLS("h2", "http/1.1"), s.fcmHandler(), 100, false)
 	s.apns = s.startTLSServer("apns", lns[1], creds.serverTLS("h2"), s.apnsHandler(), cfg.MaxStreams, true)
 	s.control = s.startPlainServer("control", lns[2], s.controlHandler())
+	if cfg.Hostname != "" {
+		for _, sv := range []*server{s.fcm, s.apns, s.control} {
+			_, port, _ := net.SplitHostPort(sv.addr)
+			sv.addr = net.JoinHostPort(cfg.Hostname, port)
+		}
+	}
 	s.log.Info("simulators started",
 		slog.String("fcm", s.FCMEndpoint()), slog.String("apns", s.APNsHost()), slog.String("control", s.ControlURL()))
 	return s, nil
