@@ -182,12 +182,21 @@ func CheckContract(tb testing.TB, h http.Handler) http.Handler {
 		tb.Fatalf("gatewaytest: %v", err)
 	}
 	var mu sync.Mutex
-	var found []string
+	var found []string       // distinct findings, in the order seen
+	seen := map[string]int{} // how often each was seen
 	tb.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, f := range found {
-			tb.Errorf("the API departs from api/openapi.yaml: %s", f)
+		for i, f := range found {
+			if i == maxReported {
+				tb.Errorf("the API departs from api/openapi.yaml in %d more ways", len(found)-i)
+				break
+			}
+			times := ""
+			if n := seen[f]; n > 1 {
+				times = fmt.Sprintf(" (%d times)", n)
+			}
+			tb.Errorf("the API departs from api/openapi.yaml%s: %s", times, f)
 		}
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -205,13 +214,22 @@ func CheckContract(tb testing.TB, h http.Handler) http.Handler {
 		if header == nil {
 			header = w.Header().Clone()
 		}
-		if f := c.Check(r, in.buf.Bytes(), out.status(), header, out.buf.Bytes()); len(f) > 0 {
+		if fs := c.Check(r, in.buf.Bytes(), out.status(), header, out.buf.Bytes()); len(fs) > 0 {
 			mu.Lock()
-			found = append(found, f...)
+			for _, f := range fs {
+				if seen[f] == 0 {
+					found = append(found, f)
+				}
+				seen[f]++
+			}
 			mu.Unlock()
 		}
 	})
 }
+
+// maxReported bounds the findings CheckContract reports for one test: a
+// test that polls a status repeats the same departure many times.
+const maxReported = 20
 
 // copyingBody keeps a copy of what the handler reads of a request body.
 type copyingBody struct {

@@ -116,9 +116,9 @@ func (r *recordingTB) Errorf(format string, args ...any) {
 
 func (r *recordingTB) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
 
-// TestCheckContractReports serves a wrong answer through the middleware
-// and sees it reported at cleanup, with the method, path and status; the
-// client gets the answer unchanged.
+// TestCheckContractReports serves a wrong answer twice through the
+// middleware and sees it reported once at cleanup, with the method, path,
+// status and count; the client gets the answer unchanged.
 func TestCheckContractReports(t *testing.T) {
 	tb := &recordingTB{TB: t}
 	h := gatewaytest.CheckContract(tb, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -126,10 +126,12 @@ func TestCheckContractReports(t *testing.T) {
 		w.WriteHeader(http.StatusCreated) // the document says 200
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	}))
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
-	if rec.Code != http.StatusCreated || rec.Body.String() != `{"status":"ok"}` {
-		t.Errorf("the client got %d %q", rec.Code, rec.Body)
+	for range 2 {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		if rec.Code != http.StatusCreated || rec.Body.String() != `{"status":"ok"}` {
+			t.Errorf("the client got %d %q", rec.Code, rec.Body)
+		}
 	}
 	if len(tb.errs) > 0 {
 		t.Fatalf("reported before cleanup: %q", tb.errs)
@@ -137,7 +139,29 @@ func TestCheckContractReports(t *testing.T) {
 	for _, f := range tb.cleanups {
 		f()
 	}
-	if len(tb.errs) != 1 || !strings.Contains(tb.errs[0], "GET /healthz -> 201") {
-		t.Errorf("reported %q, want one finding for GET /healthz -> 201", tb.errs)
+	if len(tb.errs) != 1 || !strings.Contains(tb.errs[0], "(2 times): GET /healthz -> 201") {
+		t.Errorf("reported %q, want one finding for GET /healthz -> 201, seen twice", tb.errs)
+	}
+}
+
+// BenchmarkCheck measures what checking one exchange costs: a signed
+// broadcast accepted with its answer.
+func BenchmarkCheck(b *testing.B) {
+	c, err := gatewaytest.LoadContract()
+	if err != nil {
+		b.Fatal(err)
+	}
+	body := `{"audience":{"topic":"citizens"},"message":{"title":"t","body":"b","ttl":"15m"}}`
+	answer := []byte(`{"id":"b01","state":"queued","status_url":"/v1/broadcasts/b01"}`)
+	header := http.Header{"Content-Type": {"application/json"}, "Location": {"/v1/broadcasts/b01"}}
+	for b.Loop() {
+		r := httptest.NewRequest("POST", "http://127.0.0.1:8080/v1/broadcasts", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Content-Digest", "sha-256=:AAAA:")
+		r.Header.Set("Signature-Input", `pushgate=("@method");created=1;keyid="k";alg="ed25519";nonce="n";tag="pushgate"`)
+		r.Header.Set("Signature", "pushgate=:AAAA:")
+		if f := c.Check(r, []byte(body), http.StatusAccepted, header, answer); len(f) > 0 {
+			b.Fatal(f)
+		}
 	}
 }
