@@ -86,13 +86,25 @@ func (c *Contract) Check(r *http.Request, reqBody []byte, status int, header htt
 	var out []string
 	_, errs := c.v.ValidateHttpResponse(r, resp)
 	if unrouted(errs) {
-		if p := unroutedAnswer(status, header, body); p != "" {
-			out = append(out, where+": a route the document does not describe: "+p)
+		switch status {
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed:
+			if p := problemAnswer(status, header, body); p != "" {
+				out = append(out, where+": a route the document does not describe: "+p)
+			}
+		default:
+			out = append(out, where+": a route the document does not describe, answered other than 404, 405 or 400")
 		}
 		return out
 	}
 	for _, d := range describe(errs) {
 		out = append(out, where+": answer: "+d)
+	}
+	if status >= 400 {
+		// The schema admits any code with any status; api.StatusOf
+		// maps each code to one.
+		if p := problemAnswer(status, header, body); p != "" {
+			out = append(out, where+": answer: "+p)
+		}
 	}
 	if status >= 200 && status < 300 {
 		req := r.Clone(r.Context())
@@ -128,14 +140,10 @@ func unrouted(errs []*verrors.ValidationError) bool {
 	return false
 }
 
-// unroutedAnswer describes what is wrong with the answer to a request no
-// operation describes, or returns "".
-func unroutedAnswer(status int, header http.Header, body []byte) string {
-	switch status {
-	case http.StatusBadRequest, http.StatusNotFound, http.StatusMethodNotAllowed:
-	default:
-		return fmt.Sprintf("status %d, want 404, 405 or 400", status)
-	}
+// problemAnswer describes what is wrong with a refusal, or returns "": it
+// must be a problem document whose code api.StatusOf maps to the answer's
+// status, with that status and the code's type URI.
+func problemAnswer(status int, header http.Header, body []byte) string {
 	if mt, _, _ := mime.ParseMediaType(header.Get("Content-Type")); mt != api.ProblemContentType {
 		return fmt.Sprintf("Content-Type %q, want %s", header.Get("Content-Type"), api.ProblemContentType)
 	}
@@ -145,8 +153,14 @@ func unroutedAnswer(status int, header http.Header, body []byte) string {
 	if err := dec.Decode(&p); err != nil {
 		return fmt.Sprintf("the problem does not decode: %v", err)
 	}
-	if want, _, ok := api.StatusOf(p.Code); !ok || want != status || p.Status != status {
-		return fmt.Sprintf("problem %q with status %d in a %d answer", p.Code, p.Status, status)
+	want, _, ok := api.StatusOf(p.Code)
+	switch {
+	case !ok:
+		return fmt.Sprintf("problem code %q is not in api.StatusOf's table", p.Code)
+	case want != status || p.Status != status:
+		return fmt.Sprintf("problem %q (status %d in the document, %d in the table) in a %d answer", p.Code, p.Status, want, status)
+	case p.Type != api.ProblemTypeBase+p.Code:
+		return fmt.Sprintf("problem %q has type %q", p.Code, p.Type)
 	}
 	return ""
 }

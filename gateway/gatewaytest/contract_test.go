@@ -57,6 +57,8 @@ func TestContractCatchesMismatches(t *testing.T) {
 		{"a problem with an unknown code", "GET", "/v1/kill", "", 400, api.ProblemContentType,
 			problemBody("no_such_code"), `"$.code"`},
 		{"a problem", "GET", "/v1/kill", "", 403, api.ProblemContentType, problemBody(api.CodeForbidden), ""},
+		{"a problem with another status than its code's", "GET", "/v1/kill", "", 401, api.ProblemContentType,
+			problemBody(api.CodeForbidden), `"forbidden"`},
 		{"a refused unknown field", "POST", "/v1/kill", `{"scope":"global","reason":"r","x":1}`, 400, api.ProblemContentType,
 			problemBody(api.CodeUnknownField), ""},
 		{"an accepted unknown field", "POST", "/v1/resume", `{"scope":"global","x":1}`, 200, "application/json",
