@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -79,6 +80,8 @@ type Server struct {
 	maxTTL   time.Duration
 	now      func() time.Time
 	mux      *http.ServeMux
+	// patterns are the routes registered on mux, in order (Routes).
+	patterns []string
 	// bodySlots holds a token per body being read (Config.BodyReads).
 	bodySlots   chan struct{}
 	bodyTimeout time.Duration
@@ -142,8 +145,12 @@ func New(cfg Config) (*Server, error) {
 // the submitting key, an admin or an approver). GET /metrics is left out
 // when omitMetrics.
 func (s *Server) routes(omitMetrics bool) {
+	handle := func(pattern string, h http.Handler) {
+		s.mux.Handle(pattern, h)
+		s.patterns = append(s.patterns, pattern)
+	}
 	signed := func(pattern string, h http.HandlerFunc, roles ...signing.Role) {
-		s.mux.Handle(pattern, s.signed(roles, MaxBodyBytes, h))
+		handle(pattern, s.signed(roles, MaxBodyBytes, h))
 	}
 	signed("POST /v1/broadcasts", s.submitBroadcast, signing.RoleBroadcast)
 	signed("GET /v1/broadcasts", s.listBroadcasts)
@@ -163,14 +170,19 @@ func (s *Server) routes(omitMetrics bool) {
 
 	signed("PUT /v1/devices/{platform}/{token}", s.putDevice, signing.RoleRegister)
 	signed("DELETE /v1/devices/{platform}/{token}", s.deleteDevice, signing.RoleRegister)
-	s.mux.Handle("POST /v1/devices/import", s.signed([]signing.Role{signing.RoleRegister}, MaxImportBytes, s.importDevices))
+	handle("POST /v1/devices/import", s.signed([]signing.Role{signing.RoleRegister}, MaxImportBytes, s.importDevices))
 
-	s.mux.HandleFunc("GET "+api.PathHealthz, s.healthz)
-	s.mux.HandleFunc("GET "+api.PathReadyz, s.readyz)
+	handle("GET "+api.PathHealthz, http.HandlerFunc(s.healthz))
+	handle("GET "+api.PathReadyz, http.HandlerFunc(s.readyz))
 	if !omitMetrics {
-		s.mux.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+		handle("GET "+api.PathMetrics, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
 }
+
+// Routes returns the pattern of every route the Handler serves, as
+// ServeMux spells it ("POST /v1/broadcasts"), in the order registered.
+// Tests check it against api/openapi.yaml.
+func (s *Server) Routes() []string { return slices.Clone(s.patterns) }
 
 // Handler returns the API's handler: every route, with problem documents
 // for unknown routes and methods, request metrics and request logs.

@@ -208,7 +208,7 @@ func TestRestartedOnAnEmptiedRedis(t *testing.T) {
 		Settings: fastLossCheck()}, app.Roles{})
 	ctx := context.Background()
 	start := func() {
-		ra, err := stack.StartApp(ctx, e.st.ConfigPath, app.Roles{API: true, Worker: true}, testLogger(t))
+		ra, err := stack.StartAppWith(ctx, e.st.ConfigPath, app.Roles{API: true, Worker: true}, testLogger(t), checkedAPI(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pushgate/pushgate/api"
 	"github.com/pushgate/pushgate/client"
+	"github.com/pushgate/pushgate/gateway/gatewaytest"
 	"github.com/pushgate/pushgate/internal/app"
 	"github.com/pushgate/pushgate/internal/redistest"
 	"github.com/pushgate/pushgate/internal/stack"
@@ -62,7 +63,7 @@ func newE2ELogged(t testing.TB, o stack.Options, r app.Roles, logger *slog.Logge
 	t.Cleanup(func() { st.Close() })
 	e := &e2e{t: t, st: st}
 	if r.API || r.Worker {
-		e.app, err = stack.StartApp(context.Background(), st.ConfigPath, r, logger)
+		e.app, err = stack.StartAppWith(context.Background(), st.ConfigPath, r, logger, checkedAPI(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,6 +78,12 @@ func newE2ELogged(t testing.TB, o stack.Options, r app.Roles, logger *slog.Logge
 		e.admin = e.client(stack.KeyAdmin)
 	}
 	return e
+}
+
+// checkedAPI checks every exchange with the API of an app against
+// api/openapi.yaml; what departs from it fails t once the app has stopped.
+func checkedAPI(t testing.TB) stack.AppOptions {
+	return stack.AppOptions{WrapAPI: func(h http.Handler) http.Handler { return gatewaytest.CheckContract(t, h) }}
 }
 
 func (e *e2e) client(name string) *client.Client {

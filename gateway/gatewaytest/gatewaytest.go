@@ -1,7 +1,9 @@
 // Package gatewaytest starts a real pushgate API for tests: a private Redis
 // database (internal/redistest), a real queue.Service, a Verifier with the
 // Redis replay guard and revocations, the gateway, and an httptest server
-// on loopback, plus signers and key files for a fixed set of keys.
+// on loopback, plus signers and key files for a fixed set of keys. Every
+// exchange with that API is checked against the API's OpenAPI description
+// (CheckContract), which tests of other servers of the API use too.
 //
 // No worker runs: tests observe what the API stored and enqueued, and may
 // drive a broadcast's state through the Service.
@@ -113,6 +115,9 @@ type Env struct {
 	Logs *Buffer
 	// Verifier is the gateway's signature verifier.
 	Verifier *signing.Verifier
+	// Gateway is the API's server; its Handler is served, wrapped in
+	// CheckContract.
+	Gateway *gateway.Server
 	// LogKey is the public key of the control log, which the Service's
 	// Control integrates, and LogPublicKey its encoding.
 	LogKey       note.Verifier
@@ -261,7 +266,10 @@ func StartWith(tb testing.TB, o Options) *Env {
 	if err != nil {
 		tb.Fatalf("gatewaytest: gateway: %v", err)
 	}
-	srv.Config.Handler = gw.Handler()
+	env.Gateway = gw
+	// Every exchange is checked against api/openapi.yaml; the findings
+	// fail the test after the server below has closed.
+	srv.Config.Handler = CheckContract(tb, gw.Handler())
 	srv.Start()
 	env.Server = srv
 	tb.Cleanup(env.Server.Close)

@@ -300,6 +300,16 @@ func (a *App) Deployment() *queue.Deployment { return a.deployment }
 // Call it before Run.
 func (a *App) ServeOn(ln net.Listener) { a.apiListener = ln }
 
+// WrapAPI wraps the API's handler in wrap; it does nothing when the
+// process runs no API. Tests check every exchange against the API's
+// contract with it (docs/ARCHITECTURE.md, "The API contract:
+// api/openapi.yaml"). Call it before Run.
+func (a *App) WrapAPI(wrap func(http.Handler) http.Handler) {
+	if a.api != nil {
+		a.api.Handler = wrap(a.api.Handler)
+	}
+}
+
 // ServeMetricsOn makes /metrics serve on ln instead of listening on
 // metrics_listen; it does nothing when metrics_listen is empty, where the
 // API's listener serves /metrics. Tests pass a listener on port 0. Call it

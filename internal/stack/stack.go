@@ -423,6 +423,18 @@ type RunningApp struct {
 // this process, with the API on the configuration's listen address, and
 // waits until the API answers.
 func StartApp(ctx context.Context, configPath string, r app.Roles, logger *slog.Logger) (*RunningApp, error) {
+	return StartAppWith(ctx, configPath, r, logger, AppOptions{})
+}
+
+// AppOptions change the process StartAppWith runs.
+type AppOptions struct {
+	// WrapAPI, when set, wraps the API's handler (app.App.WrapAPI): the
+	// end-to-end tests check every exchange against the API's contract.
+	WrapAPI func(http.Handler) http.Handler
+}
+
+// StartAppWith is StartApp with options.
+func StartAppWith(ctx context.Context, configPath string, r app.Roles, logger *slog.Logger, o AppOptions) (*RunningApp, error) {
 	cfg, err := app.LoadConfig(configPath, func(string) string { return "" })
 	if err != nil {
 		return nil, err
@@ -430,6 +442,9 @@ func StartApp(ctx context.Context, configPath string, r app.Roles, logger *slog.
 	a, err := app.New(ctx, cfg, logger, r)
 	if err != nil {
 		return nil, err
+	}
+	if o.WrapAPI != nil {
+		a.WrapAPI(o.WrapAPI)
 	}
 	ra := &RunningApp{App: a, done: make(chan struct{})}
 	if r.API {
