@@ -32,7 +32,7 @@ var _ KeyLister = (*signing.Keyring)(nil)
 func (s *Service) Keyring() ([]KeyState, int64, error) {
 	kl, ok := s.verifier.Keys().(KeyLister)
 	if !ok {
-		return nil, 0, errors.New("keyring: the verifier's keys can not be listed")
+		return nil, 0, errors.New("keyring: the verifier's keys cannot be listed")
 	}
 	revoked, version := s.control.revocations()
 	keys := kl.Keys()
